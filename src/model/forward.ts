@@ -1,0 +1,141 @@
+/**
+ * The attention-only transformer forward pass of METRICS.md §2, in TransformerLens
+ * semantics (row vectors, `x W`), reading top-down in the order data flows:
+ * embed → (norm → attention) per layer → final norm → unembed.
+ *
+ * It is written only in differentiable tfjs ops, so the trainer runs the same code
+ * under `tf.variableGrads`. Per-head weights are laid side by side
+ * (`[d_model, head·d_head]`) so each projection is one large 2-D matMul, the
+ * formulation the wasm backend runs fastest.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { ModelConfig } from '../checkpoint/config.ts';
+import type { Weights } from '../checkpoint/checkpoint.ts';
+
+/** TL state-dict name → tensor (weights on the active backend, or trainable variables). */
+export type Params = Record<string, tf.Tensor>;
+
+export interface ForwardOptions {
+  /** Layers whose attention patterns to return. Default: none. */
+  patternLayers?: readonly number[];
+  /** Compute logits (needs every layer and the unembedding). Default: false. */
+  logits?: boolean;
+}
+
+export interface ForwardOutput {
+  /** One entry per layer in `patternLayers`, in that order. pattern: [batch, head, qPos, kPos] */
+  patterns: tf.Tensor4D[];
+  /** logits: [batch, pos, d_vocab], present only when asked for. */
+  logits?: tf.Tensor3D;
+}
+
+/** Uploads host weights once per checkpoint; the caller disposes them with `disposeParams`. */
+export function uploadParams(weights: Weights): Params {
+  const params: Params = {};
+  for (const [name, t] of weights) params[name] = tf.tensor(t.data, t.shape, 'float32');
+  return params;
+}
+
+export function disposeParams(params: Params): void {
+  for (const t of Object.values(params)) t.dispose();
+}
+
+/**
+ * Normalisation before attention or unembedding.
+ * x: [batch, pos, d_model] -> [batch, pos, d_model]
+ */
+function norm(c: ModelConfig, x: tf.Tensor3D, w: tf.Tensor | undefined, b: tf.Tensor | undefined): tf.Tensor3D {
+  if (c.normalization_type === null) return x;
+  const { mean, variance } = tf.moments(x, -1, true); // biased variance over d_model
+  const scaled = tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, c.eps))) as tf.Tensor3D;
+  if (c.normalization_type === 'LNPre') return scaled;
+  return tf.add(tf.mul(scaled, w!), b!) as tf.Tensor3D;
+}
+
+/** [head, d_model, d_head] -> [d_model, head·d_head] */
+function headsSideBySide(w: tf.Tensor): tf.Tensor2D {
+  const [nHeads, dModel, dHead] = w.shape;
+  return tf.reshape(tf.transpose(w, [1, 0, 2]), [dModel, nHeads * dHead]);
+}
+
+/**
+ * One projection for all heads.
+ * x2d: [batch·pos, d_model], W: [head, d_model, d_head], b: [head, d_head] -> [batch, head, pos, d_head]
+ */
+function project(x2d: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor, batch: number, pos: number): tf.Tensor4D {
+  const [nHeads, , dHead] = w.shape;
+  const flat = tf.add(tf.matMul(x2d, headsSideBySide(w)), tf.reshape(b, [nHeads * dHead])); // (B·T, dm) x (dm, H·dh)
+  return tf.transpose(tf.reshape(flat, [batch, pos, nHeads, dHead]), [0, 2, 1, 3]) as tf.Tensor4D;
+}
+
+/** Additive causal mask: 0 on and below the diagonal, -1e9 above. [qPos, kPos] */
+function causalMask(pos: number): tf.Tensor2D {
+  const lower = tf.linalg.bandPart(tf.ones([pos, pos]), -1, 0);
+  return tf.mul(tf.sub(1, lower), -1e9) as tf.Tensor2D;
+}
+
+/**
+ * Runs the model on a batch of token ids.
+ * tokens: [batch, pos] int32 -> patterns per requested layer [batch, head, qPos, kPos], logits [batch, pos, d_vocab]
+ *
+ * Stops as early as the request allows: without logits, nothing past the last requested
+ * pattern is computed (not that layer's values, not the unembedding). Call inside
+ * `tf.tidy` or dispose the outputs.
+ */
+export function forward(params: Params, c: ModelConfig, tokens: tf.Tensor2D, opts: ForwardOptions = {}): ForwardOutput {
+  const [batch, pos] = tokens.shape;
+  const patternLayers = opts.patternLayers ?? [];
+  const lastLayer = opts.logits ? c.n_layers - 1 : Math.max(-1, ...patternLayers);
+  const patterns: tf.Tensor4D[] = [];
+
+  const posEmbed = tf.slice(params['pos_embed.W_pos'], [0, 0], [pos, c.d_model]); // (T, dm)
+  let x = tf.gather(params['embed.W_E'], tokens) as tf.Tensor3D; // (B, T, dm)
+  if (c.positional_embedding_type === 'standard') x = tf.add(x, posEmbed);
+  const mask = lastLayer >= 0 ? causalMask(pos) : undefined;
+
+  for (let l = 0; l <= lastLayer; l++) {
+    const p = `blocks.${l}`;
+    const xn = norm(c, x, params[`${p}.ln1.w`], params[`${p}.ln1.b`]); // (B, T, dm)
+    const qkIn = c.positional_embedding_type === 'shortformer' ? tf.add(xn, posEmbed) : xn;
+    const qkIn2d = tf.reshape(qkIn, [batch * pos, c.d_model]) as tf.Tensor2D;
+    const q = project(qkIn2d, params[`${p}.attn.W_Q`], params[`${p}.attn.b_Q`], batch, pos); // (B, H, T, dh)
+    const k = project(qkIn2d, params[`${p}.attn.W_K`], params[`${p}.attn.b_K`], batch, pos); // (B, H, T, dh)
+    const scores = tf.add(tf.div(tf.matMul(q, k, false, true), Math.sqrt(c.d_head)), mask!); // (B, H, T, dh) x (B, H, dh, T) -> (B, H, T, T)
+    const pattern = tf.softmax(scores) as tf.Tensor4D; // (B, H, T, T)
+    if (patternLayers.includes(l)) patterns.push(pattern);
+    if (l === lastLayer && !opts.logits) break;
+
+    const xn2d = tf.reshape(xn, [batch * pos, c.d_model]) as tf.Tensor2D;
+    const v = project(xn2d, params[`${p}.attn.W_V`], params[`${p}.attn.b_V`], batch, pos); // (B, H, T, dh)
+    const z = tf.matMul(pattern, v); // (B, H, T, T) x (B, H, T, dh) -> (B, H, T, dh)
+    const zFlat = tf.reshape(tf.transpose(z, [0, 2, 1, 3]), [batch * pos, c.n_heads * c.d_head]); // (B·T, H·dh)
+    const wO = tf.reshape(params[`${p}.attn.W_O`], [c.n_heads * c.d_head, c.d_model]); // (H·dh, dm): sums over heads
+    const attnOut = tf.add(tf.matMul(zFlat, wO), params[`${p}.attn.b_O`]); // (B·T, dm)
+    x = tf.add(x, tf.reshape(attnOut, [batch, pos, c.d_model]));
+  }
+
+  if (!opts.logits) return { patterns };
+  const xf = norm(c, x, params['ln_final.w'], params['ln_final.b']);
+  const logits = tf.add(
+    tf.matMul(tf.reshape(xf, [batch * pos, c.d_model]), params['unembed.W_U']), // (B·T, dm) x (dm, V)
+    params['unembed.b_U'],
+  );
+  return { patterns, logits: tf.reshape(logits, [batch, pos, c.d_vocab]) as tf.Tensor3D };
+}
+
+/**
+ * Next-token loss at every position after the first.
+ * logits: [batch, pos, d_vocab], tokens: [batch, pos] -> loss: [batch, pos-1], loss[:, i-1] = -log p(t[i] | t[<i])
+ */
+export function tokenLosses(logits: tf.Tensor3D, tokens: tf.Tensor2D): tf.Tensor2D {
+  const [batch, pos, vocab] = logits.shape;
+  const n = batch * (pos - 1);
+  const pred = tf.reshape(tf.slice(logits, [0, 0, 0], [batch, pos - 1, vocab]), [n, vocab]) as tf.Tensor2D; // (B·(T-1), V)
+  const targets = tf.reshape(tf.slice(tokens, [0, 1], [batch, pos - 1]), [n]); // (B·(T-1))
+  const lse = tf.logSumExp(pred, -1); // (B·(T-1))
+  // Gather the target logit by flat index rather than a one-hot product: a one-hot of a
+  // 50k vocabulary would cost batch·pos·d_vocab floats.
+  const flatIdx = tf.add(tf.mul(tf.range(0, n, 1, 'int32'), tf.scalar(vocab, 'int32')), tf.cast(targets, 'int32'));
+  const picked = tf.gather(tf.reshape(pred, [n * vocab]), flatIdx);
+  return tf.reshape(tf.sub(lse, picked), [batch, pos - 1]) as tf.Tensor2D;
+}
