@@ -1,0 +1,47 @@
+/**
+ * The `headsweep` command line. Each command lives in `pipeline/commands/<name>.ts` and
+ * exports a yargs CommandModule; this file only assembles them and owns the single exit
+ * path: `main` returns the exit code, it never calls process.exit itself.
+ */
+import yargs, { type CommandModule } from 'yargs';
+import { messageOf } from '../src/errors.ts';
+
+/** Exit codes: 0 ok, 1 failure, 2 bad config, 3 finished but some checkpoints failed. */
+export const EXIT = { ok: 0, failure: 1, badConfig: 2, partial: 3 } as const;
+
+/** Commands set `exitCode` on the shared state instead of exiting. */
+export interface CliState {
+  exitCode: number;
+}
+
+// Each command module is registered here, in the order `--help` lists them.
+const commandLoaders: (() => Promise<(state: CliState) => CommandModule>)[] = [];
+
+export async function main(argv: string[]): Promise<number> {
+  const state: CliState = { exitCode: EXIT.ok };
+  const commands = await Promise.all(commandLoaders.map((load) => load()));
+  let cli = yargs(argv)
+    .scriptName('headsweep')
+    .usage('$0 <command> [options]\n\nScore every attention head of transformer checkpoints for induction-style behaviour.')
+    .strict()
+    .demandCommand(1, 'Name a command: see the list above.')
+    .recommendCommands()
+    .help()
+    .alias('h', 'help')
+    .version()
+    .wrap(Math.min(100, process.stdout.columns ?? 100))
+    .fail((msg, err) => {
+      throw err ?? new UsageError(msg);
+    });
+  for (const make of commands) cli = cli.command(make(state));
+  try {
+    await cli.parseAsync();
+  } catch (err) {
+    process.stderr.write(`headsweep: ${messageOf(err)}\n`);
+    if (err instanceof UsageError) process.stderr.write('Run with --help for usage.\n');
+    return err instanceof UsageError ? EXIT.badConfig : Math.max(state.exitCode, EXIT.failure);
+  }
+  return state.exitCode;
+}
+
+class UsageError extends Error {}
