@@ -1,0 +1,116 @@
+/**
+ * Weight-based scores (METRICS.md §5) against the golden fixtures, computed by an
+ * independent float64 implementation. Tolerance 1e-3 absolute, METRICS.md §7's bound for
+ * float32 compute: the vocabulary-sized product R_final(W_U) W_E and the Gram matrices
+ * are float32 sums over d_vocab and d_model terms.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initBackend, tf, type BackendName } from '../src/backend.ts';
+import { loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { compositionScores } from '../src/metrics/composition.ts';
+import { copyingScores } from '../src/metrics/copying.ts';
+import { disposeParams, uploadParams } from '../src/model/forward.ts';
+import type { CompositionScores } from '../src/score.ts';
+
+const FIXTURES = join(import.meta.dirname, 'fixtures');
+const TOL = 1e-3;
+
+interface ExpectedWeights {
+  copying: { layer: number; head: number; copying: number }[];
+  composition: {
+    src_layer: number; src_head: number; dst_layer: number; dst_head: number;
+    kind: 'Q' | 'K' | 'V'; score: number; baseline: number;
+  }[];
+}
+
+interface Computed {
+  nHeads: number;
+  dModel: number;
+  copying: Float64Array;
+  composition: CompositionScores;
+  expected: ExpectedWeights;
+  /** Live tensors after scoring minus before uploading the weights. */
+  leaked: number;
+}
+
+function scoreFixture(name: string): Computed {
+  const ckpt = loadCheckpoint(join(FIXTURES, `${name}.safetensors`));
+  const expected = JSON.parse(readFileSync(join(FIXTURES, `${name}.expected.json`), 'utf8')) as ExpectedWeights;
+  const before = tf.memory().numTensors;
+  const params = uploadParams(ckpt.weights);
+  const copying = copyingScores(params, ckpt.config);
+  const composition = compositionScores(params, ckpt.config);
+  disposeParams(params);
+  return { nHeads: ckpt.config.n_heads, dModel: ckpt.config.d_model, copying, composition, expected, leaked: tf.memory().numTensors - before };
+}
+
+/** Every score off by more than TOL, named, so a failure lists exactly which heads disagree. */
+function copyingMisses(r: Computed): string[] {
+  expect(r.copying.length).toBe(r.expected.copying.length);
+  return r.expected.copying
+    .map(({ layer, head, copying }) => ({ at: `L${layer}H${head}`, got: r.copying[layer * r.nHeads + head], want: copying }))
+    .filter(({ got, want }) => !(Math.abs(got - want) <= TOL))
+    .map(({ at, got, want }) => `${at}: ${got} vs ${want}`);
+}
+
+function compositionMisses(r: Computed): string[] {
+  const comp = r.composition;
+  expect(comp.score.length).toBe(r.expected.composition.length);
+  const misses: string[] = [];
+  r.expected.composition.forEach((e, i) => {
+    const at = `L${e.src_layer}H${e.src_head}→L${e.dst_layer}H${e.dst_head} ${e.kind}`;
+    const key = [comp.src_layer[i], comp.src_head[i], comp.dst_layer[i], comp.dst_head[i], comp.kind[i]];
+    if (key.join() !== [e.src_layer, e.src_head, e.dst_layer, e.dst_head, e.kind].join()) misses.push(`row ${i} is ${key.join()}, want ${at}`);
+    else if (!(Math.abs(comp.score[i] - e.score) <= TOL)) misses.push(`${at}: ${comp.score[i]} vs ${e.score}`);
+    if (!(Math.abs(comp.baseline - e.baseline) <= TOL)) misses.push(`${at} baseline: ${comp.baseline} vs ${e.baseline}`);
+  });
+  return misses;
+}
+
+function goldenSuite(backend: BackendName, fixtures: readonly string[]): void {
+  describe(`weight scores on ${backend}`, () => {
+    beforeAll(async () => {
+      await initBackend(backend);
+    });
+
+    it.each(fixtures)('%s: copying and composition match the golden values, no tensor leaks', (name) => {
+      const r = scoreFixture(name);
+      expect(copyingMisses(r)).toEqual([]);
+      expect(compositionMisses(r)).toEqual([]);
+      expect(r.leaked).toBe(0);
+    });
+  });
+}
+
+goldenSuite('wasm', ['planted-induction-2l', 'random-2l-ln-standard', 'random-1l-none-shortformer']);
+
+describe('planted-induction-2l circuit (wasm)', () => {
+  beforeAll(async () => {
+    await initBackend('wasm');
+  });
+
+  it('L1H0 copies, L0H0 anti-copies, L1H0 reads L0H0 through its keys', () => {
+    const r = scoreFixture('planted-induction-2l');
+    expect(r.copying[1 * r.nHeads + 0]).toBeCloseTo(1.0, 3);
+    expect(r.copying[0 * r.nHeads + 0]).toBeCloseTo(-1.0, 3);
+    const c = r.composition;
+    const row = (kind: string) =>
+      Array.from(c.score.keys()).find(
+        (i) => c.src_layer[i] === 0 && c.src_head[i] === 0 && c.dst_layer[i] === 1 && c.dst_head[i] === 0 && c.kind[i] === kind,
+      )!;
+    expect(c.score[row('K')]).toBeCloseTo(0.25, 3);
+    expect(c.score[row('Q')]).toBeCloseTo(0, 3);
+    expect(c.score[row('V')]).toBeCloseTo(0, 3);
+  });
+
+  it('a one-layer model has no composition rows', () => {
+    const r = scoreFixture('random-1l-none-shortformer');
+    expect(r.composition.score.length).toBe(0);
+    expect(r.composition.kind).toEqual([]);
+    expect(r.composition.baseline).toBe(1 / Math.sqrt(r.dModel));
+  });
+});
+
+goldenSuite('cpu', ['random-2l-ln-standard']);
