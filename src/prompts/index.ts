@@ -1,0 +1,27 @@
+/** Prompt sets: build one from its spec, check it against a model. */
+import type { ModelConfig } from '../checkpoint/config.ts';
+import { repeatedRandom } from './repeated-random.ts';
+import { readTokensFile } from './tokens-file.ts';
+import type { PromptSet, PromptSetSpec } from './types.ts';
+import { validatePromptSet } from './validate.ts';
+
+export interface BuildOptions {
+  /** Folder that relative `tokens` files resolve against (the run config's folder). */
+  baseDir?: string;
+}
+
+/** Builds a prompt set for a model and checks it fits (ids in the vocabulary, length ≤ n_ctx). */
+export function buildPromptSet(spec: PromptSetSpec, c: ModelConfig, opts: BuildOptions = {}): PromptSet {
+  const set = spec.kind === 'repeated_random' ? repeatedRandom(spec, c) : readTokensFile(spec, opts.baseDir);
+  validatePromptSet(set, c);
+  return set;
+}
+
+export { repeatedRandom } from './repeated-random.ts';
+export { readTokensFile } from './tokens-file.ts';
+export { validatePromptSet } from './validate.ts';
+export { sampleDistinct, seededRng, type Rng } from './rng.ts';
+export {
+  PromptSetSpecSchema, RepeatedRandomSpecSchema, TokensFileSpecSchema, REPEATED_RANDOM_DEFAULTS,
+  type PromptOrigin, type PromptSet, type PromptSetSpec, type RepeatedRandomSpec, type TokensFileSpec,
+} from './types.ts';
