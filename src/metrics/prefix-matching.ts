@@ -1,0 +1,13 @@
+/**
+ * `prefix_matching` (METRICS.md §4): for a query q with earlier copies P(q), the attention
+ * mass on the induction targets S(q) = { k + 1 : k ∈ P(q) }, the tokens that followed
+ * those copies. Only queries with a non-empty P(q) count. An induction head scores near 1.
+ */
+import { buildMask, type PatternMask } from './pattern.ts';
+
+export function prefixMatchingMask(tokens: readonly Int32Array[]): PatternMask {
+  return buildMask(tokens, (_q, earlier, row) => {
+    for (const k of earlier) row[k + 1] = 1; // k < q, so k + 1 ≤ q stays causal
+    return earlier.length > 0;
+  });
+}
