@@ -1,10 +1,21 @@
 /**
  * The unit of work the pipeline calls: every requested score for one checkpoint over
- * all its prompt sets, with weights uploaded once. (Interface fixed first so the
- * pipeline and the metrics can be built side by side; implementation follows.)
+ * all its prompt sets, with weights uploaded once.
  */
+import * as tf from '@tensorflow/tfjs-core';
 import type { Checkpoint } from './checkpoint/checkpoint.ts';
+import type { ModelConfig } from './checkpoint/config.ts';
+import { HeadsweepError, messageOf, type Stage } from './errors.ts';
+import { compositionScores } from './metrics/composition.ts';
+import { copyingScores } from './metrics/copying.ts';
+import {
+  LOSS_SUM_COUNT, addLossBatch, batchLossSums, checkIclPositions, emptyLossTotals, lossScores,
+} from './metrics/loss.ts';
+import { maskedHeadSums } from './metrics/pattern.ts';
+import { PATTERN_MASKS, metricsOfKind, type PatternMetricName } from './metrics/registry.ts';
+import { disposeParams, forward, uploadParams, type Params } from './model/forward.ts';
 import type { PromptSet } from './prompts/types.ts';
+import { validatePromptSet } from './prompts/validate.ts';
 
 export const METRIC_NAMES = [
   'prefix_matching', 'duplicate_token', 'previous_token',
@@ -49,9 +60,140 @@ export interface CompositionScores {
 export interface CheckpointScores {
   nLayers: number;
   nHeads: number;
+  /** One entry per prompt set, in order; empty when no pattern or loss metric is asked for. */
   promptSets: PromptSetScores[];
   /** [n_layers * n_heads] */
   copying?: Float64Array;
   composition?: CompositionScores;
   seconds: { forward: number; weights: number };
+}
+
+/**
+ * Scores one checkpoint. Prompt sets are checked against the model first; then weights
+ * are uploaded once, each prompt set runs in batches of up to `batchSize` consecutive
+ * sequences of one length, and the weight scores are computed once. Every tensor it
+ * makes is disposed before it returns, also on error.
+ */
+export async function scoreCheckpoint(ck: Checkpoint, promptSets: readonly PromptSet[], opts: ScoreOptions): Promise<CheckpointScores> {
+  const c = ck.config;
+  if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) {
+    throw new HeadsweepError(`batch size ${opts.batchSize} is not a positive integer`, { stage: 'config', key: 'batch_size' });
+  }
+  const request: ForwardRequest = {
+    // A model without layers has no heads, hence no pattern scores to compute.
+    patterns: c.n_layers > 0 ? metricsOfKind(opts.metrics, 'pattern') : [],
+    loss: metricsOfKind(opts.metrics, 'loss'),
+    batchSize: opts.batchSize,
+    icl: opts.icl,
+  };
+  if (request.loss.includes('icl_score')) checkIclPositions(opts.icl);
+  for (const set of promptSets) validatePromptSet(set, c);
+
+  const result: CheckpointScores = { nLayers: c.n_layers, nHeads: c.n_heads, promptSets: [], seconds: { forward: 0, weights: 0 } };
+  const params = uploadParams(ck.weights);
+  try {
+    if (request.patterns.length > 0 || request.loss.length > 0) {
+      const start = performance.now();
+      for (const set of promptSets) {
+        result.promptSets.push(await inStage('forward', ck.path, () => scorePromptSet(params, c, set, request)));
+      }
+      result.seconds.forward = (performance.now() - start) / 1000;
+    }
+    const weightMetrics = metricsOfKind(opts.metrics, 'weights');
+    const start = performance.now();
+    if (weightMetrics.includes('copying')) result.copying = await inStage('score', ck.path, () => copyingScores(params, c));
+    if (weightMetrics.includes('composition')) result.composition = await inStage('score', ck.path, () => compositionScores(params, c));
+    result.seconds.weights = (performance.now() - start) / 1000;
+  } finally {
+    disposeParams(params);
+  }
+  return result;
+}
+
+/** What the forward pass of each batch must produce. */
+interface ForwardRequest {
+  patterns: PatternMetricName[];
+  loss: ('mean_loss' | 'icl_score')[];
+  batchSize: number;
+  icl: ScoreOptions['icl'];
+}
+
+async function scorePromptSet(params: Params, c: ModelConfig, set: PromptSet, req: ForwardRequest): Promise<PromptSetScores> {
+  const heads = c.n_layers * c.n_heads;
+  const patternLayers = req.patterns.length > 0 ? Array.from({ length: c.n_layers }, (_, l) => l) : [];
+  const wantLogits = req.loss.length > 0;
+  const sums = req.patterns.map(() => new Float64Array(heads)); // per metric: [layer·head]
+  const counts = req.patterns.map(() => 0);
+  const loss = emptyLossTotals();
+
+  for (const batch of equalLengthBatches(set.sequences, req.batchSize)) {
+    const [nSeq, pos] = [batch.length, batch[0].length];
+    const masks = req.patterns.map((m) => PATTERN_MASKS[m](batch));
+    // One download per batch: per metric, per layer, the [head] sums; then the loss sums.
+    const reduced = tf.tidy(() => {
+      const tokens = tf.tensor2d(concat(batch), [nSeq, pos], 'int32'); // (B, T)
+      const out = forward(params, c, tokens, { patternLayers, logits: wantLogits });
+      const parts: tf.Tensor1D[] = [];
+      for (const m of masks) {
+        const mask = tf.tensor3d(m.mask, [nSeq, pos, pos]); // (B, T, T)
+        for (const pattern of out.patterns) parts.push(maskedHeadSums(pattern, mask)); // (H)
+      }
+      if (out.logits) parts.push(batchLossSums(out.logits, tokens, req.icl)); // (3)
+      return tf.concat(parts); // (M·L·H [+ 3])
+    });
+    const values = await reduced.data();
+    reduced.dispose();
+
+    masks.forEach((m, i) => {
+      for (let j = 0; j < heads; j++) sums[i][j] += values[i * heads + j];
+      counts[i] += m.count;
+    });
+    if (wantLogits) addLossBatch(loss, values.subarray(masks.length * heads, masks.length * heads + LOSS_SUM_COUNT), nSeq, pos, req.icl);
+  }
+
+  const scores: PromptSetScores = { promptSet: set.name };
+  req.patterns.forEach((m, i) => {
+    // A score no query counts towards is undefined, not 0.
+    scores[m] = sums[i].map((s) => (counts[i] === 0 ? NaN : s / counts[i]));
+  });
+  if (wantLogits) {
+    const { mean_loss, icl_score } = lossScores(loss);
+    if (req.loss.includes('mean_loss')) scores.mean_loss = mean_loss;
+    if (req.loss.includes('icl_score')) scores.icl_score = icl_score;
+  }
+  return scores;
+}
+
+/**
+ * Splits sequences into forward batches: grouped by length (a batch is one rectangular
+ * tensor), in order of first appearance, each group cut into runs of `size` consecutive
+ * sequences.
+ */
+function* equalLengthBatches(sequences: readonly Int32Array[], size: number): Generator<Int32Array[]> {
+  const byLength = new Map<number, Int32Array[]>();
+  for (const seq of sequences) {
+    const group = byLength.get(seq.length);
+    if (group) group.push(seq);
+    else byLength.set(seq.length, [seq]);
+  }
+  for (const group of byLength.values()) {
+    for (let i = 0; i < group.length; i += size) yield group.slice(i, i + size);
+  }
+}
+
+/** [batch][pos] -> [batch·pos], row-major */
+function concat(batch: readonly Int32Array[]): Int32Array {
+  const out = new Int32Array(batch.length * batch[0].length);
+  batch.forEach((seq, b) => out.set(seq, b * seq.length));
+  return out;
+}
+
+/** Runs `work`, turning a failure that is not already a HeadsweepError into one for `stage` and `file`. */
+async function inStage<T>(stage: Stage, file: string, work: () => T | Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof HeadsweepError) throw err;
+    throw new HeadsweepError(`${file}: ${stage} failed: ${messageOf(err)}`, { stage, file, cause: err });
+  }
 }
