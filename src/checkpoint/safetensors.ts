@@ -6,8 +6,17 @@
  * The reader validates the whole header before allocating anything, then reads each
  * tensor that is asked for straight into its own typed array (one read per tensor, no
  * whole-file buffer), so a file of any size costs only the tensors it yields.
+ *
+ * Validation follows the reference implementation (Rust `safetensors`, which Python
+ * `safe_open` uses), so headsweep accepts exactly the files other readers accept:
+ * the tensors must tile the data section from byte 0 to the end of the file with no
+ * gap, no overlap and no trailing bytes. Bytes no tensor claims mean the header does
+ * not describe the data (a header rewritten or a file appended to), so they are an
+ * error, not something to skip.
  */
-import { closeSync, fstatSync, openSync, readSync, renameSync, writeSync, unlinkSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { endianness } from 'node:os';
 import { checkpointError } from '../errors.ts';
 
 export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
@@ -15,6 +24,9 @@ export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8
 const DTYPE_BYTES: Record<DType, number> = {
   F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
 };
+
+/** The dtypes `readTensor` widens to float32; weights in any other dtype are an error. */
+export const FLOAT_DTYPES: readonly DType[] = ['F32', 'F16', 'BF16', 'F64'];
 
 /** The safetensors reference implementation caps the header at 100 MB. */
 const MAX_HEADER_BYTES = 100_000_000;
@@ -28,6 +40,7 @@ export interface TensorInfo {
 }
 
 export interface SafetensorsHeader {
+  /** Tensor name → entry, in the order the header lists them. */
   tensors: Map<string, TensorInfo>;
   metadata: Record<string, string>;
   /** Absolute file offset of the data section. */
@@ -41,14 +54,30 @@ export interface HostTensor {
   data: Float32Array;
 }
 
-function product(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
+/** Element count of a shape, or null when it exceeds 2^53 (the reference calls this overflow). */
+function elementCount(shape: readonly number[]): number | null {
+  if (shape.includes(0)) return 0;
+  let n = 1;
+  for (const d of shape) {
+    n *= d;
+    if (!Number.isSafeInteger(n)) return null;
+  }
+  return n;
+}
+
+function formatShape(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
 }
 
 function readExactly(fd: number, file: string, buf: Uint8Array, position: number, what: string): void {
   let done = 0;
   while (done < buf.byteLength) {
-    const n = readSync(fd, buf, done, buf.byteLength - done, position + done);
+    let n: number;
+    try {
+      n = readSync(fd, buf, done, buf.byteLength - done, position + done);
+    } catch (err) {
+      throw checkpointError(file, `cannot read ${what} (${(err as Error).message})`, undefined, err);
+    }
     if (n === 0) throw checkpointError(file, `truncated file: ${what} ends past the end of the file`);
     done += n;
   }
@@ -56,12 +85,17 @@ function readExactly(fd: number, file: string, buf: Uint8Array, position: number
 
 /** Reads and validates the header of an open file. Throws a HeadsweepError naming `file`. */
 export function readHeader(fd: number, file: string): SafetensorsHeader {
-  const fileSize = fstatSync(fd).size;
+  const stat = fstatSync(fd);
+  if (!stat.isFile()) {
+    throw checkpointError(file, stat.isDirectory() ? 'is a directory, not a safetensors file' : 'is not a regular file');
+  }
+  const fileSize = stat.size;
   if (fileSize < 8) {
     throw checkpointError(file, `truncated file: ${fileSize} bytes, shorter than the 8-byte header length`);
   }
   const lenBuf = new Uint8Array(8);
   readExactly(fd, file, lenBuf, 0, 'header length');
+  // Compared as a bigint so a corrupt length such as 2^63 is rejected before any allocation.
   const headerLen = new DataView(lenBuf.buffer).getBigUint64(0, true);
   if (headerLen > BigInt(fileSize - 8)) {
     throw checkpointError(file, `header length ${headerLen} runs beyond the end of the file (${fileSize} bytes)`);
@@ -83,7 +117,6 @@ export function readHeader(fd: number, file: string): SafetensorsHeader {
   }
 
   const dataStart = 8 + n;
-  const dataSize = fileSize - dataStart;
   const tensors = new Map<string, TensorInfo>();
   let metadata: Record<string, string> = {};
   for (const [key, value] of Object.entries(json as Record<string, unknown>)) {
@@ -91,9 +124,9 @@ export function readHeader(fd: number, file: string): SafetensorsHeader {
       metadata = parseMetadata(file, value);
       continue;
     }
-    tensors.set(key, parseTensorInfo(file, key, value, dataSize));
+    tensors.set(key, parseTensorInfo(file, key, value));
   }
-  checkOverlaps(file, tensors);
+  checkLayout(file, tensors, fileSize - dataStart);
   return { tensors, metadata, dataStart, fileSize };
 }
 
@@ -101,21 +134,26 @@ function parseMetadata(file: string, value: unknown): Record<string, string> {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw checkpointError(file, '__metadata__ is not an object of strings', '__metadata__');
   }
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(value)) {
+  const entries = Object.entries(value);
+  for (const [k, v] of entries) {
     if (typeof v !== 'string') throw checkpointError(file, `__metadata__.${k} is not a string`, `__metadata__.${k}`);
-    out[k] = v;
   }
-  return out;
+  // fromEntries defines own properties, so a key such as "__proto__" stays plain data.
+  return Object.fromEntries(entries) as Record<string, string>;
 }
 
-function parseTensorInfo(file: string, key: string, value: unknown, dataSize: number): TensorInfo {
-  const v = value as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-  if (value === null || typeof value !== 'object') {
+/** Checks one header entry on its own; where it sits among the others is `checkLayout`'s job. */
+function parseTensorInfo(file: string, key: string, value: unknown): TensorInfo {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw checkpointError(file, `tensor '${key}' has no dtype/shape/data_offsets entry`, key);
   }
-  if (typeof v.dtype !== 'string' || !(v.dtype in DTYPE_BYTES)) {
-    throw checkpointError(file, `tensor '${key}' has unknown dtype ${JSON.stringify(v.dtype)}`, key);
+  const v = value as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+  if (typeof v.dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, v.dtype)) {
+    throw checkpointError(
+      file,
+      `tensor '${key}' has unknown dtype ${JSON.stringify(v.dtype)} (known: ${Object.keys(DTYPE_BYTES).join(', ')})`,
+      key,
+    );
   }
   const dtype = v.dtype as DType;
   if (!Array.isArray(v.shape) || !v.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
@@ -127,62 +165,158 @@ function parseTensorInfo(file: string, key: string, value: unknown, dataSize: nu
     throw checkpointError(file, `tensor '${key}' has invalid data_offsets ${JSON.stringify(offs)}`, key);
   }
   const [begin, end] = offs as [number, number];
-  if (begin > end || end > dataSize) {
-    throw checkpointError(
-      file,
-      `tensor '${key}' data_offsets [${begin}, ${end}] are out of range of the ${dataSize}-byte data section`,
-      key,
-    );
+  if (begin > end) {
+    throw checkpointError(file, `tensor '${key}' data_offsets [${begin}, ${end}] are out of range: end before begin`, key);
   }
-  const expected = product(shape) * DTYPE_BYTES[dtype];
+  const count = elementCount(shape);
+  if (count === null) {
+    throw checkpointError(file, `tensor '${key}' shape ${formatShape(shape)} overflows: more than 2^53 elements`, key);
+  }
+  const expected = count * DTYPE_BYTES[dtype];
   if (end - begin !== expected) {
     throw checkpointError(
       file,
-      `tensor '${key}' holds ${end - begin} bytes but shape [${shape.join(', ')}] × ${dtype} needs ${expected}`,
+      `tensor '${key}' holds ${end - begin} bytes but shape ${formatShape(shape)} × ${dtype} needs ${expected}`,
       key,
     );
   }
   return { dtype, shape, begin, end };
 }
 
-function checkOverlaps(file: string, tensors: Map<string, TensorInfo>): void {
-  const spans = [...tensors.entries()].filter(([, t]) => t.end > t.begin).sort((a, b) => a[1].begin - b[1].begin);
-  for (let i = 1; i < spans.length; i++) {
-    const [prevKey, prev] = spans[i - 1];
-    const [key, cur] = spans[i];
-    if (cur.begin < prev.end) {
-      throw checkpointError(file, `tensors '${prevKey}' and '${key}' overlap in the data section`, key);
+/**
+ * The tensors, sorted by offset, must tile [0, dataSize) exactly (see the file comment).
+ * Reported in the order that names the likeliest cause: overlaps first, then data the
+ * file lacks (truncated when the tensors are packed, else offsets out of range), then
+ * bytes no tensor claims.
+ */
+function checkLayout(file: string, tensors: Map<string, TensorInfo>, dataSize: number): void {
+  const spans = [...tensors.entries()].sort((a, b) => a[1].begin - b[1].begin || a[1].end - b[1].end);
+  let cursor = 0;
+  let packed = true;
+  let prevKey = '';
+  for (const [key, t] of spans) {
+    if (t.begin < cursor) {
+      throw checkpointError(
+        file,
+        `tensors '${prevKey}' and '${key}' overlap in the data section (byte ${t.begin} is before ${cursor})`,
+        key,
+      );
     }
+    if (t.begin > cursor) packed = false;
+    cursor = t.end;
+    prevKey = key;
+  }
+  const outside = spans.find(([, t]) => t.end > dataSize);
+  if (outside !== undefined) {
+    const [key, t] = outside;
+    if (packed) {
+      throw checkpointError(
+        file,
+        `truncated file: the header places tensor data up to byte ${cursor} of the data section but only ${dataSize} bytes follow the header (tensor '${key}' is cut)`,
+        key,
+      );
+    }
+    throw checkpointError(
+      file,
+      `tensor '${key}' data_offsets [${t.begin}, ${t.end}] are out of range of the ${dataSize}-byte data section`,
+      key,
+    );
+  }
+  let covered = 0;
+  for (const [key, t] of spans) {
+    if (t.begin > covered) {
+      throw checkpointError(
+        file,
+        `data section bytes [${covered}, ${t.begin}) belong to no tensor (gap before tensor '${key}')`,
+        key,
+      );
+    }
+    covered = t.end;
+  }
+  if (covered < dataSize) {
+    throw checkpointError(
+      file,
+      `data section has ${dataSize - covered} trailing bytes after the last tensor (tensors cover ${covered} of ${dataSize} bytes)`,
+    );
   }
 }
 
-/** Widens F16 bits to float32 (IEEE 754 half: 1 sign, 5 exponent, 10 mantissa bits). */
-function f16ToF32(bits: Uint16Array): Float32Array {
-  const out = new Float32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) {
-    const h = bits[i];
-    const sign = h & 0x8000 ? -1 : 1;
-    const exp = (h >> 10) & 0x1f;
-    const frac = h & 0x3ff;
-    if (exp === 0) out[i] = sign * frac * 2 ** -24;
-    else if (exp === 31) out[i] = frac ? NaN : sign * Infinity;
-    else out[i] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
+/** All 65536 F16 values as float32, built on first use: decoding is then one lookup. */
+let f16Table: Float32Array | undefined;
+
+/** Decodes IEEE 754 half bits (1 sign, 5 exponent, 10 mantissa bits) to float32. */
+export function f16ToF32(bits: Uint16Array): Float32Array {
+  if (f16Table === undefined) {
+    f16Table = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) {
+      const sign = h & 0x8000 ? -1 : 1;
+      const exp = (h >> 10) & 0x1f;
+      const frac = h & 0x3ff;
+      if (exp === 0) f16Table[h] = sign * frac * 2 ** -24;
+      else if (exp === 31) f16Table[h] = frac ? NaN : sign * Infinity;
+      else f16Table[h] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
+    }
   }
+  const out = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = f16Table[bits[i]];
   return out;
 }
 
 /** BF16 is the top half of a float32. */
-function bf16ToF32(bits: Uint16Array): Float32Array {
+export function bf16ToF32(bits: Uint16Array): Float32Array {
   const out = new Uint32Array(bits.length);
   for (let i = 0; i < bits.length; i++) out[i] = bits[i] << 16;
   return new Float32Array(out.buffer);
 }
 
-/** Reads one floating-point tensor as float32. The host must be little-endian (x86, Arm). */
+/** Shifts `m` right by `s` bits, rounding to nearest, ties to even. */
+function roundShift(m: number, s: number): number {
+  const q = m >>> s;
+  const rem = m & ((1 << s) - 1);
+  const half = 1 << (s - 1);
+  return rem > half || (rem === half && (q & 1) === 1) ? q + 1 : q;
+}
+
+/** Encodes float32 values as F16 bits, rounding to nearest even as numpy and torch do. */
+export function f32ToF16(values: Float32Array): Uint16Array {
+  const u32 = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const b = u32[i];
+    const sign = (b >>> 16) & 0x8000;
+    const exp = (b >>> 23) & 0xff;
+    const mant = b & 0x7fffff;
+    const e = exp - 127 + 15;
+    if (exp === 0xff) out[i] = sign | 0x7c00 | (mant ? 0x200 : 0);
+    else if (e >= 0x1f) out[i] = sign | 0x7c00;
+    // Half subnormals count units of 2^-24; below 2^-25 everything rounds to zero.
+    else if (e < -10) out[i] = sign;
+    else if (e <= 0) out[i] = sign | roundShift(mant | 0x800000, 14 - e);
+    // A mantissa that rounds up to 0x400 carries into the exponent (and to inf at the top).
+    else out[i] = sign | ((e << 10) + roundShift(mant, 13));
+  }
+  return out;
+}
+
+/** Encodes float32 values as BF16 bits (the top half, rounded to nearest even). */
+export function f32ToBF16(values: Float32Array): Uint16Array {
+  const u32 = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const b = u32[i];
+    const isNaN = (b & 0x7f800000) === 0x7f800000 && (b & 0x7fffff) !== 0;
+    out[i] = isNaN ? (b >>> 16) | 0x40 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
+  }
+  return out;
+}
+
+/** Reads one floating-point tensor as float32. */
 export function readTensor(fd: number, file: string, header: SafetensorsHeader, key: string): HostTensor {
   const info = header.tensors.get(key);
   if (!info) throw checkpointError(file, `missing tensor '${key}'`, key);
-  const count = product(info.shape);
+  // The typed arrays below view file bytes in host order; safetensors is little-endian.
+  if (endianness() !== 'LE') throw checkpointError(file, 'headsweep reads safetensors only on little-endian hosts', key);
+  const count = (info.end - info.begin) / DTYPE_BYTES[info.dtype];
   const position = header.dataStart + info.begin;
   switch (info.dtype) {
     case 'F32': {
@@ -202,11 +336,11 @@ export function readTensor(fd: number, file: string, header: SafetensorsHeader, 
       return { shape: info.shape, data: Float32Array.from(wide) };
     }
     default:
-      throw checkpointError(file, `tensor '${key}' has dtype ${info.dtype}; weights must be F32, F16, BF16 or F64`, key);
+      throw checkpointError(file, `tensor '${key}' has dtype ${info.dtype}; weights must be ${FLOAT_DTYPES.join(', ')}`, key);
   }
 }
 
-/** Opens a file, reads its header and the requested tensors, and always closes it. */
+/** Opens a file, reads and validates its header, runs `fn`, and always closes the file. */
 export function withSafetensors<T>(file: string, fn: (fd: number, header: SafetensorsHeader) => T): T {
   let fd: number;
   try {
@@ -223,51 +357,78 @@ export function withSafetensors<T>(file: string, fn: (fd: number, header: Safete
   }
 }
 
+/** The dtypes `writeSafetensors` can store float32 values as. */
+export type WriteDType = 'F32' | 'F16' | 'BF16';
+
 export interface TensorToWrite {
   shape: number[];
   data: Float32Array;
+  /** Stored dtype; F16 and BF16 round to nearest even. Default F32. */
+  dtype?: WriteDType;
+}
+
+function encode(t: TensorToWrite): Uint8Array {
+  const stored = t.dtype === 'F16' ? f32ToF16(t.data) : t.dtype === 'BF16' ? f32ToBF16(t.data) : t.data;
+  return new Uint8Array(stored.buffer, stored.byteOffset, stored.byteLength);
+}
+
+function writeAll(fd: number, bytes: Uint8Array): void {
+  let done = 0;
+  while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done);
 }
 
 /**
- * Writes F32 tensors and string metadata as safetensors. Keys are written sorted and
+ * Writes float tensors and string metadata as safetensors. Keys are written sorted and
  * the header is padded with spaces to a multiple of 8 bytes, as the reference writer
  * does, so other readers (Python `safetensors`, TransformerLens) accept the file. The
- * file appears under its name only when complete (temp file + rename).
+ * file appears under its name only when complete (temp file + rename); on any failure
+ * the temp file is removed and the target is left as it was.
  */
 export function writeSafetensors(file: string, tensors: Record<string, TensorToWrite>, metadata: Record<string, string> = {}): void {
   const keys = Object.keys(tensors).sort();
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;
+  const blobs: Uint8Array[] = [];
   let offset = 0;
   for (const key of keys) {
+    if (key === '__metadata__') throw checkpointError(file, "'__metadata__' cannot name a tensor", key);
     const t = tensors[key];
-    if (t.data.length !== product(t.shape)) {
-      throw checkpointError(file, `tensor '${key}' has ${t.data.length} values but shape [${t.shape.join(', ')}]`, key);
+    const count = elementCount(t.shape);
+    if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0) || count !== t.data.length) {
+      throw checkpointError(file, `tensor '${key}' has ${t.data.length} values but shape ${formatShape(t.shape)}`, key);
     }
-    header[key] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
-    offset += t.data.byteLength;
+    const blob = encode(t);
+    header[key] = { dtype: t.dtype ?? 'F32', shape: t.shape, data_offsets: [offset, offset + blob.byteLength] };
+    blobs.push(blob);
+    offset += blob.byteLength;
   }
-  let json = JSON.stringify(header);
-  const raw = new TextEncoder().encode(json);
-  json += ' '.repeat((8 - (raw.byteLength % 8)) % 8);
-  const headerBytes = new TextEncoder().encode(json);
+  const raw = new TextEncoder().encode(JSON.stringify(header));
+  const headerBytes = new Uint8Array(raw.byteLength + ((8 - (raw.byteLength % 8)) % 8)).fill(0x20);
+  headerBytes.set(raw);
   const lenBytes = new Uint8Array(8);
   new DataView(lenBytes.buffer).setBigUint64(0, BigInt(headerBytes.byteLength), true);
 
-  const tmp = `${file}.${process.pid}.tmp`;
-  const fd = openSync(tmp, 'w');
+  // A unique temp name: worker threads of one process may write beside each other.
+  const tmp = `${file}.${process.pid}.${randomUUID().slice(0, 8)}.tmp`;
+  let fd: number | undefined;
   try {
-    writeSync(fd, lenBytes);
-    writeSync(fd, headerBytes);
-    for (const key of keys) {
-      const d = tensors[key].data;
-      writeSync(fd, new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
-    }
-    closeSync(fd);
+    fd = openSync(tmp, 'wx');
+    writeAll(fd, lenBytes);
+    writeAll(fd, headerBytes);
+    for (const blob of blobs) writeAll(fd, blob);
+    fsyncSync(fd);
+    const open = fd;
+    fd = undefined;
+    closeSync(open);
     renameSync(tmp, file);
   } catch (err) {
-    try { closeSync(fd); } catch { /* already closed */ }
-    try { unlinkSync(tmp); } catch { /* never created */ }
+    // Close only a descriptor still ours: a closed number may already belong to another thread.
+    try {
+      unlinkSync(tmp);
+      if (fd !== undefined) closeSync(fd);
+    } catch {
+      // The temp file was never created, or is gone already; the write error is the one to report.
+    }
     throw checkpointError(file, `cannot write (${(err as Error).message})`, undefined, err);
   }
 }
