@@ -1,0 +1,45 @@
+/**
+ * Where table files go and in which formats: `<out>/<table>/run=<run>/<stem>.<ext>`
+ * (TABLES.md). The hive-style `run=` folder lets DuckDB and pyarrow read `run` from paths.
+ */
+import { util, type Table } from 'apache-arrow';
+import { join } from 'node:path';
+import { HeadsweepError } from '../../src/errors.ts';
+import { SCHEMAS, type TableName } from '../tables.ts';
+import { arrowFileBytes } from './arrow.ts';
+import { writeFileAtomic } from './atomic.ts';
+import { parquetFileBytes } from './parquet.ts';
+
+export const OUTPUT_FORMATS = ['arrow', 'parquet'] as const;
+export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+
+const ENCODERS: Record<OutputFormat, (table: Table) => Uint8Array | Promise<Uint8Array>> = {
+  arrow: arrowFileBytes,
+  parquet: parquetFileBytes,
+};
+
+/** `<out>/<table>/run=<run>/<fileStem>.<format>`: the final path of one table file. */
+export function tableFilePath(out: string, table: TableName, run: string, fileStem: string, format: OutputFormat): string {
+  for (const [what, part] of [['run', run], ['file stem', fileStem]]) {
+    if (part === '' || part === '.' || part === '..' || /[/\\]/.test(part)) {
+      throw new HeadsweepError(`${what} '${part}' cannot be used in a file name under ${out}`, { stage: 'write', key: what });
+    }
+  }
+  return join(out, table, `run=${run}`, `${fileStem}.${format}`);
+}
+
+/** Writes one table file per format, each atomically; returns the paths written. */
+export async function writeTableFile(
+  out: string, table: TableName, run: string, fileStem: string, data: Table, formats: readonly OutputFormat[],
+): Promise<string[]> {
+  if (!util.compareSchemas(SCHEMAS[table], data.schema)) {
+    throw new HeadsweepError(`table ${table}: schema differs from TABLES.md, not writing it for run ${run}`, { stage: 'write', key: table });
+  }
+  const paths: string[] = [];
+  for (const format of formats) {
+    const path = tableFilePath(out, table, run, fileStem, format);
+    await writeFileAtomic(path, await ENCODERS[format](data));
+    paths.push(path);
+  }
+  return paths;
+}
