@@ -8,9 +8,7 @@ import type { ModelConfig } from './checkpoint/config.ts';
 import { HeadsweepError, messageOf, type Stage } from './errors.ts';
 import { compositionScores } from './metrics/composition.ts';
 import { copyingScores } from './metrics/copying.ts';
-import {
-  LOSS_SUM_COUNT, addLossBatch, batchLossSums, checkIclPositions, emptyLossTotals, lossScores,
-} from './metrics/loss.ts';
+import { addLossBatch, batchLosses, checkIclPositions, emptyLossTotals, lossScores } from './metrics/loss.ts';
 import { maskedHeadSums } from './metrics/pattern.ts';
 import { PATTERN_MASKS, metricsOfKind, type PatternMetricName } from './metrics/registry.ts';
 import { disposeParams, forward, uploadParams, type Params } from './model/forward.ts';
@@ -129,7 +127,7 @@ async function scorePromptSet(params: Params, c: ModelConfig, set: PromptSet, re
   for (const batch of equalLengthBatches(set.sequences, req.batchSize)) {
     const [nSeq, pos] = [batch.length, batch[0].length];
     const masks = req.patterns.map((m) => PATTERN_MASKS[m](batch));
-    // One download per batch: per metric, per layer, the [head] sums; then the loss sums.
+    // One download per batch: per metric, per layer, the [head] sums; then the token losses.
     const reduced = tf.tidy(() => {
       const tokens = tf.tensor2d(concat(batch), [nSeq, pos], 'int32'); // (B, T)
       const out = forward(params, c, tokens, { patternLayers, logits: wantLogits });
@@ -138,8 +136,8 @@ async function scorePromptSet(params: Params, c: ModelConfig, set: PromptSet, re
         const mask = tf.tensor3d(m.mask, [nSeq, pos, pos]); // (B, T, T)
         for (const pattern of out.patterns) parts.push(maskedHeadSums(pattern, mask)); // (H)
       }
-      if (out.logits) parts.push(batchLossSums(out.logits, tokens, req.icl)); // (3)
-      return tf.concat(parts); // (M·L·H [+ 3])
+      if (out.logits) parts.push(batchLosses(out.logits, tokens)); // (B·(T-1))
+      return tf.concat(parts); // (M·L·H [+ B·(T-1)])
     });
     const values = await reduced.data();
     reduced.dispose();
@@ -148,7 +146,7 @@ async function scorePromptSet(params: Params, c: ModelConfig, set: PromptSet, re
       for (let j = 0; j < heads; j++) sums[i][j] += values[i * heads + j];
       counts[i] += m.count;
     });
-    if (wantLogits) addLossBatch(loss, values.subarray(masks.length * heads, masks.length * heads + LOSS_SUM_COUNT), nSeq, pos, req.icl);
+    if (wantLogits) addLossBatch(loss, values.subarray(masks.length * heads), nSeq, pos, req.icl);
   }
 
   const scores: PromptSetScores = { promptSet: set.name };

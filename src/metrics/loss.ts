@@ -4,7 +4,7 @@
  * - `icl_score` (Olsson et al.): mean over sequences of loss[late] − mean of loss[early].
  *   Negative = the model predicts better late in the context. null when any sequence
  *   is too short to have a loss at `late`.
- * Batches reduce to three sums in tfjs; the totals pool on the host in float64.
+ * Per-token losses come to the host and pool in float64 across batches.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { HeadsweepError } from '../errors.ts';
@@ -27,18 +27,14 @@ export function checkIclPositions(icl: IclPositions): void {
   }
 }
 
-/** Number of values `batchLossSums` returns. */
-export const LOSS_SUM_COUNT = 3;
-
 /**
- * logits: [batch, pos, d_vocab], tokens: [batch, pos] -> [3]:
- * Σ loss[i≥1], Σ_b loss[early], Σ_b loss[late] (a position the sequences do not reach sums to 0).
+ * The per-token losses of a batch, flat, for the host to sum in float64. They are few
+ * (batch·(pos-1) values, one per token), and summing them in float32 on the device
+ * would make mean_loss drift with the batch size (~1e-6 at 600 tokens of loss ~5).
+ * logits: [batch, pos, d_vocab], tokens: [batch, pos] -> [batch·(pos-1)], entry b·(pos-1) + i-1 = loss[i] of sequence b
  */
-export function batchLossSums(logits: tf.Tensor3D, tokens: tf.Tensor2D, icl: IclPositions): tf.Tensor1D {
-  const [batch, pos] = tokens.shape;
-  const loss = tokenLosses(logits, tokens); // (B, T-1); column i-1 holds loss[i]
-  const columnSum = (i: number): tf.Tensor => (i < pos ? tf.sum(tf.slice(loss, [0, i - 1], [batch, 1])) : tf.scalar(0));
-  return tf.stack([tf.sum(loss), columnSum(icl.early), columnSum(icl.late)]) as tf.Tensor1D; // (3)
+export function batchLosses(logits: tf.Tensor3D, tokens: tf.Tensor2D): tf.Tensor1D {
+  return tf.reshape(tokenLosses(logits, tokens), [-1]); // (B, T-1) -> (B·(T-1))
 }
 
 /** Host-side float64 totals over the batches of one prompt set. */
@@ -56,12 +52,15 @@ export function emptyLossTotals(): LossTotals {
   return { lossSum: 0, lossCount: 0, earlySum: 0, lateSum: 0, sequences: 0, tooShort: false };
 }
 
-/** Adds one batch's `batchLossSums` values (of `batch` sequences of `pos` tokens). */
-export function addLossBatch(t: LossTotals, sums: ArrayLike<number>, batch: number, pos: number, icl: IclPositions): void {
-  t.lossSum += sums[0];
+/** Adds one batch's `batchLosses` values (`batch` sequences of `pos` tokens). */
+export function addLossBatch(t: LossTotals, losses: ArrayLike<number>, batch: number, pos: number, icl: IclPositions): void {
+  for (let b = 0; b < batch; b++) {
+    const row = b * (pos - 1);
+    for (let i = 1; i < pos; i++) t.lossSum += losses[row + i - 1];
+    if (icl.early < pos) t.earlySum += losses[row + icl.early - 1];
+    if (icl.late < pos) t.lateSum += losses[row + icl.late - 1];
+  }
   t.lossCount += batch * (pos - 1);
-  t.earlySum += sums[1];
-  t.lateSum += sums[2];
   t.sequences += batch;
   if (icl.late >= pos) t.tooShort = true;
 }
