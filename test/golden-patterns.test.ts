@@ -1,0 +1,110 @@
+/**
+ * Attention-pattern and loss scores (METRICS.md §4, §6) against the golden fixtures,
+ * which an independent float64 implementation computed.
+ *
+ * Tolerances are METRICS.md §7's bounds for float32 compute. Pattern scores: 1e-4
+ * absolute; each is a mean of softmax sums in [0, 1], which float32 gets right to ~1e-7
+ * relative, so 1e-4 leaves wide room and still catches a wrong mask (one misplaced key
+ * moves a score by ~1e-2). Losses: 1e-3 absolute; a log-sum-exp over d_vocab logits
+ * that went through every layer's float32 residual stream, differences of two such
+ * means for icl_score.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initBackend } from '../src/backend.ts';
+import { duplicateTokenMask } from '../src/metrics/duplicate-token.ts';
+import { prefixMatchingMask } from '../src/metrics/prefix-matching.ts';
+import { previousTokenMask } from '../src/metrics/previous-token.ts';
+import { scoreCheckpoint, type CheckpointScores, type MetricName } from '../src/score.ts';
+import { FIXTURE_NAMES, loadFixture, type Fixture } from './helpers/fixtures.ts';
+
+const PATTERN_TOL = 1e-4;
+const LOSS_TOL = 1e-3;
+const PATTERNS = ['prefix_matching', 'duplicate_token', 'previous_token'] as const;
+const METRICS: MetricName[] = [...PATTERNS, 'mean_loss', 'icl_score'];
+
+beforeAll(async () => {
+  await initBackend('wasm');
+});
+
+/** The keys of row `q` of a [batch, qPos, kPos] mask that are 1. */
+function marked(m: { mask: Float32Array; pos: number }, b: number, q: number): number[] {
+  const row = m.mask.subarray((b * m.pos + q) * m.pos, (b * m.pos + q + 1) * m.pos);
+  return Array.from(row.keys()).filter((k) => row[k] === 1);
+}
+
+describe('pattern masks on a hand-written sequence', () => {
+  // positions: 0 1 2 3 4 5 ; tokens 0 5 6 5 6 5
+  const tokens = [Int32Array.of(0, 5, 6, 5, 6, 5)];
+
+  it('prefix_matching reads the token after each earlier copy, over queries with a copy', () => {
+    const m = prefixMatchingMask(tokens);
+    expect([0, 1, 2].map((q) => marked(m, 0, q))).toEqual([[], [], []]);
+    expect(marked(m, 0, 3)).toEqual([2]); // copy of 5 at 1 -> target 2
+    expect(marked(m, 0, 4)).toEqual([3]); // copy of 6 at 2 -> target 3
+    expect(marked(m, 0, 5)).toEqual([2, 4]); // copies of 5 at 1, 3 -> targets 2, 4
+    expect(m.count).toBe(3);
+  });
+
+  it('duplicate_token reads the earlier copies themselves', () => {
+    const m = duplicateTokenMask(tokens);
+    expect(marked(m, 0, 3)).toEqual([1]);
+    expect(marked(m, 0, 4)).toEqual([2]);
+    expect(marked(m, 0, 5)).toEqual([1, 3]);
+    expect(m.count).toBe(3);
+  });
+
+  it('previous_token reads q - 1 for every q ≥ 1', () => {
+    const m = previousTokenMask([...tokens, Int32Array.of(1, 2, 3, 4, 5, 6)]);
+    expect(marked(m, 1, 0)).toEqual([]);
+    expect([1, 2, 3, 4, 5].map((q) => marked(m, 1, q))).toEqual([[0], [1], [2], [3], [4]]);
+    expect(m.count).toBe(10);
+  });
+});
+
+describe.each(FIXTURE_NAMES)('golden pattern and loss scores: %s', (name) => {
+  let fx: Fixture;
+  let scores: CheckpointScores;
+  beforeAll(async () => {
+    fx = loadFixture(name);
+    // batch size 3 splits every prompt set into several batches, the last one short.
+    scores = await scoreCheckpoint(fx.checkpoint, fx.promptSets, { metrics: METRICS, batchSize: 3, icl: fx.icl });
+  });
+
+  it('scores every prompt set of the fixture, in order', () => {
+    expect(scores.promptSets.map((s) => s.promptSet)).toEqual(Object.keys(fx.expected));
+    expect(scores.copying).toBeUndefined();
+    expect(scores.composition).toBeUndefined();
+  });
+
+  it.each(PATTERNS)('%s per head within 1e-4', (metric) => {
+    for (const got of scores.promptSets) {
+      const want = fx.expected[got.promptSet].heads;
+      expect(got[metric]).toHaveLength(want.length);
+      const misses = want
+        .map((h) => ({ at: `${got.promptSet} L${h.layer}H${h.head}`, got: got[metric]![h.layer * scores.nHeads + h.head], want: h[metric] }))
+        .filter((r) => !(Math.abs(r.got - r.want) <= PATTERN_TOL));
+      expect(misses).toEqual([]);
+    }
+  });
+
+  it('mean_loss within 1e-3, icl_score within 1e-3 where the sequences reach `late`, else null', () => {
+    for (const got of scores.promptSets) {
+      const want = fx.expected[got.promptSet];
+      expect(Math.abs(got.mean_loss! - want.mean_loss)).toBeLessThanOrEqual(LOSS_TOL);
+      if (want.icl_score === undefined) expect(got.icl_score).toBeNull();
+      else expect(Math.abs(got.icl_score! - want.icl_score)).toBeLessThanOrEqual(LOSS_TOL);
+    }
+  });
+});
+
+describe('scores no query counts towards', () => {
+  it('are NaN for prefix_matching and duplicate_token on sequences without repeats', async () => {
+    const fx = loadFixture('random-1l-none-shortformer');
+    const distinct = { name: 'distinct', sequences: [Int32Array.of(0, 1, 2, 3, 4, 5), Int32Array.of(0, 7, 8, 9, 10, 11)] };
+    const [got] = (await scoreCheckpoint(fx.checkpoint, [distinct], { metrics: [...PATTERNS], batchSize: 2, icl: fx.icl })).promptSets;
+    expect(Array.from(got.prefix_matching!).every(Number.isNaN)).toBe(true);
+    expect(Array.from(got.duplicate_token!).every(Number.isNaN)).toBe(true);
+    expect(Array.from(got.previous_token!).every((s) => s > 0 && s < 1)).toBe(true);
+    expect(got.mean_loss).toBeUndefined();
+  });
+});

@@ -1,0 +1,82 @@
+/**
+ * Invariants of scoreCheckpoint: the batch size does not change a score, a prompt set of
+ * mixed lengths pools its parts, and the wasm and cpu backends agree.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initBackend } from '../src/backend.ts';
+import { prefixMatchingMask } from '../src/metrics/prefix-matching.ts';
+import { METRIC_NAMES, scoreCheckpoint, type CheckpointScores, type MetricName } from '../src/score.ts';
+import { FIXTURE_NAMES, loadFixture } from './helpers/fixtures.ts';
+
+const PATTERNS = ['prefix_matching', 'duplicate_token', 'previous_token'] as const;
+const FORWARD_METRICS: MetricName[] = [...PATTERNS, 'mean_loss', 'icl_score'];
+
+beforeAll(async () => {
+  await initBackend('wasm');
+});
+
+/** Largest absolute difference over every score two results share; a NaN or a missing score counts as Infinity. */
+function maxDifference(a: CheckpointScores, b: CheckpointScores): number {
+  const pairs: [number, number][] = [];
+  a.promptSets.forEach((sa, i) => {
+    const sb = b.promptSets[i];
+    for (const m of PATTERNS) if (sa[m]) sa[m].forEach((x, j) => pairs.push([x, sb[m]?.[j] ?? NaN]));
+    if (sa.mean_loss !== undefined) pairs.push([sa.mean_loss, sb.mean_loss ?? NaN]);
+    if (typeof sa.icl_score === 'number') pairs.push([sa.icl_score, sb.icl_score ?? NaN]);
+  });
+  a.copying?.forEach((x, j) => pairs.push([x, b.copying?.[j] ?? NaN]));
+  a.composition?.score.forEach((x, j) => pairs.push([x, b.composition?.score[j] ?? NaN]));
+  expect(pairs.length).toBeGreaterThan(0);
+  return Math.max(...pairs.map(([x, y]) => (Number.isNaN(x - y) ? Infinity : Math.abs(x - y))));
+}
+
+describe.each(FIXTURE_NAMES)('batch size does not change the scores: %s', (name) => {
+  it('batch size 1 equals the whole prompt set in one batch, within 1e-6', async () => {
+    const fx = loadFixture(name);
+    const run = (batchSize: number) => scoreCheckpoint(fx.checkpoint, fx.promptSets, { metrics: FORWARD_METRICS, batchSize, icl: fx.icl });
+    const one = await run(1);
+    const whole = await run(Math.max(...fx.promptSets.map((s) => s.sequences.length)));
+    expect(maxDifference(one, whole)).toBeLessThanOrEqual(1e-6);
+  });
+});
+
+describe('a prompt set of mixed lengths', () => {
+  it('pools its equal-length parts, weighting each by its number of (sequence, query) pairs', async () => {
+    // planted-induction-2l: repeated_random has 49 tokens a sequence, natural_like 64.
+    const fx = loadFixture('planted-induction-2l');
+    const [a, b] = fx.promptSets;
+    const mixed = { name: 'mixed', sequences: [b.sequences[0], ...a.sequences, ...b.sequences.slice(1)] };
+    const opts = { metrics: FORWARD_METRICS, batchSize: 4, icl: fx.icl };
+    const parts = (await scoreCheckpoint(fx.checkpoint, [a, b], opts)).promptSets;
+    const [got] = (await scoreCheckpoint(fx.checkpoint, [mixed], opts)).promptSets;
+
+    const weights = {
+      prefix_matching: [a, b].map((s) => prefixMatchingMask(s.sequences).count),
+      previous_token: [a, b].map((s) => s.sequences.reduce((n, seq) => n + seq.length - 1, 0)),
+    };
+    for (const m of ['prefix_matching', 'previous_token'] as const) {
+      const [wa, wb] = weights[m];
+      got[m]!.forEach((x, j) => expect(x).toBeCloseTo((parts[0][m]![j] * wa + parts[1][m]![j] * wb) / (wa + wb), 6));
+    }
+    const [la, lb] = weights.previous_token; // losses count one per (sequence, i ≥ 1), like previous_token
+    expect(got.mean_loss).toBeCloseTo((parts[0].mean_loss! * la + parts[1].mean_loss! * lb) / (la + lb), 6);
+    // The 49-token sequences do not reach late = 60, so neither does the mixed set.
+    expect(got.icl_score).toBeNull();
+  });
+});
+
+describe('backends', () => {
+  afterAll(async () => {
+    await initBackend('wasm');
+  });
+
+  it.each(FIXTURE_NAMES)('cpu and wasm agree within 1e-5 on every score: %s', async (name) => {
+    const fx = loadFixture(name);
+    const run = () => scoreCheckpoint(fx.checkpoint, fx.promptSets, { metrics: METRIC_NAMES, batchSize: 4, icl: fx.icl });
+    await initBackend('cpu');
+    const cpu = await run();
+    await initBackend('wasm');
+    const wasm = await run();
+    expect(maxDifference(cpu, wasm)).toBeLessThanOrEqual(1e-5);
+  });
+});
