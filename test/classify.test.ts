@@ -11,7 +11,7 @@ import { loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import { DEFAULT_RULES, RulesSchema, classifyHead, labelHeads, type Rule } from '../src/classify.ts';
 import { copyingScores } from '../src/metrics/copying.ts';
 import { disposeParams, uploadParams } from '../src/model/forward.ts';
-import type { CheckpointScores } from '../src/score.ts';
+import { scoreCheckpoint, type CheckpointScores } from '../src/score.ts';
 
 const FIXTURES = join(import.meta.dirname, 'fixtures');
 
@@ -70,6 +70,27 @@ describe('planted-induction-2l', () => {
       previous_token: set.previous_token![l1h0],
       copying: scores.copying![l1h0],
     })).toBe('induction');
+  });
+});
+
+describe('planted-induction-2l end to end', () => {
+  beforeAll(async () => {
+    await initBackend('wasm');
+  });
+
+  it("labels the same two heads from the scorer's own pattern and copying scores", async () => {
+    const ckpt = loadCheckpoint(join(FIXTURES, 'planted-induction-2l.safetensors'));
+    const prompts = JSON.parse(readFileSync(join(FIXTURES, 'planted-induction-2l.prompts.json'), 'utf8')) as Record<string, number[][]>;
+    const promptSets = Object.entries(prompts).map(([name, seqs]) => ({ name, sequences: seqs.map((s) => Int32Array.from(s)) }));
+    const scores = await scoreCheckpoint(ckpt, promptSets, {
+      metrics: ['prefix_matching', 'duplicate_token', 'previous_token', 'copying'],
+      batchSize: 4,
+      icl: { early: 10, late: 60 },
+    });
+    expect(labelHeads(scores)).toEqual([
+      ['previous_token', null, 'induction', null],
+      ['previous_token', null, 'induction', null],
+    ]);
   });
 });
 
