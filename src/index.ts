@@ -1,0 +1,50 @@
+/**
+ * The headsweep library: everything `pipeline/` and outside code may call, listed by
+ * name so the public surface is a deliberate choice, grouped in the order data flows
+ * (checkpoint → backend → forward pass → prompts → metrics → scoring → classification).
+ */
+export { HeadsweepError, messageOf, type ErrorDetails, type Stage } from './errors.ts';
+
+export {
+  inspectCheckpoint, loadCheckpoint, type Checkpoint, type CheckpointInfo, type Weights,
+} from './checkpoint/checkpoint.ts';
+export {
+  MODEL_CONFIG_FIELDS, ModelConfigSchema, expectedShapes, parameterCount, parseModelConfig, type ModelConfig,
+} from './checkpoint/config.ts';
+export {
+  readTensor, withSafetensors, writeSafetensors,
+  type DType, type HostTensor, type SafetensorsHeader, type TensorInfo, type TensorToWrite, type WriteDType,
+} from './checkpoint/safetensors.ts';
+
+export { BACKENDS, initBackend, tf, type BackendChoice, type BackendName } from './backend.ts';
+
+export {
+  disposeParams, forward, tokenLosses, uploadParams, type ForwardOptions, type ForwardOutput, type Params,
+} from './model/forward.ts';
+
+export {
+  PromptSetSpecSchema, REPEATED_RANDOM_DEFAULTS, RepeatedRandomSpecSchema, TokensFileSpecSchema,
+  buildPromptSet, readTokensFile, repeatedRandom, validatePromptSet,
+  type BuildOptions, type PromptOrigin, type PromptSet, type PromptSetSpec, type RepeatedRandomSpec, type TokensFileSpec,
+} from './prompts/index.ts';
+
+export { maskedHeadSums, type PatternMask, type PatternMaskFn } from './metrics/pattern.ts';
+export { prefixMatchingMask } from './metrics/prefix-matching.ts';
+export { duplicateTokenMask } from './metrics/duplicate-token.ts';
+export { previousTokenMask } from './metrics/previous-token.ts';
+export { checkIclPositions, type IclPositions } from './metrics/loss.ts';
+export { copyingScores } from './metrics/copying.ts';
+export { compositionScores } from './metrics/composition.ts';
+export {
+  METRIC_KIND, PATTERN_MASKS, metricsOfKind, type MetricKind, type MetricOfKind, type PatternMetricName,
+} from './metrics/registry.ts';
+
+export {
+  METRIC_NAMES, scoreCheckpoint,
+  type CheckpointScores, type CompositionKind, type CompositionScores, type MetricName, type PromptSetScores, type ScoreOptions,
+} from './score.ts';
+
+export {
+  COMPARISONS, ConditionSchema, DEFAULT_RULES, HEAD_METRICS, RuleSchema, RulesSchema, classifyHead, labelHeads,
+  type Comparison, type Condition, type HeadMetric, type Rule,
+} from './classify.ts';
