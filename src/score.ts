@@ -10,7 +10,7 @@ import { compositionScores } from './metrics/composition.ts';
 import { copyingScores } from './metrics/copying.ts';
 import { addLossBatch, batchLosses, checkIclPositions, emptyLossTotals, lossScores } from './metrics/loss.ts';
 import { maskedHeadSums } from './metrics/pattern.ts';
-import { PATTERN_MASKS, metricsOfKind, type PatternMetricName } from './metrics/registry.ts';
+import { PATTERN_MASKS, metricsOfKind, type MetricOfKind, type PatternMetricName } from './metrics/registry.ts';
 import { disposeParams, forward, uploadParams, type Params } from './model/forward.ts';
 import type { PromptSet } from './prompts/types.ts';
 import { validatePromptSet } from './prompts/validate.ts';
@@ -111,7 +111,7 @@ export async function scoreCheckpoint(ck: Checkpoint, promptSets: readonly Promp
 /** What the forward pass of each batch must produce. */
 interface ForwardRequest {
   patterns: PatternMetricName[];
-  loss: ('mean_loss' | 'icl_score')[];
+  loss: MetricOfKind<'loss'>[];
   batchSize: number;
   icl: ScoreOptions['icl'];
 }
