@@ -15,7 +15,10 @@ export interface CliState {
 }
 
 // Each command module is registered here, in the order `--help` lists them.
-const commandLoaders: (() => Promise<(state: CliState) => CommandModule>)[] = [];
+const commandLoaders: (() => Promise<(state: CliState) => CommandModule>)[] = [
+  () => import('./commands/sweep.ts').then((m) => m.default),
+  () => import('./commands/validate.ts').then((m) => m.default),
+];
 
 export async function main(argv: string[]): Promise<number> {
   const state: CliState = { exitCode: EXIT.ok };

@@ -1,0 +1,78 @@
+/**
+ * `headsweep validate <config>`: checks a sweep config and prints its plan (runs,
+ * checkpoints and steps, prompt sets, heads, rough work) without computing anything.
+ * Also home of what `sweep` shares with it: the config options and config → plan.
+ */
+import type { Argv, CommandModule } from 'yargs';
+import { BACKENDS } from '../../src/backend.ts';
+import { HeadsweepError } from '../../src/errors.ts';
+import { EXIT, type CliState } from '../cli.ts';
+import { loadConfig, type BackendOption, type ConfigOverrides } from '../config.ts';
+import { buildPlan, describePlan, plannedCheckpoints, type Plan } from '../plan.ts';
+import { OUTPUT_FORMATS, type OutputFormat } from '../sinks/index.ts';
+
+export interface ConfigArgs {
+  config: string;
+  out?: string;
+  workers?: number;
+  backend?: BackendOption;
+  format?: OutputFormat[];
+  'batch-size'?: number;
+}
+
+const CONFIG_EPILOG =
+  'Relative paths inside the config (checkpoint globs, tokens files, output) start at the ' +
+  "config file's folder; --out starts at the working directory.\n" +
+  'Exit codes: 0 ok, 1 failure, 2 bad config or usage, 3 finished but some checkpoints failed.';
+
+/** The config positional and the options that override config values. */
+export function configOptions(yargs: Argv): Argv<ConfigArgs> {
+  return yargs
+    .positional('config', { type: 'string', demandOption: true, describe: 'Sweep config (YAML)' })
+    .option('out', { alias: 'o', type: 'string', describe: "Output folder (replaces the config's output.dir)" })
+    .option('workers', { alias: 'w', type: 'number', describe: 'Worker threads (default: the config\'s workers, else every available core)' })
+    .option('backend', { type: 'string', choices: ['auto', ...BACKENDS], describe: 'tfjs backend (auto tries tensorflow, wasm, cpu)' })
+    .option('format', { type: 'array', string: true, choices: [...OUTPUT_FORMATS], describe: 'Table file format; repeat for several (default: the config\'s output.formats, else arrow)' })
+    .option('batch-size', { type: 'number', describe: 'Sequences per forward batch' })
+    .check((args) => {
+      for (const key of ['workers', 'batch-size'] as const) {
+        const v = args[key];
+        if (v !== undefined && !(Number.isInteger(v) && v >= 1)) throw new Error(`--${key} must be a whole number >= 1, got ${v}`);
+      }
+      return true;
+    })
+    .epilog(CONFIG_EPILOG) as unknown as Argv<ConfigArgs>;
+}
+
+/** Reads the config and builds the plan; a config problem sets exit code 2 before it is rethrown. */
+export async function planFromArgs(state: CliState, args: ConfigArgs): Promise<Plan> {
+  const overrides: ConfigOverrides = {
+    out: args.out,
+    workers: args.workers,
+    backend: args.backend,
+    formats: args.format,
+    batchSize: args['batch-size'],
+  };
+  try {
+    return await buildPlan(loadConfig(args.config), overrides);
+  } catch (err) {
+    if (err instanceof HeadsweepError && err.stage === 'config') state.exitCode = EXIT.badConfig;
+    throw err;
+  }
+}
+
+export default function validate(state: CliState): CommandModule {
+  const module: CommandModule<object, ConfigArgs> = {
+    command: 'validate <config>',
+    describe: 'Check a sweep config and print its plan (runs, checkpoints, prompt sets, work) without computing',
+    builder: configOptions,
+    handler: async (args) => {
+      const plan = await planFromArgs(state, args);
+      process.stdout.write(`${describePlan(plan)}\n`);
+      // Unreadable checkpoints would make the sweep end with 3; say so now.
+      if (plannedCheckpoints(plan).some((c) => c.problem !== null)) state.exitCode = EXIT.partial;
+    },
+  };
+  // yargs types a handler by its own arguments; cli.ts holds modules of every shape.
+  return module as unknown as CommandModule;
+}

@@ -1,0 +1,224 @@
+/**
+ * The sweep config: one YAML file, one strict zod schema. `SweepConfig` is inferred from
+ * the schema, so the schema is the only place a key, its type and its default are written.
+ *
+ * Relative paths inside a config (checkpoint globs, tokens files, the output folder)
+ * resolve against the folder that holds the config file, so a config works from any
+ * working directory; paths given on the command line (`--out`) resolve against the
+ * working directory, as command-line paths do everywhere.
+ */
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { dirname, resolve } from 'node:path';
+import { LineCounter, parseDocument, isNode } from 'yaml';
+import { z } from 'zod';
+import { BACKENDS } from '../src/backend.ts';
+import { DEFAULT_RULES, RulesSchema } from '../src/classify.ts';
+import { configError, HeadsweepError } from '../src/errors.ts';
+import { PromptSetSpecSchema } from '../src/prompts/index.ts';
+import { METRIC_NAMES } from '../src/score.ts';
+import { OUTPUT_FORMATS, type OutputFormat } from './sinks/index.ts';
+
+const positiveInt = z.number().int().positive();
+
+/** Run names become hive folders (`run=<name>`), so no path separators or spaces. */
+const RunNameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, {
+  message: 'a run name is letters, digits, ".", "_" and "-", starting with a letter or digit',
+});
+
+const StepRegexSchema = z.string().min(1).superRefine((source, ctx) => {
+  let re: RegExp;
+  try {
+    re = new RegExp(source);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: `not a valid regular expression (${(err as Error).message})` });
+    return;
+  }
+  // Count capture groups by matching the empty alternative the pattern is OR-ed with.
+  const groups = new RegExp(`${re.source}|`).exec('')!.length - 1;
+  if (groups < 1) ctx.addIssue({ code: 'custom', message: 'needs a capture group around the step digits, e.g. "step(\\\\d+)"' });
+});
+
+export const CheckpointSourceSchema = z.strictObject({
+  /** One training run or model; its checkpoints form one series. */
+  run: RunNameSchema,
+  /** Globs (tinyglobby syntax); every one must match at least one file. */
+  paths: z.array(z.string().min(1)).min(1),
+  /** Reads the step from the file path when the header has no `step` metadata. */
+  step_regex: StepRegexSchema.optional(),
+});
+
+const OutputDirSchema = z.string().min(1);
+const FormatsSchema = z.array(z.enum(OUTPUT_FORMATS)).min(1);
+
+/** `output: out/x` or `output: {dir: out/x, formats: [arrow, parquet]}`; normalised to the object. */
+export const OutputSchema = z
+  .union([
+    OutputDirSchema,
+    z.strictObject({ dir: OutputDirSchema, formats: FormatsSchema.default(['arrow']) }),
+  ])
+  .transform((o) => (typeof o === 'string' ? { dir: o, formats: ['arrow'] as OutputFormat[] } : o));
+
+export const SweepConfigSchema = z
+  .strictObject({
+    name: z.string().min(1),
+    output: OutputSchema,
+    checkpoints: z.array(CheckpointSourceSchema).min(1),
+    prompt_sets: z.array(PromptSetSpecSchema).min(1),
+    metrics: z.array(z.enum(METRIC_NAMES)).min(1).default([...METRIC_NAMES]),
+    /** 0-based positions for icl_score (METRICS.md §6). */
+    icl: z.strictObject({ early: z.number().int().min(1), late: z.number().int().min(2) }).default({ early: 50, late: 500 }),
+    /** Head labels; the first matching rule wins (src/classify.ts). */
+    classify: RulesSchema.default([...DEFAULT_RULES]),
+    /** Worker threads; default: every core the process may use. */
+    workers: positiveInt.default(() => availableParallelism()),
+    /** Sequences per forward batch. */
+    batch_size: positiveInt.default(16),
+    backend: z.enum(['auto', ...BACKENDS]).default('auto'),
+    /** Bytes of checkpoints in flight at once; default a quarter of the machine's memory. */
+    memory_budget_mb: positiveInt.optional(),
+  })
+  .superRefine((c, ctx) => {
+    if (c.icl.early >= c.icl.late) {
+      ctx.addIssue({ code: 'custom', path: ['icl', 'late'], message: `late (${c.icl.late}) must be after early (${c.icl.early})` });
+    }
+    const firstRun = new Map<string, number>();
+    c.checkpoints.forEach((src, i) => {
+      const seen = firstRun.get(src.run);
+      if (seen === undefined) firstRun.set(src.run, i);
+      else ctx.addIssue({ code: 'custom', path: ['checkpoints', i, 'run'], message: `run '${src.run}' is already listed at checkpoints[${seen}]; put all its globs in one paths list` });
+    });
+    const firstSet = new Map<string, number>();
+    c.prompt_sets.forEach((set, i) => {
+      const seen = firstSet.get(set.name);
+      if (seen === undefined) firstSet.set(set.name, i);
+      else ctx.addIssue({ code: 'custom', path: ['prompt_sets', i, 'name'], message: `prompt set '${set.name}' is already defined at prompt_sets[${seen}]` });
+    });
+    const metrics = new Set<string>();
+    c.metrics.forEach((m, i) => {
+      if (metrics.has(m)) ctx.addIssue({ code: 'custom', path: ['metrics', i], message: `metric '${m}' is listed twice` });
+      metrics.add(m);
+    });
+  });
+
+export type SweepConfig = z.infer<typeof SweepConfigSchema>;
+export type CheckpointSource = z.infer<typeof CheckpointSourceSchema>;
+export type BackendOption = SweepConfig['backend'];
+
+/** A config as read from disk, with where it came from (for resolving and for messages). */
+export interface LoadedConfig {
+  /** The config file as the user named it (used in messages). */
+  file: string;
+  /** Absolute folder of the config file: relative paths inside it resolve here. */
+  dir: string;
+  config: SweepConfig;
+}
+
+/** `['prompt_sets', 1, 'seed']` → `prompt_sets[1].seed`. */
+export function yamlPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out === '' ? String(part) : `.${String(part)}`;
+  }
+  return out;
+}
+
+interface Problem {
+  path: PropertyKey[];
+  message: string;
+}
+
+/**
+ * Flattens zod issues to one problem per offending value. A union reports the branch
+ * whose type matched (the object form of `output`, say), not "invalid input".
+ */
+function problemsOf(issues: readonly z.core.$ZodIssue[], prefix: PropertyKey[] = []): Problem[] {
+  const out: Problem[] = [];
+  for (const issue of issues) {
+    const path = [...prefix, ...issue.path];
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) out.push({ path: [...path, key], message: 'unknown key' });
+    } else if (issue.code === 'invalid_union' && issue.errors.length > 0) {
+      const typeMatched = issue.errors.filter((branch) => !branch.some((i) => i.code === 'invalid_type' && i.path.length === 0));
+      out.push(...problemsOf(typeMatched[0] ?? issue.errors[0], path));
+    } else if (issue.code === 'invalid_type' && /received undefined$/.test(issue.message)) {
+      out.push({ path, message: `required (${issue.message.replace(/^Invalid input: /, '').replace(/, received undefined$/, '')})` });
+    } else {
+      out.push({ path, message: issue.message.replace(/^Invalid input: /, '') });
+    }
+  }
+  return out;
+}
+
+/** One error for all problems: the first names the key, every line names a YAML path. */
+function configProblems(file: string, problems: Problem[], lineOf: (path: PropertyKey[]) => number | null): HeadsweepError {
+  const lines = problems.map((p) => {
+    const line = lineOf(p.path);
+    return configError(file, yamlPath(p.path), `${p.message}${line === null ? '' : ` (line ${line})`}`).message;
+  });
+  return new HeadsweepError(lines.join('\n'), { stage: 'config', file, key: yamlPath(problems[0].path) });
+}
+
+/** Parses and validates YAML text; throws a `config`-stage HeadsweepError naming `file` and the YAML path. */
+export function parseConfig(text: string, file: string): SweepConfig {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0];
+    const at = lineCounter.linePos(e.pos[0]);
+    throw configError(file, '', `not valid YAML at line ${at.line}, column ${at.col}: ${e.message.split('\n')[0]}`);
+  }
+  const raw: unknown = doc.toJS();
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw configError(file, '', 'expected a YAML mapping (name, output, checkpoints, prompt_sets, ...)');
+  }
+  const parsed = SweepConfigSchema.safeParse(raw);
+  if (parsed.success) return parsed.data;
+  const lineOf = (path: PropertyKey[]): number | null => {
+    // Walk up to the nearest node that exists (an unknown or missing key has no node of its own).
+    for (let n = path.length; n >= 0; n--) {
+      const node = doc.getIn(path.slice(0, n) as (string | number)[], true);
+      if (isNode(node) && node.range) return lineCounter.linePos(node.range[0]).line;
+    }
+    return null;
+  };
+  throw configProblems(file, problemsOf(parsed.error.issues), lineOf);
+}
+
+/** Reads a config file. */
+export function loadConfig(file: string): LoadedConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw configError(file, '', code === 'ENOENT' ? 'no such config file' : `cannot read (${(err as Error).message})`);
+  }
+  return { file, dir: dirname(resolve(file)), config: parseConfig(text, file) };
+}
+
+/** Command-line values that replace config values (already checked by yargs). */
+export interface ConfigOverrides {
+  /** Resolved against the working directory. */
+  out?: string;
+  workers?: number;
+  backend?: BackendOption;
+  formats?: OutputFormat[];
+  batchSize?: number;
+}
+
+/** Applies overrides; returns the config the sweep runs with and its absolute output folder. */
+export function withOverrides(loaded: LoadedConfig, o: ConfigOverrides): { config: SweepConfig; outDir: string } {
+  const c = loaded.config;
+  const formats = o.formats && o.formats.length > 0 ? [...new Set(o.formats)] : c.output.formats;
+  const config: SweepConfig = {
+    ...c,
+    output: { dir: o.out ?? c.output.dir, formats },
+    workers: o.workers ?? c.workers,
+    backend: o.backend ?? c.backend,
+    batch_size: o.batchSize ?? c.batch_size,
+  };
+  const outDir = o.out !== undefined ? resolve(o.out) : resolve(loaded.dir, c.output.dir);
+  return { config, outDir };
+}

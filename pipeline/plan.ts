@@ -1,0 +1,231 @@
+/**
+ * From a validated config to the list of work: every checkpoint file the globs match
+ * (with its step and model config from the header), the prompt sets built for each run's
+ * model, and how many checkpoints may be in flight for the memory budget. Planning reads
+ * only safetensors headers and the prompt files; nothing is computed.
+ *
+ * A checkpoint whose header cannot be read stays in the plan with its problem, so the
+ * sweep can report it as a row in `errors` while every other checkpoint is scored.
+ */
+import { existsSync } from 'node:fs';
+import { totalmem } from 'node:os';
+import { isAbsolute, resolve } from 'node:path';
+import { glob } from 'tinyglobby';
+import { inspectCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { parameterCount, type ModelConfig } from '../src/checkpoint/config.ts';
+import { configError, HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
+import { buildPromptSet, type PromptSet } from '../src/prompts/index.ts';
+import { withOverrides, type ConfigOverrides, type LoadedConfig, type SweepConfig } from './config.ts';
+
+export interface PlannedCheckpoint {
+  run: string;
+  /** The path as the config's glob resolved it: relative to the config folder, or absolute. */
+  path: string;
+  /** Absolute path, for opening. */
+  file: string;
+  step: number | null;
+  tokensSeen: number | null;
+  /** null when the header could not be read (see `problem`). */
+  config: ModelConfig | null;
+  /** Estimated peak bytes while the checkpoint is scored (weights, activations, results). */
+  bytes: number;
+  /** Set when the checkpoint cannot be scored; it becomes a row in `errors`. */
+  problem: { stage: Stage; message: string } | null;
+}
+
+export interface RunPlan {
+  run: string;
+  /** Ordered by step (unknown steps last), then path. */
+  checkpoints: PlannedCheckpoint[];
+  /** Built for the model config of the run's first readable checkpoint; empty if none is readable. */
+  promptSets: PromptSet[];
+  config: ModelConfig | null;
+}
+
+export interface Plan {
+  configFile: string;
+  config: SweepConfig;
+  outDir: string;
+  runs: RunPlan[];
+  memoryBudgetBytes: number;
+  /** Checkpoints in flight at once: at least 1, at most one per worker plus one being written. */
+  maxInFlight: number;
+}
+
+/** Every checkpoint of the plan, in output order (runs in config order, then by step). */
+export function plannedCheckpoints(plan: Plan): PlannedCheckpoint[] {
+  return plan.runs.flatMap((r) => r.checkpoints);
+}
+
+/** The step a file's path names through `step_regex`, or null. */
+function stepFromPath(path: string, stepRegex: string | undefined): number | null {
+  if (stepRegex === undefined) return null;
+  const m = new RegExp(stepRegex).exec(path);
+  const digits = m?.slice(1).find((g) => g !== undefined);
+  return digits !== undefined && /^\d+$/.test(digits) ? Number(digits) : null;
+}
+
+/**
+ * Peak bytes one checkpoint costs while scored: host weights, their tf copies and folded
+ * weight products (about three float32 copies), plus one batch of activations: all
+ * layers' patterns [batch, head, qPos, kPos], logits and log-softmax [batch, pos, d_vocab],
+ * and a few residual-stream tensors [batch, pos, d_model].
+ */
+export function estimateBytes(c: ModelConfig, promptSets: readonly PromptSet[], batchSize: number): number {
+  const T = Math.max(1, ...promptSets.flatMap((s) => s.sequences.map((q) => q.length)));
+  const weights = parameterCount(c) * 4 * 3;
+  const perSequence = c.n_layers * c.n_heads * T * T + 2 * T * c.d_vocab + 8 * T * c.d_model;
+  return weights + batchSize * perSequence * 4;
+}
+
+/** The prompt-relevant part of a model config: checkpoints of one run must agree on it. */
+function promptShape(c: ModelConfig): string {
+  return `d_vocab ${c.d_vocab}, n_ctx ${c.n_ctx}, bos_token_id ${c.bos_token_id ?? 'none'}`;
+}
+
+async function resolveGlobs(loaded: LoadedConfig, i: number): Promise<string[]> {
+  const src = loaded.config.checkpoints[i];
+  const found = new Set<string>();
+  for (const [j, pattern] of src.paths.entries()) {
+    const matches = await glob(pattern, {
+      cwd: loaded.dir,
+      absolute: isAbsolute(pattern),
+      onlyFiles: true,
+      expandDirectories: false,
+    });
+    if (matches.length === 0) {
+      throw configError(loaded.file, `checkpoints[${i}].paths[${j}]`, `"${pattern}" matches no files (relative paths start at ${loaded.dir})`);
+    }
+    for (const m of matches) found.add(m);
+  }
+  return [...found].sort();
+}
+
+function planCheckpoint(loaded: LoadedConfig, run: string, path: string, stepRegex: string | undefined): PlannedCheckpoint {
+  const file = resolve(loaded.dir, path);
+  try {
+    const info = inspectCheckpoint(file);
+    return {
+      run, path, file,
+      step: info.step ?? stepFromPath(path, stepRegex),
+      tokensSeen: info.tokensSeen,
+      config: info.config,
+      bytes: 0,
+      problem: null,
+    };
+  } catch (err) {
+    const stage = err instanceof HeadsweepError ? err.stage : 'load';
+    return { run, path, file, step: stepFromPath(path, stepRegex), tokensSeen: null, config: null, bytes: 0, problem: { stage, message: messageOf(err) } };
+  }
+}
+
+function byStepThenPath(a: PlannedCheckpoint, b: PlannedCheckpoint): number {
+  if (a.step !== b.step) {
+    if (a.step === null) return 1;
+    if (b.step === null) return -1;
+    return a.step - b.step;
+  }
+  return a.path < b.path ? -1 : a.path > b.path ? 1 : 0;
+}
+
+/** Builds each prompt set for a model; a set that does not fit the model is a config error at its YAML path. */
+function buildPromptSets(loaded: LoadedConfig, config: SweepConfig, run: string, model: ModelConfig): PromptSet[] {
+  return config.prompt_sets.map((spec, i) => {
+    try {
+      return buildPromptSet(spec, model, { baseDir: loaded.dir });
+    } catch (err) {
+      throw configError(loaded.file, `prompt_sets[${i}]`, `${messageOf(err)} (for run '${run}': ${promptShape(model)})`);
+    }
+  });
+}
+
+/** Resolves globs, reads headers, builds prompt sets. Throws config-stage errors naming the YAML path. */
+export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides = {}): Promise<Plan> {
+  const { config, outDir } = withOverrides(loaded, overrides);
+
+  config.prompt_sets.forEach((spec, i) => {
+    if (spec.kind === 'tokens' && !existsSync(resolve(loaded.dir, spec.file))) {
+      throw configError(loaded.file, `prompt_sets[${i}].file`, `no such file: ${resolve(loaded.dir, spec.file)}`);
+    }
+  });
+
+  const runs: RunPlan[] = [];
+  for (const [i, src] of config.checkpoints.entries()) {
+    const paths = await resolveGlobs(loaded, i);
+    const checkpoints = paths.map((p) => planCheckpoint(loaded, src.run, p, src.step_regex)).sort(byStepThenPath);
+    const model = checkpoints.find((c) => c.config !== null)?.config ?? null;
+    const promptSets = model === null ? [] : buildPromptSets(loaded, config, src.run, model);
+    for (const c of checkpoints) {
+      if (c.config === null || model === null) continue;
+      if (promptShape(c.config) !== promptShape(model)) {
+        c.problem = {
+          stage: 'load',
+          message: `${c.path}: model has ${promptShape(c.config)} but run '${src.run}' was planned for ${promptShape(model)}; give it its own run`,
+        };
+        continue;
+      }
+      c.bytes = estimateBytes(c.config, promptSets, config.batch_size);
+    }
+    runs.push({ run: src.run, checkpoints, promptSets, config: model });
+  }
+
+  const memoryBudgetBytes = config.memory_budget_mb !== undefined ? config.memory_budget_mb * 2 ** 20 : Math.floor(totalmem() / 4);
+  const largest = Math.max(1, ...runs.flatMap((r) => r.checkpoints.map((c) => c.bytes)));
+  // One more than the workers keeps every worker busy while a finished result is written.
+  const maxInFlight = Math.max(1, Math.min(config.workers + 1, Math.floor(memoryBudgetBytes / largest)));
+  return { configFile: loaded.file, config, outDir, runs, memoryBudgetBytes, maxInFlight };
+}
+
+function formatCount(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(1)}G`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)}M`;
+  if (n >= 1e4) return `${(n / 1e3).toFixed(1)}k`;
+  return String(n);
+}
+
+function formatBytes(n: number): string {
+  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 2 ** 20).toFixed(1)} MiB`;
+}
+
+/** The plan as `validate` prints it: runs, checkpoints with steps, prompt sets, heads, rough work. */
+export function describePlan(plan: Plan): string {
+  const c = plan.config;
+  const lines: string[] = [];
+  const all = plannedCheckpoints(plan);
+  const bad = all.filter((p) => p.problem !== null);
+  lines.push(`sweep '${c.name}' from ${plan.configFile}`);
+  lines.push(`  output   ${plan.outDir} (${c.output.formats.join(', ')})`);
+  lines.push(`  metrics  ${c.metrics.join(', ')}`);
+  lines.push(`  compute  backend ${c.backend}, ${c.workers} worker(s), batch ${c.batch_size}, up to ${plan.maxInFlight} checkpoint(s) in flight (budget ${formatBytes(plan.memoryBudgetBytes)})`);
+  let totalTokenLayers = 0;
+  let totalHeads = 0;
+  for (const r of plan.runs) {
+    lines.push('');
+    if (r.config === null) {
+      lines.push(`run ${r.run}: ${r.checkpoints.length} checkpoint(s), none readable`);
+    } else {
+      const m = r.config;
+      const heads = m.n_layers * m.n_heads;
+      lines.push(`run ${r.run}: ${r.checkpoints.length} checkpoint(s); ${m.n_layers} layers × ${m.n_heads} heads = ${heads} heads, d_model ${m.d_model}, d_vocab ${m.d_vocab}, n_ctx ${m.n_ctx}`);
+      for (const s of r.promptSets) {
+        const tokens = s.sequences.reduce((a, q) => a + q.length, 0);
+        const lengths = s.sequences.map((q) => q.length);
+        const len = Math.min(...lengths) === Math.max(...lengths) ? `${lengths[0]}` : `${Math.min(...lengths)}-${Math.max(...lengths)}`;
+        lines.push(`  prompt set ${s.name}: ${s.sequences.length} sequences × ${len} tokens = ${formatCount(tokens)} tokens`);
+      }
+      const tokens = r.promptSets.reduce((a, s) => a + s.sequences.reduce((b, q) => b + q.length, 0), 0);
+      const good = r.checkpoints.filter((p) => p.problem === null).length;
+      totalTokenLayers += good * tokens * m.n_layers;
+      totalHeads += good * heads;
+      lines.push(`  work: ${good} × ${formatCount(tokens)} tokens × ${m.n_layers} layers = ${formatCount(good * tokens * m.n_layers)} token-layers, ${formatCount(good * heads * r.promptSets.length)} head scores`);
+    }
+    for (const p of r.checkpoints) {
+      const step = p.step === null ? 'step ?' : `step ${p.step}`;
+      const size = p.problem === null ? `~${formatBytes(p.bytes)} peak` : `UNREADABLE (${p.problem.stage}): ${p.problem.message}`;
+      lines.push(`  ${step.padEnd(14)} ${p.path}  ${size}`);
+    }
+  }
+  lines.push('');
+  lines.push(`total: ${all.length} checkpoint(s) in ${plan.runs.length} run(s), ${formatCount(totalHeads)} heads, ${formatCount(totalTokenLayers)} token-layers${bad.length > 0 ? `; ${bad.length} unreadable` : ''}`);
+  return lines.join('\n');
+}

@@ -1,0 +1,267 @@
+/**
+ * Runs a plan: checkpoints go to the worker pool, results come back to this thread, and
+ * only this thread writes files. Each checkpoint's files depend on that checkpoint alone
+ * (never on which worker scored it or in what order results arrived), so a sweep gives
+ * the same tables with any number of workers.
+ *
+ * How many checkpoints are in flight is bounded by `plan.maxInFlight` (from the memory
+ * budget), not by the pool's queue. A checkpoint that fails becomes one row in `errors`;
+ * the sweep goes on and ends with exit code 3. Aborting the signal (Ctrl-C) stops
+ * taking work, drops the checkpoints still being scored, lets writes under way finish
+ * (each file appears whole or not at all), and writes the manifest as `interrupted`.
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { join, resolve } from 'node:path';
+import PQueue from 'p-queue';
+import type { BackendName } from '../src/backend.ts';
+import { HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
+import type { CheckpointScores } from '../src/score.ts';
+import { EXIT } from './cli.ts';
+import { sha256File } from './hash.ts';
+import { packageVersions, writeManifest, type Manifest } from './manifest.ts';
+import { plannedCheckpoints, type Plan, type PlannedCheckpoint } from './plan.ts';
+import { CheckpointPool, type CheckpointOutcome } from './pool.ts';
+import type { Progress } from './progress.ts';
+import { writeTableFile } from './sinks/index.ts';
+import {
+  checkpointId, checkpointTables, errorsTable, promptsTable, TABLE_NAMES, type TableName,
+} from './tables.ts';
+
+/** A head in the end-of-sweep summary. */
+export interface TopHead {
+  layer: number;
+  head: number;
+  prefixMatching: number;
+  label: string | null;
+}
+
+/** Per run: the strongest prefix-matching heads of its latest scored checkpoint. */
+export interface RunSummary {
+  run: string;
+  step: number | null;
+  checkpoint: string;
+  promptSet: string;
+  top: TopHead[];
+}
+
+export interface SweepResult {
+  exitCode: number;
+  manifest: Manifest;
+  /** One per run with a scored checkpoint that has prefix_matching, in config order. */
+  summary: RunSummary[];
+  errors: { run: string; path: string; stage: Stage; message: string }[];
+}
+
+export interface SweepOptions {
+  /** Abort to stop the sweep early (Ctrl-C). */
+  signal?: AbortSignal;
+  progress?: Progress;
+  /** How many heads the summary lists per run. */
+  topHeads?: number;
+}
+
+/** Names of what a sweep writes into its output folder; anything else there is not ours. */
+const OUTPUT_ENTRIES = new Set<string>([...TABLE_NAMES, 'manifest.json']);
+
+/**
+ * Empties the output folder of a previous sweep's tables and manifest. A folder holding
+ * anything else is refused, so a mistyped `--out` never deletes someone's files.
+ */
+async function prepareOutput(outDir: string): Promise<void> {
+  if (existsSync(outDir)) {
+    const foreign = readdirSync(outDir).filter((name) => !OUTPUT_ENTRIES.has(name));
+    if (foreign.length > 0) {
+      throw new HeadsweepError(
+        `output folder ${outDir} holds files a sweep does not write (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}); choose a new or empty folder`,
+        { stage: 'config', file: outDir, key: 'output' },
+      );
+    }
+    for (const name of OUTPUT_ENTRIES) await rm(join(outDir, name), { recursive: true, force: true });
+  }
+  await mkdir(outDir, { recursive: true });
+}
+
+/** The heads with the highest prefix_matching in the first prompt set that has it. */
+function topHeads(scores: CheckpointScores, labels: (string | null)[][], n: number): { promptSet: string; top: TopHead[] } | null {
+  const p = scores.promptSets.findIndex((s) => s.prefix_matching !== undefined);
+  if (p < 0) return null;
+  const pm = scores.promptSets[p].prefix_matching!;
+  const order = Array.from(pm.keys()).filter((k) => !Number.isNaN(pm[k])).sort((a, b) => pm[b] - pm[a] || a - b);
+  return {
+    promptSet: scores.promptSets[p].promptSet,
+    top: order.slice(0, n).map((k) => ({
+      layer: Math.floor(k / scores.nHeads),
+      head: k % scores.nHeads,
+      prefixMatching: pm[k],
+      label: labels[p]?.[k] ?? null,
+    })),
+  };
+}
+
+/** The file stem of a checkpoint that has no readable bytes: its path stands in for them. */
+function pathDigest(path: string): string {
+  return createHash('sha256').update(`unreadable:${path}`).digest('hex');
+}
+
+export async function runSweep(plan: Plan, opts: SweepOptions = {}): Promise<SweepResult> {
+  const c = plan.config;
+  const startedAt = new Date();
+  const all = plannedCheckpoints(plan);
+  const toScore = all.filter((ck) => ck.problem === null);
+  const rows = Object.fromEntries(TABLE_NAMES.map((t) => [t, 0])) as Record<TableName, number>;
+  const errors: (SweepResult['errors'][number] & { at: number })[] = [];
+  const latest = new Map<string, { at: number; summary: RunSummary }>();
+  let scored = 0;
+  let fatal: unknown = null;
+
+  // One controller stops everything: the caller's signal, or a failure no row can hold.
+  const stop = new AbortController();
+  const onAbort = () => stop.abort();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  if (opts.signal?.aborted) stop.abort();
+
+  await prepareOutput(plan.outDir);
+  // More threads than checkpoints would only start backends that never get work.
+  const threads = Math.max(1, Math.min(c.workers, toScore.length));
+  const pool = new CheckpointPool(threads);
+  let backend: BackendName;
+  try {
+    backend = await pool.init(c.backend);
+  } catch (err) {
+    await pool.close();
+    opts.signal?.removeEventListener('abort', onAbort);
+    throw err;
+  }
+  opts.progress?.note(`headsweep: ${all.length} checkpoint(s) in ${plan.runs.length} run(s), ${threads} worker(s) on ${backend}, up to ${plan.maxInFlight} in flight → ${plan.outDir}`);
+
+  const write = async (table: TableName, run: string, stem: string, data: Parameters<typeof writeTableFile>[4]) => {
+    await writeTableFile(plan.outDir, table, run, stem, data, c.output.formats);
+    rows[table] += data.numRows;
+  };
+
+  const recordError = async (ck: PlannedCheckpoint, stage: Stage, message: string, sha256: string | null) => {
+    let sha = sha256;
+    if (sha === null) sha = await sha256File(ck.file).catch(() => pathDigest(ck.path));
+    errors.push({ at: all.indexOf(ck), run: ck.run, path: ck.path, stage, message });
+    await write('errors', ck.run, checkpointId(ck.step, sha), errorsTable([{ run: ck.run, path: ck.path, stage, message }]));
+  };
+
+  const writeScored = async (ck: PlannedCheckpoint, outcome: Extract<CheckpointOutcome, { ok: true }>) => {
+    const stem = checkpointId(ck.step, outcome.sha256);
+    const info = {
+      run: ck.run, step: ck.step, tokensSeen: ck.tokensSeen, checkpoint: ck.path, sha256: outcome.sha256, config: outcome.config,
+      seconds: { load: outcome.loadSeconds, forward: outcome.scores.seconds.forward, weights: outcome.scores.seconds.weights, write: 0 },
+    };
+    const start = performance.now();
+    const tables = checkpointTables(info, outcome.scores, outcome.labels);
+    for (const table of ['heads', 'composition', 'checkpoint_scores'] as const) {
+      const data = tables[table];
+      if (data !== undefined) await write(table, ck.run, stem, data);
+    }
+    // The checkpoints row reports the time its score tables took to build and write.
+    info.seconds.write = (performance.now() - start) / 1000;
+    const row = checkpointTables(info, { ...outcome.scores, promptSets: [], composition: undefined }, []).checkpoints!;
+    await write('checkpoints', ck.run, stem, row);
+  };
+
+  const handle = async (ck: PlannedCheckpoint) => {
+    if (stop.signal.aborted) return;
+    const heads = ck.config === null ? 0 : ck.config.n_layers * ck.config.n_heads;
+    let failedAt: Stage | null = null;
+    try {
+      if (ck.problem !== null) {
+        failedAt = ck.problem.stage;
+        await recordError(ck, ck.problem.stage, ck.problem.message, null);
+      } else {
+        const run = plan.runs.find((r) => r.run === ck.run)!;
+        let outcome: CheckpointOutcome;
+        try {
+          outcome = await pool.score({
+            backend: c.backend,
+            file: ck.file,
+            promptSets: run.promptSets,
+            score: { metrics: c.metrics, batchSize: c.batch_size, icl: c.icl },
+            rules: c.classify,
+          }, stop.signal);
+        } catch (err) {
+          // Aborted while scoring: the checkpoint is dropped, nothing of it is written.
+          if (stop.signal.aborted) return;
+          throw err;
+        }
+        if (!outcome.ok) {
+          failedAt = outcome.stage;
+          await recordError(ck, outcome.stage, outcome.message, outcome.sha256);
+        } else {
+          try {
+            await writeScored(ck, outcome);
+            scored++;
+            const top = topHeads(outcome.scores, outcome.labels, opts.topHeads ?? 3);
+            // Results arrive in any order; the plan is in step order, so keep the latest in it.
+            const at = all.indexOf(ck);
+            if (top !== null && (latest.get(ck.run)?.at ?? -1) < at) {
+              latest.set(ck.run, { at, summary: { run: ck.run, step: ck.step, checkpoint: ck.path, ...top } });
+            }
+          } catch (err) {
+            failedAt = 'write';
+            await recordError(ck, 'write', messageOf(err), outcome.sha256);
+          }
+        }
+      }
+    } catch (err) {
+      // Not even the errors row could be written: the output folder is unusable.
+      fatal ??= err;
+      stop.abort();
+      return;
+    }
+    opts.progress?.checkpointDone({ run: ck.run, path: ck.path, step: ck.step, heads: failedAt === null ? heads : 0, failedAt });
+  };
+
+  let status: Manifest['status'] = 'finished';
+  try {
+    for (const r of plan.runs) {
+      if (r.promptSets.length > 0) await write('prompts', r.run, 'prompts', promptsTable(r.run, r.promptSets));
+    }
+    const queue = new PQueue({ concurrency: plan.maxInFlight });
+    stop.signal.addEventListener('abort', () => queue.clear(), { once: true });
+    await Promise.all(all.map((ck) => queue.add(() => handle(ck))));
+    await queue.onIdle();
+  } catch (err) {
+    fatal ??= err;
+  } finally {
+    opts.progress?.finish();
+    opts.signal?.removeEventListener('abort', onAbort);
+    await pool.close();
+  }
+
+  let exitCode: number;
+  if (fatal !== null) {
+    status = 'failed';
+    exitCode = EXIT.failure;
+  } else if (opts.signal?.aborted) {
+    status = 'interrupted';
+    exitCode = EXIT.failure;
+  } else {
+    exitCode = errors.length > 0 ? EXIT.partial : EXIT.ok;
+  }
+  const manifest: Manifest = {
+    name: c.name,
+    status,
+    config: { ...c, output: { dir: plan.outDir, formats: c.output.formats } },
+    config_path: resolve(plan.configFile),
+    started_at: startedAt.toISOString(),
+    finished_at: new Date().toISOString(),
+    backend,
+    workers: threads,
+    versions: packageVersions(),
+    counts: { checkpoints_planned: all.length, scored, failed: errors.length, rows },
+    exit_code: exitCode,
+  };
+  await writeManifest(plan.outDir, manifest);
+  if (fatal !== null) throw fatal;
+
+  const summary = plan.runs.map((r) => latest.get(r.run)?.summary).filter((s): s is RunSummary => s !== undefined);
+  const inPlanOrder = errors.sort((a, b) => a.at - b.at).map(({ at: _, ...e }) => e);
+  return { exitCode, manifest, summary, errors: inPlanOrder };
+}
