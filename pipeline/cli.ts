@@ -18,6 +18,7 @@ export interface CliState {
 const commandLoaders: (() => Promise<(state: CliState) => CommandModule>)[] = [
   () => import('./commands/sweep.ts').then((m) => m.default),
   () => import('./commands/validate.ts').then((m) => m.default),
+  () => import('./commands/inspect.ts').then((m) => m.default),
 ];
 
 export async function main(argv: string[]): Promise<number> {

@@ -1,0 +1,123 @@
+/**
+ * `headsweep inspect` run as a real process, as a user would: what it prints for a good
+ * checkpoint (text and --json), and the exit code and message for a bad one.
+ */
+import { spawnSync } from 'node:child_process';
+import { afterAll, describe, expect, test } from 'vitest';
+import { assemble, buildParts, tempDir, tinyParts, tinyTensors, TINY_CONFIG } from './helpers/safetensors.ts';
+
+const tmp = tempDir();
+afterAll(() => tmp.cleanup());
+
+function headsweep(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const run = spawnSync(process.execPath, ['bin/headsweep.js', ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { status: run.status, stdout: run.stdout, stderr: run.stderr };
+}
+
+const PLANTED = 'test/fixtures/planted-induction-2l.safetensors';
+
+// The planted fixture's config (METRICS.md §7): n_layers 2, n_heads 2, d_model 96,
+// d_head 64, d_vocab 16, n_ctx 64, no normalization, standard positions. By hand:
+//   embed.W_E 16·96 = 1536, pos_embed.W_pos 64·96 = 6144,
+//   per layer W_Q/W_K/W_V/W_O 4 · 2·96·64 = 49152, b_Q/b_K/b_V 3 · 2·64 = 384, b_O 96
+//     → 49632, two layers → 99264,
+//   unembed.W_U 96·16 = 1536, unembed.b_U 16
+//   total 1536 + 6144 + 99264 + 1536 + 16 = 108496.
+const PLANTED_PARAMETERS = 108496;
+
+const PLANTED_TENSORS: [string, number[]][] = [
+  ['embed.W_E', [16, 96]],
+  ['pos_embed.W_pos', [64, 96]],
+  ...[0, 1].flatMap((l): [string, number[]][] => [
+    [`blocks.${l}.attn.W_Q`, [2, 96, 64]],
+    [`blocks.${l}.attn.W_K`, [2, 96, 64]],
+    [`blocks.${l}.attn.W_V`, [2, 96, 64]],
+    [`blocks.${l}.attn.W_O`, [2, 64, 96]],
+    [`blocks.${l}.attn.b_Q`, [2, 64]],
+    [`blocks.${l}.attn.b_K`, [2, 64]],
+    [`blocks.${l}.attn.b_V`, [2, 64]],
+    [`blocks.${l}.attn.b_O`, [96]],
+  ]),
+  ['unembed.W_U', [96, 16]],
+  ['unembed.b_U', [16]],
+];
+
+describe('headsweep inspect on a good checkpoint', () => {
+  test('prints the config, every tensor, step, tokens seen and the parameter count', () => {
+    const { status, stdout, stderr } = headsweep('inspect', PLANTED);
+    expect(stderr).toBe('');
+    expect(status).toBe(0);
+    const lines = stdout.split('\n');
+    expect(lines).toContain(`checkpoint   ${PLANTED}`);
+    expect(lines).toContain('step         0');
+    expect(lines).toContain('tokens seen  unknown (no metadata)');
+    expect(lines).toContain(`parameters   ${PLANTED_PARAMETERS}`);
+    expect(lines).toContain('config (from __metadata__.config)');
+    for (const [field, value] of [
+      ['n_layers', '2'], ['n_heads', '2'], ['d_model', '96'], ['d_head', '64'], ['d_vocab', '16'], ['n_ctx', '64'],
+      ['normalization_type', 'none'], ['positional_embedding_type', 'standard'], ['eps', '0.00001'], ['bos_token_id', '0'],
+    ]) {
+      expect(stdout, field).toMatch(new RegExp(`^  ${field} +${value}$`, 'm'));
+    }
+    expect(lines).toContain('tensors (20 weights)');
+    const tensorLines = lines.filter((l) => /^ {2}(embed|pos_embed|blocks|unembed)\./.test(l));
+    expect(tensorLines.map((l) => l.trim().split(/ {2,}/))).toEqual(
+      PLANTED_TENSORS.map(([name, shape]) => [name, 'F32', `[${shape.join(', ')}]`]),
+    );
+  });
+
+  test('--json prints the same facts as one JSON object', () => {
+    const { status, stdout } = headsweep('inspect', PLANTED, '--json');
+    expect(status).toBe(0);
+    const info = JSON.parse(stdout);
+    expect(info.path).toBe(PLANTED);
+    expect(info.step).toBe(0);
+    expect(info.tokens_seen).toBeNull();
+    expect(info.parameters).toBe(PLANTED_PARAMETERS);
+    expect(info.config_source).toBe('__metadata__.config');
+    expect(info.config).toEqual({
+      n_layers: 2, n_heads: 2, d_model: 96, d_head: 64, d_vocab: 16, n_ctx: 64, attn_only: true,
+      normalization_type: null, positional_embedding_type: 'standard', eps: 1e-5, bos_token_id: 0,
+    });
+    expect(info.metadata).toEqual({ format: 'headsweep-fixture' });
+    expect(info.tensors).toEqual(PLANTED_TENSORS.map(([name, shape]) => ({ name, dtype: 'F32', shape, ignored: false })));
+  });
+
+  test('shows step and tokens seen from metadata and marks TL buffers as ignored', () => {
+    const tensors = {
+      ...tinyTensors(),
+      'blocks.0.attn.IGNORE': { shape: [], data: Float32Array.of(-1e5) },
+    };
+    const path = tmp.file(
+      'tiny.safetensors',
+      assemble(buildParts(tensors, { config: JSON.stringify(TINY_CONFIG), step: '1000', tokens_seen: '2048000' })),
+    );
+    const { status, stdout } = headsweep('inspect', path);
+    expect(status).toBe(0);
+    const lines = stdout.split('\n');
+    expect(lines).toContain('step         1000');
+    expect(lines).toContain('tokens seen  2048000');
+    expect(lines).toContain('parameters   153');
+    expect(lines).toContain('tensors (16 weights, 1 TL buffers ignored)');
+    expect(stdout).toMatch(/^ {2}blocks\.0\.attn\.IGNORE +F32 +\[\] +ignored$/m);
+  });
+});
+
+describe('headsweep inspect on a bad checkpoint', () => {
+  test('a truncated file: exit code 1, stderr names the file and the reason', () => {
+    const whole = assemble(tinyParts());
+    const path = tmp.file('cut.safetensors', whole.subarray(0, whole.byteLength - 12));
+    const { status, stdout, stderr } = headsweep('inspect', path);
+    expect(status).toBe(1);
+    expect(stdout).toBe('');
+    expect(stderr).toMatch(new RegExp(`^headsweep: ${path}: truncated file: `));
+  });
+
+  test('a file that does not exist, with --json: exit code 1, stderr names the file', () => {
+    const path = `${tmp.dir}/absent.safetensors`;
+    const { status, stdout, stderr } = headsweep('inspect', path, '--json');
+    expect(status).toBe(1);
+    expect(stdout).toBe('');
+    expect(stderr).toBe(`headsweep: ${path}: no such file\n`);
+  });
+});
