@@ -250,6 +250,14 @@ describe('the config', () => {
     expectLoadError(tmp.file('config-mlp.safetensors', assemble(parts)), /attn_only must be true/);
   });
 
+  test('a BOS token id outside the vocabulary', () => {
+    const parts = buildParts(tinyTensors(), { config: JSON.stringify({ ...TINY_CONFIG, bos_token_id: 5 }) });
+    expectLoadError(
+      tmp.file('config-bos.safetensors', assemble(parts)),
+      /invalid config in __metadata__\.config: bos_token_id: 5 is not a token id below d_vocab 5/,
+    );
+  });
+
   test('a config.json beside the file that is not JSON', () => {
     const dir = join(tmp.dir, 'bad-config-json');
     mkdirSync(dir);

@@ -37,10 +37,13 @@ export function parseModelConfig(raw: unknown): { ok: true; config: ModelConfig 
     };
   }
   const config = parsed.data;
-  if (!config.attn_only) {
-    return { ok: false, problems: ['attn_only: headsweep scores attention-only models (attn_only must be true)'] };
+  const problems: string[] = [];
+  if (!config.attn_only) problems.push('attn_only: headsweep scores attention-only models (attn_only must be true)');
+  // A BOS id outside the vocabulary would index past embed.W_E on every prompt.
+  if (config.bos_token_id != null && config.bos_token_id >= config.d_vocab) {
+    problems.push(`bos_token_id: ${config.bos_token_id} is not a token id below d_vocab ${config.d_vocab}`);
   }
-  return { ok: true, config };
+  return problems.length > 0 ? { ok: false, problems } : { ok: true, config };
 }
 
 /** Expected TL state-dict keys and shapes for a config (METRICS.md §1). */
