@@ -192,8 +192,8 @@ function parseTensorInfo(file: string, key: string, value: unknown): TensorInfo 
 function checkLayout(file: string, tensors: Map<string, TensorInfo>, dataSize: number): void {
   const spans = [...tensors.entries()].sort((a, b) => a[1].begin - b[1].begin || a[1].end - b[1].end);
   let cursor = 0;
-  let packed = true;
   let prevKey = '';
+  let gap: { key: string; from: number; to: number } | undefined;
   for (const [key, t] of spans) {
     if (t.begin < cursor) {
       throw checkpointError(
@@ -202,14 +202,14 @@ function checkLayout(file: string, tensors: Map<string, TensorInfo>, dataSize: n
         key,
       );
     }
-    if (t.begin > cursor) packed = false;
+    if (t.begin > cursor) gap ??= { key, from: cursor, to: t.begin };
     cursor = t.end;
     prevKey = key;
   }
   const outside = spans.find(([, t]) => t.end > dataSize);
   if (outside !== undefined) {
     const [key, t] = outside;
-    if (packed) {
+    if (gap === undefined) {
       throw checkpointError(
         file,
         `truncated file: the header places tensor data up to byte ${cursor} of the data section but only ${dataSize} bytes follow the header (tensor '${key}' is cut)`,
@@ -222,21 +222,17 @@ function checkLayout(file: string, tensors: Map<string, TensorInfo>, dataSize: n
       key,
     );
   }
-  let covered = 0;
-  for (const [key, t] of spans) {
-    if (t.begin > covered) {
-      throw checkpointError(
-        file,
-        `data section bytes [${covered}, ${t.begin}) belong to no tensor (gap before tensor '${key}')`,
-        key,
-      );
-    }
-    covered = t.end;
-  }
-  if (covered < dataSize) {
+  if (gap !== undefined) {
     throw checkpointError(
       file,
-      `data section has ${dataSize - covered} trailing bytes after the last tensor (tensors cover ${covered} of ${dataSize} bytes)`,
+      `data section bytes [${gap.from}, ${gap.to}) belong to no tensor (gap before tensor '${gap.key}')`,
+      gap.key,
+    );
+  }
+  if (cursor < dataSize) {
+    throw checkpointError(
+      file,
+      `data section has ${dataSize - cursor} trailing bytes after the last tensor (tensors cover ${cursor} of ${dataSize} bytes)`,
     );
   }
 }
