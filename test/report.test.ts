@@ -37,8 +37,8 @@ async function report(...args: string[]): Promise<{ code: number; stdout: string
 }
 
 describe('reading a sweep output folder', () => {
-  it('loads every row with Int64 steps as numbers and null for unknown steps', () => {
-    const out = writeSampleOutput(join(dir, 'read'));
+  it('loads every row with Int64 steps as numbers and null for unknown steps', async () => {
+    const out = await writeSampleOutput(join(dir, 'read'));
     const output = readSweepOutput(out);
     expect(output.name).toBe('sample-sweep');
     if (!output.heads.present || !output.checkpointScores.present || !output.errors.present) throw new Error('tables missing');
@@ -92,8 +92,8 @@ describe.skipIf(!HAVE_CHROMIUM)(`the report page in headless Chromium${SKIPPED}`
   let partial: string;
 
   beforeAll(async () => {
-    const fullOut = writeSampleOutput(join(dir, 'full'));
-    const partialOut = writeSampleOutput(join(dir, 'partial'), ['composition', 'checkpoint_scores']);
+    const fullOut = await writeSampleOutput(join(dir, 'full'));
+    const partialOut = await writeSampleOutput(join(dir, 'partial'), ['composition', 'checkpoint_scores']);
     full = join(dir, 'full.html');
     partial = join(dir, 'partial.html');
     const [a, b] = await Promise.all([

@@ -1,6 +1,7 @@
 /**
- * A small synthetic sweep output folder laid out exactly as TABLES.md fixes it, for
- * tests that read or render outputs without scoring real checkpoints.
+ * A small synthetic sweep output folder, written by the sweep's own table builders and
+ * sinks (pipeline/tables.ts, pipeline/sinks), for tests that read or render outputs
+ * without scoring real checkpoints.
  *
  * Run `induction-2l` (2 layers × 4 heads, 5 steps, two prompt sets) has a phase change
  * at step 500: L1H2's prefix_matching jumps from 0.05 to 0.9 and its copying from 0 to
@@ -9,12 +10,13 @@
  * step, no composition pairs (a single layer) and one failed checkpoint in `errors`.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { packageVersions, writeManifest } from '../../pipeline/manifest.ts';
+import { writeTableFile } from '../../pipeline/sinks/index.ts';
 import {
-  DataType, Field, Float64, Int32, Int64, List, makeData, RecordBatch, Schema, Struct, Table,
-  tableToIPC, Utf8, vectorFromArray,
-} from 'apache-arrow';
+  checkpointId, checkpointTables, errorsTable, promptsTable, type CheckpointRowInfo, type TableName,
+} from '../../pipeline/tables.ts';
+import { ModelConfigSchema } from '../../src/checkpoint/config.ts';
+import type { CheckpointScores, CompositionKind, CompositionScores, PromptSetScores } from '../../src/score.ts';
 
 export interface SampleRun {
   name: string;
@@ -32,49 +34,48 @@ export const SAMPLE_RUNS: readonly SampleRun[] = [
 export const PHASE_CHANGE_STEP = 500;
 export const INDUCTION_HEAD = { layer: 1, head: 2 };
 export const PREVIOUS_TOKEN_HEAD = { layer: 0, head: 1 };
-
-export type SampleTable = 'heads' | 'composition' | 'checkpoint_scores' | 'checkpoints' | 'prompts' | 'errors';
+export const BROKEN_CHECKPOINT = 'checkpoints/shortformer-1l/truncated.safetensors';
 
 /**
  * Writes the sample under `root` (created if absent) and returns `root`. Tables named in
  * `omit` get no folder at all, as when a sweep did not compute them.
  */
-export function writeSampleOutput(root: string, omit: readonly SampleTable[] = []): string {
-  const write = (table: SampleTable, run: string, id: string, columns: Column[]): void => {
-    if (!omit.includes(table)) writeArrow(join(root, table, `run=${run}`, `${id}.arrow`), columns);
+export async function writeSampleOutput(root: string, omit: readonly TableName[] = []): Promise<string> {
+  const rows: Record<TableName, number> = { heads: 0, composition: 0, checkpoint_scores: 0, checkpoints: 0, prompts: 0, errors: 0 };
+  const write = async (table: TableName, run: string, stem: string, data: Parameters<typeof writeTableFile>[4]) => {
+    if (omit.includes(table)) return;
+    await writeTableFile(root, table, run, stem, data, ['arrow']);
+    rows[table] += data.numRows;
   };
   for (const run of SAMPLE_RUNS) {
     for (const [index, step] of run.steps.entries()) {
-      const checkpoint = `checkpoints/${run.name}/step${step ?? 'final'}.safetensors`;
-      const sha = sha256(checkpoint);
-      const id = `step-${step === null ? 'unknown' : String(step).padStart(9, '0')}-${sha.slice(0, 12)}`;
-      const ctx = { run, step, index, checkpoint };
-      write('heads', run.name, id, headsColumns(ctx));
-      write('composition', run.name, id, compositionColumns(ctx));
-      write('checkpoint_scores', run.name, id, checkpointScoreColumns(ctx));
-      write('checkpoints', run.name, id, checkpointColumns(ctx, sha));
+      const ctx = { run, step, index };
+      const info = rowInfo(ctx);
+      const tables = checkpointTables(info, scores(ctx), labels(ctx));
+      for (const [table, data] of Object.entries(tables)) await write(table as TableName, run.name, checkpointId(step, info.sha256), data);
     }
-    write('prompts', run.name, 'prompts', promptColumns(run));
+    const prompts = run.promptSets.map((name) => ({ name, sequences: [0, 1].map((seq) => Int32Array.of(0, 10 + seq, 11, 12, 10 + seq, 11, 12)) }));
+    await write('prompts', run.name, 'prompts', promptsTable(run.name, prompts));
   }
-  const broken = 'checkpoints/shortformer-1l/truncated.safetensors';
-  write('errors', 'shortformer-1l', `step-unknown-${sha256(broken).slice(0, 12)}`, [
-    utf8('run', ['shortformer-1l']),
-    utf8('path', [broken]),
-    utf8('stage', ['load']),
-    utf8('message', [`${broken}: header length 4096 exceeds the file size 1024`]),
-  ]);
-  writeFileSync(join(root, 'manifest.json'), JSON.stringify({
+  await write('errors', 'shortformer-1l', checkpointId(null, sha256(BROKEN_CHECKPOINT)), errorsTable([{
+    run: 'shortformer-1l',
+    path: BROKEN_CHECKPOINT,
+    stage: 'load',
+    message: `${BROKEN_CHECKPOINT}: header length 4096 exceeds the file size 1024`,
+  }]));
+  await writeManifest(root, {
     name: 'sample-sweep',
+    status: 'finished',
     config: {},
     config_path: 'configs/sample.yaml',
     started_at: '2025-01-01T00:00:00.000Z',
     finished_at: '2025-01-01T00:01:00.000Z',
     backend: 'cpu',
     workers: 1,
-    versions: { headsweep: '0.1.0' },
-    counts: { checkpoints_planned: 7, scored: 6, failed: 1 },
+    versions: packageVersions(),
+    counts: { checkpoints_planned: 7, scored: 6, failed: 1, rows },
     exit_code: 3,
-  }, null, 2));
+  });
   return root;
 }
 
@@ -83,7 +84,25 @@ interface Context {
   step: number | null;
   /** Position of the checkpoint in its run, 0-based. */
   index: number;
-  checkpoint: string;
+}
+
+function rowInfo({ run, step }: Context): CheckpointRowInfo {
+  const checkpoint = `checkpoints/${run.name}/step${step ?? 'final'}.safetensors`;
+  const oneLayer = run.nLayers === 1;
+  return {
+    run: run.name,
+    step,
+    tokensSeen: step === null ? null : step * 4096,
+    checkpoint,
+    sha256: sha256(checkpoint),
+    config: ModelConfigSchema.parse({
+      n_layers: run.nLayers, n_heads: run.nHeads, d_model: run.dModel, d_head: run.dModel / run.nHeads,
+      d_vocab: 100, n_ctx: 64,
+      normalization_type: oneLayer ? null : 'LN',
+      positional_embedding_type: oneLayer ? 'shortformer' : 'standard',
+    }),
+    seconds: { load: 0.01, forward: 0.02, weights: 0.005, write: 0.001 },
+  };
 }
 
 /** The unknown-step checkpoint stands for a trained model. */
@@ -100,153 +119,81 @@ function background(layer: number, head: number, index: number): number {
   return 0.02 + 0.01 * ((layer * 5 + head * 3 + index) % 4);
 }
 
-function headsColumns(ctx: Context): Column[] {
-  const { run } = ctx;
-  const rows: { promptSet: string; layer: number; head: number }[] = [];
-  for (const promptSet of run.promptSets) {
-    for (let layer = 0; layer < run.nLayers; layer++) {
-      for (let head = 0; head < run.nHeads; head++) rows.push({ promptSet, layer, head });
-    }
+/** A per-head array, indexed `layer * n_heads + head` like every score array. */
+function perHead(run: SampleRun, score: (layer: number, head: number) => number): Float64Array {
+  const values = new Float64Array(run.nLayers * run.nHeads);
+  for (let layer = 0; layer < run.nLayers; layer++) {
+    for (let head = 0; head < run.nHeads; head++) values[layer * run.nHeads + head] = score(layer, head);
   }
-  const on = trained(ctx);
-  return [
-    utf8('run', rows.map(() => run.name)),
-    int64('step', rows.map(() => ctx.step)),
-    int64('tokens_seen', rows.map(() => (ctx.step === null ? null : ctx.step * 4096))),
-    utf8('checkpoint', rows.map(() => ctx.checkpoint)),
-    utf8('prompt_set', rows.map((r) => r.promptSet)),
-    int32('layer', rows.map((r) => r.layer)),
-    int32('head', rows.map((r) => r.head)),
-    float64('prefix_matching', rows.map((r) => {
-      if (!is(INDUCTION_HEAD, r.layer, r.head)) return background(r.layer, r.head, ctx.index);
-      return on ? (r.promptSet === 'repeated' ? 0.9 : 0.6) : 0.05;
-    })),
-    float64('duplicate_token', rows.map((r) => background(r.head, r.layer, ctx.index))),
-    float64('previous_token', rows.map((r) => {
-      if (!is(PREVIOUS_TOKEN_HEAD, r.layer, r.head)) return background(r.layer, r.head, ctx.index + 1);
-      return on ? 0.85 : 0.1;
-    })),
-    float64('copying', rows.map((r) => {
-      if (!is(INDUCTION_HEAD, r.layer, r.head)) return 2 * background(r.layer, r.head, ctx.index) - 0.07;
-      return on ? 0.8 : 0.0;
-    })),
-    utf8('label', rows.map((r) => {
-      if (!on) return null;
-      if (is(INDUCTION_HEAD, r.layer, r.head) && run.nLayers > 1) return 'induction';
-      return is(PREVIOUS_TOKEN_HEAD, r.layer, r.head) ? 'previous_token' : null;
-    })),
-  ];
+  return values;
 }
 
-function compositionColumns(ctx: Context): Column[] {
+function scores(ctx: Context): CheckpointScores {
+  const { run, index } = ctx;
+  const on = trained(ctx);
+  const progress = ctx.step === null ? 1 : index / (run.steps.length - 1);
+  const promptSets = run.promptSets.map((promptSet): PromptSetScores => ({
+    promptSet,
+    prefix_matching: perHead(run, (l, h) => {
+      if (!is(INDUCTION_HEAD, l, h)) return background(l, h, index);
+      return on ? (promptSet === 'repeated' ? 0.9 : 0.6) : 0.05;
+    }),
+    duplicate_token: perHead(run, (l, h) => background(h, l, index)),
+    previous_token: perHead(run, (l, h) => {
+      if (!is(PREVIOUS_TOKEN_HEAD, l, h)) return background(l, h, index + 1);
+      return on ? 0.85 : 0.1;
+    }),
+    mean_loss: 6 - 2.5 * progress - (on ? 0.8 : 0) + (promptSet === 'natural' ? 0.5 : 0),
+    icl_score: (on ? -1.2 : -0.1) * (promptSet === 'natural' ? 0.5 : 1),
+  }));
+  return {
+    nLayers: run.nLayers,
+    nHeads: run.nHeads,
+    promptSets,
+    copying: perHead(run, (l, h) => (is(INDUCTION_HEAD, l, h) ? (on ? 0.8 : 0) : 2 * background(l, h, index) - 0.07)),
+    composition: composition(ctx),
+    seconds: { forward: 0.02, weights: 0.005 },
+  };
+}
+
+/** Every (source, destination, kind) with source layer < destination layer. */
+function composition(ctx: Context): CompositionScores {
   const { run } = ctx;
-  const rows: { sl: number; sh: number; dl: number; dh: number; kind: string }[] = [];
+  const rows: { sl: number; sh: number; dl: number; dh: number; kind: CompositionKind }[] = [];
   for (let sl = 0; sl < run.nLayers; sl++) {
     for (let sh = 0; sh < run.nHeads; sh++) {
       for (let dl = sl + 1; dl < run.nLayers; dl++) {
         for (let dh = 0; dh < run.nHeads; dh++) {
-          for (const kind of ['Q', 'K', 'V']) rows.push({ sl, sh, dl, dh, kind });
+          for (const kind of ['Q', 'K', 'V'] as const) rows.push({ sl, sh, dl, dh, kind });
         }
       }
     }
   }
   const circuit = (r: (typeof rows)[number]): boolean =>
     r.kind === 'K' && is(PREVIOUS_TOKEN_HEAD, r.sl, r.sh) && is(INDUCTION_HEAD, r.dl, r.dh);
-  return [
-    utf8('run', rows.map(() => run.name)),
-    int64('step', rows.map(() => ctx.step)),
-    utf8('checkpoint', rows.map(() => ctx.checkpoint)),
-    int32('src_layer', rows.map((r) => r.sl)),
-    int32('src_head', rows.map((r) => r.sh)),
-    int32('dst_layer', rows.map((r) => r.dl)),
-    int32('dst_head', rows.map((r) => r.dh)),
-    utf8('kind', rows.map((r) => r.kind)),
-    float64('score', rows.map((r) => (circuit(r) && trained(ctx) ? 0.6 : 0.08 + background(r.sh, r.dh, ctx.index)))),
-    float64('baseline', rows.map(() => 1 / Math.sqrt(run.dModel))),
-  ];
+  return {
+    src_layer: Int32Array.from(rows, (r) => r.sl),
+    src_head: Int32Array.from(rows, (r) => r.sh),
+    dst_layer: Int32Array.from(rows, (r) => r.dl),
+    dst_head: Int32Array.from(rows, (r) => r.dh),
+    kind: rows.map((r) => r.kind),
+    score: Float64Array.from(rows, (r) => (circuit(r) && trained(ctx) ? 0.6 : 0.08 + background(r.sh, r.dh, ctx.index))),
+    baseline: 1 / Math.sqrt(run.dModel),
+  };
 }
 
-function checkpointScoreColumns(ctx: Context): Column[] {
+/** [prompt set][layer * n_heads + head]: the trained model's two circuit heads. */
+function labels(ctx: Context): (string | null)[][] {
   const { run } = ctx;
-  const progress = ctx.step === null ? 1 : ctx.index / (run.steps.length - 1);
-  return [
-    utf8('run', run.promptSets.map(() => run.name)),
-    int64('step', run.promptSets.map(() => ctx.step)),
-    utf8('checkpoint', run.promptSets.map(() => ctx.checkpoint)),
-    utf8('prompt_set', run.promptSets),
-    float64('mean_loss', run.promptSets.map((p) => 6 - 2.5 * progress - (trained(ctx) ? 0.8 : 0) + (p === 'natural' ? 0.5 : 0))),
-    float64('icl_score', run.promptSets.map((p) => (trained(ctx) ? -1.2 : -0.1) * (p === 'natural' ? 0.5 : 1))),
-  ];
-}
-
-function checkpointColumns(ctx: Context, sha: string): Column[] {
-  const { run } = ctx;
-  return [
-    utf8('run', [run.name]),
-    int64('step', [ctx.step]),
-    int64('tokens_seen', [ctx.step === null ? null : ctx.step * 4096]),
-    utf8('path', [ctx.checkpoint]),
-    utf8('sha256', [sha]),
-    int32('n_layers', [run.nLayers]),
-    int32('n_heads', [run.nHeads]),
-    int32('d_model', [run.dModel]),
-    int32('d_head', [run.dModel / run.nHeads]),
-    int32('d_vocab', [100]),
-    int32('n_ctx', [64]),
-    utf8('normalization_type', [run.nLayers > 1 ? 'LN' : null]),
-    utf8('positional_embedding_type', [run.nLayers > 1 ? 'standard' : 'shortformer']),
-    float64('load_seconds', [0.01]),
-    float64('forward_seconds', [0.02]),
-    float64('weight_seconds', [0.005]),
-    float64('write_seconds', [0.001]),
-  ];
-}
-
-function promptColumns(run: SampleRun): Column[] {
-  const rows = run.promptSets.flatMap((promptSet) => [0, 1].map((seq) => ({ promptSet, seq })));
-  return [
-    utf8('run', rows.map(() => run.name)),
-    utf8('prompt_set', rows.map((r) => r.promptSet)),
-    int32('seq', rows.map((r) => r.seq)),
-    {
-      field: new Field('tokens', new List(new Field('item', new Int32(), false)), false),
-      values: rows.map((r) => [0, 10 + r.seq, 11, 12, 10 + r.seq, 11, 12]),
-    },
-  ];
-}
-
-interface Column {
-  field: Field;
-  values: unknown[];
-}
-
-// Nullability follows TABLES.md: only the columns marked `?` there are nullable.
-const NULLABLE = new Set(['step', 'tokens_seen', 'prefix_matching', 'duplicate_token', 'previous_token', 'copying', 'label', 'normalization_type', 'mean_loss', 'icl_score']);
-
-function utf8(name: string, values: (string | null)[]): Column {
-  return { field: new Field(name, new Utf8(), NULLABLE.has(name)), values };
-}
-function int32(name: string, values: number[]): Column {
-  return { field: new Field(name, new Int32(), false), values };
-}
-function int64(name: string, values: (number | null)[]): Column {
-  return { field: new Field(name, new Int64(), NULLABLE.has(name)), values: values.map((v) => (v === null ? null : BigInt(v))) };
-}
-function float64(name: string, values: (number | null)[]): Column {
-  return { field: new Field(name, new Float64(), NULLABLE.has(name)), values };
-}
-
-/**
- * Arrow IPC file with exactly the given fields: each column is built with its explicit
- * type, since `tableFromArrays` would make strings dictionary-encoded.
- */
-function writeArrow(file: string, columns: Column[]): void {
-  const length = columns[0].values.length;
-  const schema = new Schema(columns.map((c) => c.field));
-  const children = columns.map((c) => vectorFromArray(c.values, c.field.type as DataType).data[0]);
-  const batch = new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length, nullCount: 0, children }));
-  mkdirSync(dirname(file), { recursive: true });
-  writeFileSync(file, tableToIPC(new Table(batch), 'file'));
+  const perSet: (string | null)[] = [];
+  for (let layer = 0; layer < run.nLayers; layer++) {
+    for (let head = 0; head < run.nHeads; head++) {
+      if (!trained(ctx)) perSet.push(null);
+      else if (is(INDUCTION_HEAD, layer, head)) perSet.push('induction');
+      else perSet.push(is(PREVIOUS_TOKEN_HEAD, layer, head) ? 'previous_token' : null);
+    }
+  }
+  return run.promptSets.map(() => perSet);
 }
 
 function sha256(text: string): string {
