@@ -3,6 +3,7 @@
  * against hand-computed bit patterns, the config.json fallback, TL buffers, and the
  * golden fixtures. Malformed files are in checkpoint-malformed.test.ts.
  */
+import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
@@ -289,6 +290,16 @@ describe('TransformerLens buffers', () => {
     expect(ckpt.weights.size).toBe(16);
     const listed = inspectCheckpoint(path).tensors.filter((t) => t.ignored).map((t) => t.name).sort();
     expect(listed).toEqual(['blocks.0.attn.IGNORE', 'blocks.0.attn.mask']);
+  });
+
+  test('the sha256 computed while loading is the hash of every byte, ignored buffers included', () => {
+    const tensors = { ...tinyTensors(), 'blocks.0.attn.IGNORE': { shape: [], data: Float32Array.of(-1e5) } };
+    const path = tmp.file('tl-hash.safetensors');
+    writeSafetensors(path, tensors, TINY_METADATA);
+    const expected = createHash('sha256').update(readFileSync(path)).digest('hex');
+    expect(loadCheckpoint(path).sha256).toBe(expected);
+    expect(loadCheckpoint('test/fixtures/planted-induction-2l.safetensors').sha256)
+      .toBe(createHash('sha256').update(readFileSync('test/fixtures/planted-induction-2l.safetensors')).digest('hex'));
   });
 });
 

@@ -10,13 +10,16 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { checkpointError, shapeMismatch } from '../errors.ts';
 import { expectedShapes, isIgnoredBuffer, parseModelConfig, type ModelConfig } from './config.ts';
-import { FLOAT_DTYPES, readTensor, withSafetensors, type HostTensor, type SafetensorsHeader } from './safetensors.ts';
+import { createHash } from 'node:crypto';
+import { decodeFloats, FLOAT_DTYPES, readHeaderBytes, readTensorBytes, withSafetensors, type HostTensor, type SafetensorsHeader } from './safetensors.ts';
 
 /** TL state-dict name → float32 host tensor. */
 export type Weights = Map<string, HostTensor>;
 
 export interface Checkpoint {
   path: string;
+  /** sha256 of the file's bytes, hex: the checkpoint's identity in output tables. */
+  sha256: string;
   config: ModelConfig;
   /** Training step from metadata `step`, else null (the pipeline may fill it from the file name). */
   step: number | null;
@@ -130,8 +133,19 @@ export function loadCheckpoint(file: string): Checkpoint {
     const expected = checkKeys(file, header, config);
     const step = parseCount(file, header.metadata, 'step');
     const tokensSeen = parseCount(file, header.metadata, 'tokens_seen');
+    // One pass over the file: tensors are read in storage order (the reader has checked
+    // that they tile the data section), so hashing each one as it arrives yields the
+    // file's sha256 without reading anything twice. Ignored buffers are read for the hash only.
+    const hash = createHash('sha256').update(readHeaderBytes(fd, file, header));
     const weights: Weights = new Map();
-    for (const key of expected.keys()) weights.set(key, readTensor(fd, file, header, key));
-    return { path: file, config, step, tokensSeen, metadata: header.metadata, weights };
+    const inFileOrder = [...header.tensors.entries()].sort((a, b) => a[1].begin - b[1].begin);
+    for (const [key, info] of inFileOrder) {
+      const bytes = readTensorBytes(fd, file, header, key);
+      hash.update(bytes);
+      if (expected.has(key)) weights.set(key, decodeFloats(file, key, info, bytes));
+    }
+    // The config's key order (TL order) is what callers iterate in.
+    const ordered: Weights = new Map([...expected.keys()].map((key) => [key, weights.get(key)!]));
+    return { path: file, sha256: hash.digest('hex'), config, step, tokensSeen, metadata: header.metadata, weights: ordered };
   });
 }

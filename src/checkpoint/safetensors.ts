@@ -306,34 +306,50 @@ export function f32ToBF16(values: Float32Array): Uint16Array {
   return out;
 }
 
+/** Reads a tensor's bytes exactly as stored (little-endian), into a buffer of its own. */
+export function readTensorBytes(fd: number, file: string, header: SafetensorsHeader, key: string): Uint8Array {
+  const info = header.tensors.get(key);
+  if (!info) throw checkpointError(file, `missing tensor '${key}'`, key);
+  // A buffer of its own starts aligned for every dtype, so decoding can view it in place.
+  const bytes = new Uint8Array(info.end - info.begin);
+  readExactly(fd, file, bytes, header.dataStart + info.begin, `tensor '${key}'`);
+  return bytes;
+}
+
+/** Widens stored floating-point bytes to float32; F32 is viewed in place, not copied. */
+export function decodeFloats(file: string, key: string, info: TensorInfo, bytes: Uint8Array): HostTensor {
+  // The typed arrays below view file bytes in host order; safetensors is little-endian.
+  if (endianness() !== 'LE') throw checkpointError(file, 'headsweep reads safetensors only on little-endian hosts', key);
+  const count = bytes.byteLength / DTYPE_BYTES[info.dtype];
+  switch (info.dtype) {
+    case 'F32':
+      return { shape: info.shape, data: new Float32Array(bytes.buffer, bytes.byteOffset, count) };
+    case 'F16':
+      return { shape: info.shape, data: f16ToF32(new Uint16Array(bytes.buffer, bytes.byteOffset, count)) };
+    case 'BF16':
+      return { shape: info.shape, data: bf16ToF32(new Uint16Array(bytes.buffer, bytes.byteOffset, count)) };
+    case 'F64':
+      return { shape: info.shape, data: Float32Array.from(new Float64Array(bytes.buffer, bytes.byteOffset, count)) };
+    default:
+      throw checkpointError(file, `tensor '${key}' has dtype ${info.dtype}; weights must be ${FLOAT_DTYPES.join(', ')}`, key);
+  }
+}
+
 /** Reads one floating-point tensor as float32. */
 export function readTensor(fd: number, file: string, header: SafetensorsHeader, key: string): HostTensor {
   const info = header.tensors.get(key);
   if (!info) throw checkpointError(file, `missing tensor '${key}'`, key);
-  // The typed arrays below view file bytes in host order; safetensors is little-endian.
-  if (endianness() !== 'LE') throw checkpointError(file, 'headsweep reads safetensors only on little-endian hosts', key);
-  const count = (info.end - info.begin) / DTYPE_BYTES[info.dtype];
-  const position = header.dataStart + info.begin;
-  switch (info.dtype) {
-    case 'F32': {
-      const data = new Float32Array(count);
-      readExactly(fd, file, new Uint8Array(data.buffer), position, `tensor '${key}'`);
-      return { shape: info.shape, data };
-    }
-    case 'F16':
-    case 'BF16': {
-      const bits = new Uint16Array(count);
-      readExactly(fd, file, new Uint8Array(bits.buffer), position, `tensor '${key}'`);
-      return { shape: info.shape, data: info.dtype === 'F16' ? f16ToF32(bits) : bf16ToF32(bits) };
-    }
-    case 'F64': {
-      const wide = new Float64Array(count);
-      readExactly(fd, file, new Uint8Array(wide.buffer), position, `tensor '${key}'`);
-      return { shape: info.shape, data: Float32Array.from(wide) };
-    }
-    default:
-      throw checkpointError(file, `tensor '${key}' has dtype ${info.dtype}; weights must be ${FLOAT_DTYPES.join(', ')}`, key);
-  }
+  return decodeFloats(file, key, info, readTensorBytes(fd, file, header, key));
+}
+
+/**
+ * Reads the raw header bytes (length prefix + JSON) again; they are small, and hashing them
+ * with the tensor bytes gives the sha256 of the whole file without a second pass over it.
+ */
+export function readHeaderBytes(fd: number, file: string, header: SafetensorsHeader): Uint8Array {
+  const bytes = new Uint8Array(header.dataStart);
+  readExactly(fd, file, bytes, 0, 'header');
+  return bytes;
 }
 
 /** Opens a file, reads and validates its header, runs `fn`, and always closes the file. */
