@@ -128,7 +128,7 @@ export function compositionHeatmap(rows: readonly CompositionRow[], title: strin
     title: { text: title, subtitle: `baseline 1/√d_model = ${baseline.toFixed(3)} (the colour scale's midpoint)` },
     data: { values },
     facet: {
-      column: { field: 'kind', type: 'nominal', title: null, sort: ['Q', 'K', 'V'], header: { labelExpr: "datum.value + '-composition'" } },
+      column: { field: 'kind', type: 'nominal', title: 'composition', sort: ['Q', 'K', 'V'] },
     },
     spec: {
       width: { step: labelled ? 36 : 12 },
@@ -149,7 +149,11 @@ export function compositionHeatmap(rows: readonly CompositionRow[], title: strin
           encoding: {
             x, y,
             text: { field: 'score', type: 'quantitative', format: '.2f' },
-            color: { condition: { test: `datum.score > ${(baseline + maxScore) / 2}`, value: 'white' }, value: 'black' },
+            // White on the dark ends of the diverging scale, black on its pale middle.
+            color: {
+              condition: { test: `datum.score > ${(baseline + maxScore) / 2} || datum.score < ${baseline / 2}`, value: 'white' },
+              value: 'black',
+            },
           },
         } as const] : []),
       ],

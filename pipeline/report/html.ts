@@ -45,8 +45,8 @@ export async function buildReport(output: SweepOutput, options: ReportOptions = 
   let charts = 0;
   const figure = async (kind: ChartKind, spec: TopLevelSpec, run: string, promptSet?: string): Promise<string> => {
     charts++;
-    const ps = promptSet === undefined ? '' : ` data-prompt-set="${escape(promptSet)}"`;
-    return `<figure class="chart" data-chart="${kind}" data-run="${escape(run)}"${ps}>${await renderSvg(spec)}</figure>`;
+    const ps = promptSet === undefined ? '' : ` data-prompt-set="${escapeHtml(promptSet)}"`;
+    return `<figure class="chart" data-chart="${kind}" data-run="${escapeHtml(run)}"${ps}>${await renderSvg(spec)}</figure>`;
   };
 
   const sections: Section[] = [];
@@ -164,8 +164,8 @@ function classifiedTable(rows: HeadRow[]): string {
   return table(
     ['run', 'step', 'prompt set', 'head', 'label', ...HEAD_SCORES],
     rows.map((r) => [
-      escape(r.run), r.step === null ? 'unknown' : String(r.step), escape(r.prompt_set),
-      headName(r.layer, r.head), `<strong>${escape(r.label!)}</strong>`,
+      escapeHtml(r.run), r.step === null ? 'unknown' : String(r.step), escapeHtml(r.prompt_set),
+      headName(r.layer, r.head), `<strong>${escapeHtml(r.label!)}</strong>`,
       ...HEAD_SCORES.map((m) => (r[m] === null ? '—' : r[m]!.toFixed(3))),
     ]),
     'classified-heads',
@@ -174,7 +174,7 @@ function classifiedTable(rows: HeadRow[]): string {
 
 /** cells are HTML already. */
 function table(header: string[], cells: string[][], className = ''): string {
-  const head = `<tr>${header.map((h) => `<th>${escape(h)}</th>`).join('')}</tr>`;
+  const head = `<tr>${header.map((h) => `<th>${escapeHtml(h)}</th>`).join('')}</tr>`;
   const body = cells.map((row) => `<tr>${row.map((c) => `<td>${c}</td>`).join('')}</tr>`).join('\n');
   return `<table class="${className}"><thead>${head}</thead><tbody>\n${body}\n</tbody></table>`;
 }
@@ -183,26 +183,26 @@ function page(output: SweepOutput, runs: string[], shown: Map<string, Shown | st
   const name = output.name ?? output.root;
   const runList = runs.map((run) => {
     const at = shown.get(run)!;
-    return `<li><strong>${escape(run)}</strong>: ${typeof at === 'string' ? escape(at) : `shown at ${escape(stepName(at))}`}</li>`;
+    return `<li><strong>${escapeHtml(run)}</strong>: ${typeof at === 'string' ? escapeHtml(at) : `shown at ${escapeHtml(stepName(at))}`}</li>`;
   }).join('');
-  const toc = sections.map((s) => `<li><a href="#${s.id}">${escape(s.title)}</a></li>`).join('');
+  const toc = sections.map((s) => `<li><a href="#${s.id}">${escapeHtml(s.title)}</a></li>`).join('');
   return `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>headsweep report: ${escape(name)}</title>
+<title>headsweep report: ${escapeHtml(name)}</title>
 <style>${STYLE}</style>
 </head>
 <body>
 <header>
-<h1>headsweep report: ${escape(name)}</h1>
-<p class="note">From <code>${escape(output.root)}</code>. ${runs.length} run${runs.length === 1 ? '' : 's'}:</p>
+<h1>headsweep report: ${escapeHtml(name)}</h1>
+<p class="note">From <code>${escapeHtml(output.root)}</code>. ${runs.length} run${runs.length === 1 ? '' : 's'}:</p>
 <ul>${runList}</ul>
 <nav><ol>${toc}</ol></nav>
 </header>
-${sections.map((s) => `<section id="${s.id}">\n<h2>${escape(s.title)}</h2>\n${s.body}\n</section>`).join('\n')}
+${sections.map((s) => `<section id="${s.id}">\n<h2>${escapeHtml(s.title)}</h2>\n${s.body}\n</section>`).join('\n')}
 </body>
 </html>
 `;
@@ -223,11 +223,11 @@ code { font-size: .9em; }
 `;
 
 function missing(folder: string): string {
-  return note(`No <code>${escape(folder)}</code> folder in this output: the sweep did not write this table.`, true);
+  return note(`No <code>${escapeHtml(folder)}</code> folder in this output: the sweep did not write this table.`, true);
 }
 
 function note(text: string, html = false): string {
-  return `<p class="note">${html ? text : escape(text)}</p>`;
+  return `<p class="note">${html ? text : escapeHtml(text)}</p>`;
 }
 
 function stepName(at: Shown): string {
@@ -247,6 +247,6 @@ function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-function escape(text: string): string {
+function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
