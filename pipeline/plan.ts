@@ -183,6 +183,10 @@ function formatCount(n: number): string {
   return String(n);
 }
 
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
 function formatBytes(n: number): string {
   return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 2 ** 20).toFixed(1)} MiB`;
 }
@@ -206,7 +210,7 @@ export function describePlan(plan: Plan): string {
     } else {
       const m = r.config;
       const heads = m.n_layers * m.n_heads;
-      lines.push(`run ${r.run}: ${r.checkpoints.length} checkpoint(s); ${m.n_layers} layers × ${m.n_heads} heads = ${heads} heads, d_model ${m.d_model}, d_vocab ${m.d_vocab}, n_ctx ${m.n_ctx}`);
+      lines.push(`run ${r.run}: ${r.checkpoints.length} checkpoint(s); ${plural(m.n_layers, 'layer')} × ${plural(m.n_heads, 'head')} = ${plural(heads, 'head')}, d_model ${m.d_model}, d_vocab ${m.d_vocab}, n_ctx ${m.n_ctx}`);
       for (const s of r.promptSets) {
         const tokens = s.sequences.reduce((a, q) => a + q.length, 0);
         const lengths = s.sequences.map((q) => q.length);
@@ -217,7 +221,7 @@ export function describePlan(plan: Plan): string {
       const good = r.checkpoints.filter((p) => p.problem === null).length;
       totalTokenLayers += good * tokens * m.n_layers;
       totalHeads += good * heads;
-      lines.push(`  work: ${good} × ${formatCount(tokens)} tokens × ${m.n_layers} layers = ${formatCount(good * tokens * m.n_layers)} token-layers, ${formatCount(good * heads * r.promptSets.length)} head scores`);
+      lines.push(`  work: ${good} × ${formatCount(tokens)} tokens × ${plural(m.n_layers, 'layer')} = ${formatCount(good * tokens * m.n_layers)} token-layers, ${formatCount(good * heads * r.promptSets.length)} head scores`);
     }
     for (const p of r.checkpoints) {
       const step = p.step === null ? 'step ?' : `step ${p.step}`;

@@ -24,7 +24,16 @@ function clock(seconds: number): string {
   return h > 0 ? `${h}:${mmss}` : mmss;
 }
 
-export class Progress {
+/** What the sweep reports to; `Progress` prints, a test can listen. */
+export interface ProgressSink {
+  /** A line that is not progress (start, warnings). */
+  note(line: string): void;
+  checkpointDone(c: CheckpointDone): void;
+  /** The sweep is over: no more calls follow. */
+  finish(): void;
+}
+
+export class Progress implements ProgressSink {
   private done = 0;
   private failed = 0;
   private heads = 0;
@@ -38,7 +47,7 @@ export class Progress {
     this.tty = (stream as Partial<WriteStream>).isTTY === true;
   }
 
-  /** A line that is not progress (start, warnings): printed above the status line. */
+  /** Printed above the status line on a terminal. */
   note(line: string): void {
     this.stream.write(this.tty ? `\r\x1b[K${line}\n` : `${line}\n`);
   }
@@ -61,7 +70,7 @@ export class Progress {
     }
   }
 
-  /** Ends the status line so later output starts on a fresh line. */
+  /** Ends the status line, so later output starts on a fresh line. */
   finish(): void {
     if (this.tty && this.done > 0) this.stream.write('\n');
   }

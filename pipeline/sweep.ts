@@ -23,7 +23,7 @@ import { sha256File } from './hash.ts';
 import { packageVersions, writeManifest, type Manifest } from './manifest.ts';
 import { plannedCheckpoints, type Plan, type PlannedCheckpoint } from './plan.ts';
 import { CheckpointPool, type CheckpointOutcome } from './pool.ts';
-import type { Progress } from './progress.ts';
+import type { ProgressSink } from './progress.ts';
 import { writeTableFile } from './sinks/index.ts';
 import {
   checkpointId, checkpointTables, errorsTable, promptsTable, TABLE_NAMES, type TableName,
@@ -57,7 +57,7 @@ export interface SweepResult {
 export interface SweepOptions {
   /** Abort to stop the sweep early (Ctrl-C). */
   signal?: AbortSignal;
-  progress?: Progress;
+  progress?: ProgressSink;
   /** How many heads the summary lists per run. */
   topHeads?: number;
 }

@@ -32,20 +32,26 @@ export function configOptions(yargs: Argv): Argv<ConfigArgs> {
     .option('out', { alias: 'o', type: 'string', describe: "Output folder (replaces the config's output.dir)" })
     .option('workers', { alias: 'w', type: 'number', describe: 'Worker threads (default: the config\'s workers, else every available core)' })
     .option('backend', { type: 'string', choices: ['auto', ...BACKENDS], describe: 'tfjs backend (auto tries tensorflow, wasm, cpu)' })
-    .option('format', { type: 'array', string: true, choices: [...OUTPUT_FORMATS], describe: 'Table file format; repeat for several (default: the config\'s output.formats, else arrow)' })
-    .option('batch-size', { type: 'number', describe: 'Sequences per forward batch' })
-    .check((args) => {
-      for (const key of ['workers', 'batch-size'] as const) {
-        const v = args[key];
-        if (v !== undefined && !(Number.isInteger(v) && v >= 1)) throw new Error(`--${key} must be a whole number >= 1, got ${v}`);
-      }
-      return true;
+    // Repeatable rather than an array option, which would swallow the config path after it.
+    .option('format', {
+      type: 'string',
+      choices: [...OUTPUT_FORMATS],
+      coerce: (v: string | string[]) => [v].flat(),
+      describe: 'Table file format: --format arrow --format parquet for both (default: the config\'s output.formats, else arrow)',
     })
+    .option('batch-size', { type: 'number', describe: 'Sequences per forward batch' })
     .epilog(CONFIG_EPILOG) as unknown as Argv<ConfigArgs>;
 }
 
 /** Reads the config and builds the plan; a config problem sets exit code 2 before it is rethrown. */
 export async function planFromArgs(state: CliState, args: ConfigArgs): Promise<Plan> {
+  for (const key of ['workers', 'batch-size'] as const) {
+    const v = args[key];
+    if (v !== undefined && !(Number.isInteger(v) && v >= 1)) {
+      state.exitCode = EXIT.badConfig;
+      throw new HeadsweepError(`--${key} must be a whole number >= 1, got ${v}`, { stage: 'config', key: `--${key}` });
+    }
+  }
   const overrides: ConfigOverrides = {
     out: args.out,
     workers: args.workers,

@@ -1,0 +1,183 @@
+/**
+ * Sweep configs: a bad config stops the real CLI with exit code 2 and a message naming the
+ * YAML path at fault; good configs parse with their defaults and plan as documented.
+ */
+import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { afterAll, describe, expect, test } from 'vitest';
+import { EXIT } from '../pipeline/cli.ts';
+import { planFromArgs, type ConfigArgs } from '../pipeline/commands/validate.ts';
+import { loadConfig, parseConfig } from '../pipeline/config.ts';
+import { buildPlan } from '../pipeline/plan.ts';
+import { loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { writeSafetensors } from '../src/checkpoint/safetensors.ts';
+import { DEFAULT_RULES } from '../src/classify.ts';
+import { HeadsweepError } from '../src/errors.ts';
+import { METRIC_NAMES } from '../src/score.ts';
+import { headsweep } from './helpers/cli.ts';
+import { tempDir } from './helpers/safetensors.ts';
+
+const tmp = tempDir();
+afterAll(() => tmp.cleanup());
+
+const DEMO = resolve('data/demo/planted-2l');
+const NAT = resolve('data/prompts/nat.jsonl');
+
+/** A valid config (absolute paths, so it holds wherever it is written); `edit` breaks one thing. */
+function configText(edit: (lines: string[]) => string[] = (l) => l): string {
+  return edit([
+    'name: t',
+    'output: out',
+    'checkpoints:',
+    '  - run: planted-2l',
+    `    paths: ["${DEMO}/*.safetensors"]`,
+    'prompt_sets:',
+    '  - {name: rrt, kind: repeated_random, length: 12, repeats: 4, count: 4, seed: 0}',
+    `  - {name: nat, kind: tokens, file: "${NAT}"}`,
+    'workers: 1',
+  ]).join('\n');
+}
+
+describe('a bad config: the real CLI exits 2 and names the YAML path', () => {
+  const cases: { name: string; command: string; edit: (l: string[]) => string[]; expected: RegExp }[] = [
+    {
+      name: 'unknown key',
+      command: 'validate',
+      edit: (l) => [...l.map((x) => x.replace('seed: 0}', 'seed: 0, sed: 1}')), 'worker: 2'],
+      expected: /bad\.yaml → at prompt_sets\[0\]\.sed: unknown key \(line 7\)\n.*bad\.yaml → at worker: unknown key \(line 10\)/,
+    },
+    {
+      name: 'wrong type',
+      command: 'validate',
+      edit: (l) => [...l.slice(0, 7), '  - {name: rr2, kind: repeated_random, count: 4, seed: zero}', ...l.slice(8)],
+      expected: /bad\.yaml → at prompt_sets\[1\]\.seed: expected number, received string \(line 8\)/,
+    },
+    {
+      // Through `sweep`: the config is refused before any worker starts.
+      name: 'missing tokens file',
+      command: 'sweep',
+      edit: (l) => l.map((x) => x.replace(NAT, `${NAT}.missing`)),
+      expected: new RegExp(`bad\\.yaml → at prompt_sets\\[1\\]\\.file: no such file: ${NAT}\\.missing`),
+    },
+    {
+      name: 'glob matching nothing',
+      command: 'validate',
+      edit: (l) => l.map((x) => x.replace('*.safetensors"]', '*.safetensors", "nowhere/*.safetensors"]')),
+      expected: /bad\.yaml → at checkpoints\[0\]\.paths\[1\]: "nowhere\/\*\.safetensors" matches no files/,
+    },
+  ];
+
+  test.concurrent.each(cases)('$name', async ({ name, command, edit, expected }) => {
+    const dir = name.replace(/\W+/g, '-');
+    mkdirSync(join(tmp.dir, dir));
+    const file = tmp.file(join(dir, 'bad.yaml'), configText(edit));
+    const run = await headsweep([command, file]);
+    expect(run.stderr).toMatch(expected);
+    expect(run.code).toBe(EXIT.badConfig);
+    expect(run.stdout).toBe('');
+    expect(existsSync(join(tmp.dir, dir, 'out'))).toBe(false);
+  });
+});
+
+describe('more config errors, through the same functions the CLI calls', () => {
+  /** The message `validate` would print for a config text. */
+  async function failure(text: string, args: Partial<ConfigArgs> = {}): Promise<{ message: string; exitCode: number }> {
+    const state = { exitCode: EXIT.ok };
+    const file = tmp.file(`lib-${Math.random().toString(36).slice(2)}.yaml`, text);
+    const err = await planFromArgs(state, { config: file, ...args }).then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(HeadsweepError);
+    expect((err as HeadsweepError).stage).toBe('config');
+    return { message: (err as HeadsweepError).message, exitCode: state.exitCode };
+  }
+
+  test('an unknown output format names the list item', async () => {
+    const { message, exitCode } = await failure(configText((l) => l.map((x) => x.replace('output: out', 'output: {dir: out, formats: [arrow, csv]}'))));
+    expect(message).toMatch(/→ at output\.formats\[1\]: .*"arrow"\|"parquet" \(line 2\)/);
+    expect(exitCode).toBe(EXIT.badConfig);
+  });
+
+  test('a prompt set that does not fit the model names the prompt set', async () => {
+    const { message } = await failure(configText((l) => l.map((x) => x.replace('repeats: 4', 'repeats: 6'))));
+    expect(message).toMatch(/→ at prompt_sets\[0\]: .*1 \+ 12 × 6 = 73 tokens exceed the model's n_ctx 64/);
+  });
+
+  test('a run listed twice and icl positions out of order', async () => {
+    const { message } = await failure(configText((l) => [
+      ...l.slice(0, 5), '  - {run: planted-2l, paths: ["x"]}', ...l.slice(5), 'icl: {early: 60, late: 20}',
+    ]));
+    expect(message).toMatch(/→ at checkpoints\[1\]\.run: run 'planted-2l' is already listed at checkpoints\[0\]/);
+    expect(message).toMatch(/→ at icl\.late: late \(20\) must be after early \(60\)/);
+  });
+
+  test('--workers 0 is refused with exit code 2', async () => {
+    const { message, exitCode } = await failure(configText(), { workers: 0 });
+    expect(message).toBe('--workers must be a whole number >= 1, got 0');
+    expect(exitCode).toBe(EXIT.badConfig);
+  });
+});
+
+describe('good configs', () => {
+  test('defaults fill every optional key; a plain output folder means arrow files', () => {
+    const c = parseConfig(configText((l) => l.filter((x) => x !== 'workers: 1')), 'inline.yaml');
+    expect(c.output).toEqual({ dir: 'out', formats: ['arrow'] });
+    expect(c.metrics).toEqual([...METRIC_NAMES]);
+    expect(c.icl).toEqual({ early: 50, late: 500 });
+    expect(c.classify).toEqual(DEFAULT_RULES);
+    expect(c.batch_size).toBe(16);
+    expect(c.backend).toBe('auto');
+    expect(c.workers).toBeGreaterThanOrEqual(1);
+    expect(c.prompt_sets[0]).toMatchObject({ kind: 'repeated_random', length: 12, repeats: 4, count: 4, seed: 0 });
+  });
+
+  test('the commented nightly example and the demo config follow the schema', () => {
+    const nightly = parseConfig(readFileSync('configs/nightly.example.yaml', 'utf8'), 'configs/nightly.example.yaml');
+    expect(nightly.output).toEqual({ dir: '../out/nightly', formats: ['arrow', 'parquet'] });
+    expect(nightly.checkpoints.map((c) => c.run)).toEqual(['attn-only-2l', 'attn-only-1l']);
+    expect(nightly.memory_budget_mb).toBe(8192);
+    const demo = loadConfig('configs/demo.yaml');
+    expect(demo.config.checkpoints.map((c) => c.run)).toEqual(['planted-2l', 'shortformer-1l']);
+  });
+
+  test.concurrent('validate prints the demo plan: runs, steps, prompt sets, heads, work', async () => {
+    const run = await headsweep(['validate', 'configs/demo.yaml', '--workers', '2']);
+    expect(run.code).toBe(EXIT.ok);
+    const out = run.stdout;
+    expect(out).toContain("sweep 'demo' from configs/demo.yaml");
+    expect(out).toContain('run planted-2l: 5 checkpoint(s); 2 layers × 2 heads = 4 heads');
+    expect(out).toContain('run shortformer-1l: 2 checkpoint(s); 1 layer × 3 heads = 3 heads');
+    expect(out).toMatch(/prompt set rrt: 32 sequences × 49 tokens = 1568 tokens/);
+    expect(out).toMatch(/prompt set nat: 8 sequences × 21-24 tokens = 181 tokens/);
+    for (const step of [0, 500, 1000, 1500, 2000]) expect(out).toMatch(new RegExp(`step ${step} +\\.\\./data/demo/planted-2l/step${String(step).padStart(5, '0')}\\.safetensors`));
+    // 5 × 1749 tokens × 2 layers + 2 × 1749 × 1 layer
+    expect(out).toContain('total: 7 checkpoint(s) in 2 run(s), 26 heads, 21.0k token-layers');
+  });
+
+  test('relative paths start at the config folder; step_regex names steps the header lacks', async () => {
+    const dir = join(tmp.dir, 'relative');
+    mkdirSync(join(dir, 'ckpts'), { recursive: true });
+    // A checkpoint without `step` metadata, so only its file name says the step.
+    const ck = loadCheckpoint(join(DEMO, 'step00500.safetensors'));
+    writeSafetensors(join(dir, 'ckpts', 'model-step77.safetensors'), Object.fromEntries(ck.weights), { config: JSON.stringify(ck.config) });
+    copyFileSync(join(DEMO, 'step01000.safetensors'), join(dir, 'ckpts', 'model-step999.safetensors'));
+    copyFileSync(NAT, join(dir, 'nat.jsonl'));
+    const file = tmp.file('relative/sweep.yaml', [
+      'name: rel',
+      'output: out',
+      'checkpoints:',
+      '  - {run: r, paths: ["ckpts/*.safetensors"], step_regex: "step(\\\\d+)"}',
+      'prompt_sets:',
+      '  - {name: nat, kind: tokens, file: nat.jsonl}',
+      'workers: 1',
+    ].join('\n'));
+    const plan = await buildPlan(loadConfig(file));
+    expect(plan.outDir).toBe(join(dir, 'out'));
+    // Header metadata wins over the file name (999 in the name, 1000 in the header).
+    expect(plan.runs[0].checkpoints.map((c) => [c.path, c.step])).toEqual([
+      ['ckpts/model-step77.safetensors', 77],
+      ['ckpts/model-step999.safetensors', 1000],
+    ]);
+    expect(plan.runs[0].promptSets[0].sequences).toHaveLength(8);
+    // --out is a command-line path: it starts at the working directory.
+    expect((await buildPlan(loadConfig(file), { out: 'elsewhere' })).outDir).toBe(resolve('elsewhere'));
+  });
+});
