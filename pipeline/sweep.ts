@@ -225,7 +225,9 @@ export async function runSweep(plan: Plan, opts: SweepOptions = {}): Promise<Swe
     }
     const queue = new PQueue({ concurrency: plan.maxInFlight });
     stop.signal.addEventListener('abort', () => queue.clear(), { once: true });
-    await Promise.all(all.map((ck) => queue.add(() => handle(ck))));
+    // `handle` settles every failure itself; tasks dropped by clear() never settle, so
+    // wait for the queue to drain rather than for each task's promise.
+    for (const ck of all) void queue.add(() => handle(ck));
     await queue.onIdle();
   } catch (err) {
     fatal ??= err;

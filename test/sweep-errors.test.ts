@@ -1,0 +1,96 @@
+/**
+ * One bad checkpoint among good ones: it becomes a row in `errors` (run, path, stage,
+ * message), every other checkpoint is still scored, and the sweep ends with exit code 3.
+ * Two ways a file goes bad: already broken when the sweep plans (the real CLI), and
+ * broken between planning and scoring, so the worker is the one that finds out.
+ */
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { tableFromIPC } from 'apache-arrow';
+import { afterAll, expect, test } from 'vitest';
+import { EXIT } from '../pipeline/cli.ts';
+import { loadConfig } from '../pipeline/config.ts';
+import type { Manifest } from '../pipeline/manifest.ts';
+import { buildPlan } from '../pipeline/plan.ts';
+import { runSweep } from '../pipeline/sweep.ts';
+import { headsweep } from './helpers/cli.ts';
+import { tempDir } from './helpers/safetensors.ts';
+
+const tmp = tempDir();
+afterAll(() => tmp.cleanup());
+
+const DEMO = join(import.meta.dirname, '..', 'data', 'demo', 'planted-2l');
+
+/** A folder with steps 0 and 2000 of the demo series and step 1000 cut to `keep` bytes (or whole). */
+function series(name: string, keep?: number): { config: string; bad: string } {
+  const dir = join(tmp.dir, name);
+  mkdirSync(join(dir, 'ckpts'), { recursive: true });
+  for (const step of ['00000', '02000']) copyFileSync(join(DEMO, `step${step}.safetensors`), join(dir, 'ckpts', `step${step}.safetensors`));
+  const bad = join(dir, 'ckpts', 'step01000.safetensors');
+  const bytes = readFileSync(join(DEMO, 'step01000.safetensors'));
+  writeFileSync(bad, keep === undefined ? bytes : bytes.subarray(0, keep));
+  const config = join(dir, 'sweep.yaml');
+  writeFileSync(config, [
+    `name: ${name}`,
+    'output: out',
+    'checkpoints:',
+    '  - {run: r, paths: ["ckpts/*.safetensors"], step_regex: "step(\\\\d+)"}',
+    'prompt_sets:',
+    '  - {name: rrt, kind: repeated_random, length: 12, repeats: 4, count: 2, seed: 0}',
+    'metrics: [prefix_matching, previous_token, copying]',
+    'workers: 1',
+  ].join('\n'));
+  return { config, bad };
+}
+
+function tableRows(out: string, table: string): Record<string, unknown>[] {
+  const dir = join(out, table, 'run=r');
+  return readdirSync(dir).filter((f) => f.endsWith('.arrow')).sort()
+    .flatMap((f) => tableFromIPC(readFileSync(join(dir, f))).toArray().map((r) => r.toJSON() as Record<string, unknown>));
+}
+
+const sha12 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex').slice(0, 12);
+
+test('a truncated checkpoint lands in errors with stage load; the others are scored; the CLI exits 3', async () => {
+  const { config, bad } = series('truncated', 200_000);
+  const run = await headsweep(['sweep', config]);
+  const out = join(tmp.dir, 'truncated', 'out');
+  expect(run.code, run.stderr).toBe(EXIT.partial);
+  expect(run.stderr).toMatch(/headsweep: r: load failed: .*step01000\.safetensors: truncated file/);
+  expect(run.stdout).toMatch(/^finished: 2\/3 checkpoints scored, 1 failed \(see .*\/errors\)/m);
+
+  // The row names the path as the glob resolved it; the file is named by step and bytes.
+  expect(readdirSync(join(out, 'errors', 'run=r'))).toEqual([`step-000001000-${sha12(bad)}.arrow`]);
+  const [error] = tableRows(out, 'errors');
+  expect(error).toMatchObject({ run: 'r', path: 'ckpts/step01000.safetensors', stage: 'load' });
+  expect(error.message).toMatch(new RegExp(`^${bad}: truncated file`));
+
+  expect(tableRows(out, 'checkpoints').map((r) => [r.step, r.path])).toEqual([
+    [0n, 'ckpts/step00000.safetensors'],
+    [2000n, 'ckpts/step02000.safetensors'],
+  ]);
+  expect(tableRows(out, 'heads')).toHaveLength(2 * 4);
+  const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')) as Manifest;
+  expect(m).toMatchObject({ status: 'finished', exit_code: EXIT.partial });
+  expect(m.counts).toMatchObject({ checkpoints_planned: 3, scored: 2, failed: 1 });
+  expect(m.counts.rows).toMatchObject({ errors: 1, checkpoints: 2, heads: 8 });
+});
+
+test('a checkpoint that breaks after planning fails in its worker, with the same kind of row', async () => {
+  const { config, bad } = series('broken-later');
+  const plan = await buildPlan(loadConfig(config));
+  expect(plan.runs[0].checkpoints.every((c) => c.problem === null)).toBe(true);
+  // The trainer rewrites the file while the sweep runs: only its first 16 bytes are left.
+  writeFileSync(bad, readFileSync(bad).subarray(0, 16));
+  const result = await runSweep(plan);
+
+  expect(result.exitCode).toBe(EXIT.partial);
+  expect(result.errors).toEqual([{ run: 'r', path: 'ckpts/step01000.safetensors', stage: 'load', message: expect.stringMatching(new RegExp(`^${bad}: `)) }]);
+  const out = join(tmp.dir, 'broken-later', 'out');
+  // The worker hashed the bytes it found before it failed to load them.
+  expect(readdirSync(join(out, 'errors', 'run=r'))).toEqual([`step-000001000-${sha12(bad)}.arrow`]);
+  expect(tableRows(out, 'errors').map((r) => r.stage)).toEqual(['load']);
+  expect(tableRows(out, 'checkpoints').map((r) => r.step)).toEqual([0n, 2000n]);
+  expect(result.manifest.counts).toMatchObject({ checkpoints_planned: 3, scored: 2, failed: 1 });
+});
