@@ -20,6 +20,7 @@ const commandLoaders: (() => Promise<(state: CliState) => CommandModule>)[] = [
   () => import('./commands/validate.ts').then((m) => m.default),
   () => import('./commands/inspect.ts').then((m) => m.default),
   () => import('./commands/report.ts').then((m) => m.default),
+  () => import('./commands/compact.ts').then((m) => m.default),
 ];
 
 export async function main(argv: string[]): Promise<number> {
