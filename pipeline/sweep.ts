@@ -14,6 +14,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
+import type { Table } from 'apache-arrow';
 import PQueue from 'p-queue';
 import type { BackendName } from '../src/backend.ts';
 import { HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
@@ -54,6 +55,8 @@ export interface SweepResult {
   errors: { run: string; path: string; stage: Stage; message: string }[];
 }
 
+type Scored = Extract<CheckpointOutcome, { ok: true }>;
+
 export interface SweepOptions {
   /** Abort to stop the sweep early (Ctrl-C). */
   signal?: AbortSignal;
@@ -66,20 +69,23 @@ export interface SweepOptions {
 const OUTPUT_ENTRIES = new Set<string>([...TABLE_NAMES, 'manifest.json']);
 
 /**
- * Empties the output folder of a previous sweep's tables and manifest. A folder holding
- * anything else is refused, so a mistyped `--out` never deletes someone's files.
+ * Refuses an output folder that holds anything a sweep does not write, so a mistyped
+ * `--out` never deletes someone's files.
  */
-async function prepareOutput(outDir: string): Promise<void> {
-  if (existsSync(outDir)) {
-    const foreign = readdirSync(outDir).filter((name) => !OUTPUT_ENTRIES.has(name));
-    if (foreign.length > 0) {
-      throw new HeadsweepError(
-        `output folder ${outDir} holds files a sweep does not write (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}); choose a new or empty folder`,
-        { stage: 'config', file: outDir, key: 'output' },
-      );
-    }
-    for (const name of OUTPUT_ENTRIES) await rm(join(outDir, name), { recursive: true, force: true });
+function checkOutput(outDir: string): void {
+  if (!existsSync(outDir)) return;
+  const foreign = readdirSync(outDir).filter((name) => !OUTPUT_ENTRIES.has(name));
+  if (foreign.length > 0) {
+    throw new HeadsweepError(
+      `output folder ${outDir} holds files a sweep does not write (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}); choose a new or empty folder`,
+      { stage: 'config', file: outDir, key: 'output' },
+    );
   }
+}
+
+/** Removes a previous sweep's tables and manifest, so the folder holds this sweep alone. */
+async function clearOutput(outDir: string): Promise<void> {
+  for (const name of OUTPUT_ENTRIES) await rm(join(outDir, name), { recursive: true, force: true });
   await mkdir(outDir, { recursive: true });
 }
 
@@ -116,29 +122,30 @@ export async function runSweep(plan: Plan, opts: SweepOptions = {}): Promise<Swe
   let scored = 0;
   let fatal: unknown = null;
 
-  // One controller stops everything: the caller's signal, or a failure no row can hold.
-  const stop = new AbortController();
-  const onAbort = () => stop.abort();
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
-  if (opts.signal?.aborted) stop.abort();
-
-  await prepareOutput(plan.outDir);
+  checkOutput(plan.outDir);
   // More threads than checkpoints would only start backends that never get work.
   const threads = Math.max(1, Math.min(c.workers, toScore.length));
   const pool = new CheckpointPool(threads);
   let backend: BackendName;
   try {
     backend = await pool.init(c.backend);
+    await clearOutput(plan.outDir);
   } catch (err) {
     await pool.close();
-    opts.signal?.removeEventListener('abort', onAbort);
     throw err;
   }
+
+  // One controller stops everything: the caller's signal, or a failure no row can hold.
+  const stop = new AbortController();
+  const onAbort = () => stop.abort();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  if (opts.signal?.aborted) stop.abort();
   opts.progress?.note(`headsweep: ${all.length} checkpoint(s) in ${plan.runs.length} run(s), ${threads} worker(s) on ${backend}, up to ${plan.maxInFlight} in flight → ${plan.outDir}`);
 
-  const write = async (table: TableName, run: string, stem: string, data: Parameters<typeof writeTableFile>[4]) => {
-    await writeTableFile(plan.outDir, table, run, stem, data, c.output.formats);
+  const write = async (table: TableName, run: string, stem: string, data: Table): Promise<string[]> => {
+    const paths = await writeTableFile(plan.outDir, table, run, stem, data, c.output.formats);
     rows[table] += data.numRows;
+    return paths;
   };
 
   const recordError = async (ck: PlannedCheckpoint, stage: Stage, message: string, sha256: string | null) => {
@@ -148,77 +155,83 @@ export async function runSweep(plan: Plan, opts: SweepOptions = {}): Promise<Swe
     await write('errors', ck.run, checkpointId(ck.step, sha), errorsTable([{ run: ck.run, path: ck.path, stage, message }]));
   };
 
-  const writeScored = async (ck: PlannedCheckpoint, outcome: Extract<CheckpointOutcome, { ok: true }>) => {
+  /** Writes one checkpoint's tables; on failure removes the ones already written, so it is all or nothing. */
+  const writeScored = async (ck: PlannedCheckpoint, outcome: Scored) => {
     const stem = checkpointId(ck.step, outcome.sha256);
     const info = {
       run: ck.run, step: ck.step, tokensSeen: ck.tokensSeen, checkpoint: ck.path, sha256: outcome.sha256, config: outcome.config,
       seconds: { load: outcome.loadSeconds, forward: outcome.scores.seconds.forward, weights: outcome.scores.seconds.weights, write: 0 },
     };
-    const start = performance.now();
-    const tables = checkpointTables(info, outcome.scores, outcome.labels);
-    for (const table of ['heads', 'composition', 'checkpoint_scores'] as const) {
-      const data = tables[table];
-      if (data !== undefined) await write(table, ck.run, stem, data);
+    const written: string[] = [];
+    try {
+      const start = performance.now();
+      const tables = checkpointTables(info, outcome.scores, outcome.labels);
+      for (const table of ['heads', 'composition', 'checkpoint_scores'] as const) {
+        const data = tables[table];
+        if (data !== undefined) written.push(...await write(table, ck.run, stem, data));
+      }
+      // The checkpoints row reports the time its score tables took to build and write.
+      info.seconds.write = (performance.now() - start) / 1000;
+      const row = checkpointTables(info, { ...outcome.scores, promptSets: [], composition: undefined }, []).checkpoints!;
+      written.push(...await write('checkpoints', ck.run, stem, row));
+    } catch (err) {
+      for (const path of written) await rm(path, { force: true });
+      throw err;
     }
-    // The checkpoints row reports the time its score tables took to build and write.
-    info.seconds.write = (performance.now() - start) / 1000;
-    const row = checkpointTables(info, { ...outcome.scores, promptSets: [], composition: undefined }, []).checkpoints!;
-    await write('checkpoints', ck.run, stem, row);
+  };
+
+  /** Scores one checkpoint and writes its tables or its errors row; returns the failing stage, or null. */
+  const scoreAndWrite = async (ck: PlannedCheckpoint): Promise<Stage | null> => {
+    if (ck.problem !== null) {
+      await recordError(ck, ck.problem.stage, ck.problem.message, null);
+      return ck.problem.stage;
+    }
+    const outcome = await pool.score({
+      // The backend the probe started, not `auto`: every thread must run the same
+      // kernels, or the tables would depend on which thread scored a checkpoint.
+      backend,
+      file: ck.file,
+      promptSets: plan.runs.find((r) => r.run === ck.run)!.promptSets,
+      score: { metrics: c.metrics, batchSize: c.batch_size, icl: c.icl },
+      rules: c.classify,
+    }, stop.signal);
+    if (!outcome.ok) {
+      await recordError(ck, outcome.stage, outcome.message, outcome.sha256);
+      return outcome.stage;
+    }
+    try {
+      await writeScored(ck, outcome);
+    } catch (err) {
+      await recordError(ck, 'write', messageOf(err), outcome.sha256);
+      return 'write';
+    }
+    scored++;
+    const top = topHeads(outcome.scores, outcome.labels, opts.topHeads ?? 3);
+    // Results arrive in any order; the plan is in step order, so keep the latest in it.
+    const at = all.indexOf(ck);
+    if (top !== null && (latest.get(ck.run)?.at ?? -1) < at) {
+      latest.set(ck.run, { at, summary: { run: ck.run, step: ck.step, checkpoint: ck.path, ...top } });
+    }
+    return null;
   };
 
   const handle = async (ck: PlannedCheckpoint) => {
     if (stop.signal.aborted) return;
-    const heads = ck.config === null ? 0 : ck.config.n_layers * ck.config.n_heads;
-    let failedAt: Stage | null = null;
+    let failedAt: Stage | null;
     try {
-      if (ck.problem !== null) {
-        failedAt = ck.problem.stage;
-        await recordError(ck, ck.problem.stage, ck.problem.message, null);
-      } else {
-        const run = plan.runs.find((r) => r.run === ck.run)!;
-        let outcome: CheckpointOutcome;
-        try {
-          outcome = await pool.score({
-            backend: c.backend,
-            file: ck.file,
-            promptSets: run.promptSets,
-            score: { metrics: c.metrics, batchSize: c.batch_size, icl: c.icl },
-            rules: c.classify,
-          }, stop.signal);
-        } catch (err) {
-          // Aborted while scoring: the checkpoint is dropped, nothing of it is written.
-          if (stop.signal.aborted) return;
-          throw err;
-        }
-        if (!outcome.ok) {
-          failedAt = outcome.stage;
-          await recordError(ck, outcome.stage, outcome.message, outcome.sha256);
-        } else {
-          try {
-            await writeScored(ck, outcome);
-            scored++;
-            const top = topHeads(outcome.scores, outcome.labels, opts.topHeads ?? 3);
-            // Results arrive in any order; the plan is in step order, so keep the latest in it.
-            const at = all.indexOf(ck);
-            if (top !== null && (latest.get(ck.run)?.at ?? -1) < at) {
-              latest.set(ck.run, { at, summary: { run: ck.run, step: ck.step, checkpoint: ck.path, ...top } });
-            }
-          } catch (err) {
-            failedAt = 'write';
-            await recordError(ck, 'write', messageOf(err), outcome.sha256);
-          }
-        }
-      }
+      failedAt = await scoreAndWrite(ck);
     } catch (err) {
+      // Stopped while this one was scored (Ctrl-C, or another's fatal error): it is dropped.
+      if (stop.signal.aborted) return;
       // Not even the errors row could be written: the output folder is unusable.
       fatal ??= err;
       stop.abort();
       return;
     }
-    opts.progress?.checkpointDone({ run: ck.run, path: ck.path, step: ck.step, heads: failedAt === null ? heads : 0, failedAt });
+    const heads = failedAt === null && ck.config !== null ? ck.config.n_layers * ck.config.n_heads : 0;
+    opts.progress?.checkpointDone({ run: ck.run, path: ck.path, step: ck.step, heads, failedAt });
   };
 
-  let status: Manifest['status'] = 'finished';
   try {
     for (const r of plan.runs) {
       if (r.promptSets.length > 0) await write('prompts', r.run, 'prompts', promptsTable(r.run, r.promptSets));
@@ -237,16 +250,8 @@ export async function runSweep(plan: Plan, opts: SweepOptions = {}): Promise<Swe
     await pool.close();
   }
 
-  let exitCode: number;
-  if (fatal !== null) {
-    status = 'failed';
-    exitCode = EXIT.failure;
-  } else if (opts.signal?.aborted) {
-    status = 'interrupted';
-    exitCode = EXIT.failure;
-  } else {
-    exitCode = errors.length > 0 ? EXIT.partial : EXIT.ok;
-  }
+  const status: Manifest['status'] = fatal !== null ? 'failed' : opts.signal?.aborted ? 'interrupted' : 'finished';
+  const exitCode = status !== 'finished' ? EXIT.failure : errors.length > 0 ? EXIT.partial : EXIT.ok;
   const manifest: Manifest = {
     name: c.name,
     status,
