@@ -160,8 +160,11 @@ function configProblems(file: string, problems: Problem[], lineOf: (path: Proper
   return new HeadsweepError(lines.join('\n'), { stage: 'config', file, key: yamlPath(problems[0].path) });
 }
 
-/** Parses and validates YAML text; throws a `config`-stage HeadsweepError naming `file` and the YAML path. */
-export function parseConfig(text: string, file: string): SweepConfig {
+/**
+ * YAML text → a value of `schema`, or one `config`-stage HeadsweepError whose every line
+ * names `file`, the YAML path at fault and its line. Nothing here is specific to sweeps.
+ */
+export function parseYamlWith<S extends z.ZodType>(schema: S, text: string, file: string): z.infer<S> {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false });
   if (doc.errors.length > 0) {
@@ -170,10 +173,8 @@ export function parseConfig(text: string, file: string): SweepConfig {
     throw configError(file, '', `not valid YAML at line ${at.line}, column ${at.col}: ${e.message.split('\n')[0]}`);
   }
   const raw: unknown = doc.toJS();
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw configError(file, '', 'expected a YAML mapping (name, output, checkpoints, prompt_sets, ...)');
-  }
-  const parsed = SweepConfigSchema.safeParse(raw);
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw configError(file, '', 'expected a YAML mapping of keys to values');
+  const parsed = schema.safeParse(raw);
   if (parsed.success) return parsed.data;
   const lineOf = (path: PropertyKey[]): number | null => {
     // Walk up to the nearest node that exists (an unknown or missing key has no node of its own).
@@ -184,6 +185,11 @@ export function parseConfig(text: string, file: string): SweepConfig {
     return null;
   };
   throw configProblems(file, problemsOf(parsed.error.issues), lineOf);
+}
+
+/** Parses and validates a sweep config's YAML text. */
+export function parseConfig(text: string, file: string): SweepConfig {
+  return parseYamlWith(SweepConfigSchema, text, file);
 }
 
 /** Reads a config file. */
