@@ -45,6 +45,15 @@ import { SCHEMAS, TABLE_NAMES, type TableName } from './tables.ts';
 
 export const COMPACTED_DIR = 'compacted';
 
+/**
+ * Whether an entry of an output root is compaction's: `compacted`, or the
+ * `compacted.<pid>.tmp` / `.old` folder a killed compaction leaves behind. A sweep
+ * rerunning into the root must accept these as its own.
+ */
+export function isCompactionEntry(name: string): boolean {
+  return /^compacted(\.\d+\.(tmp|old))?$/.test(name);
+}
+
 /** Each table's natural key, in sort order. `run` comes first, so a run's rows are one slice. */
 export const SORT_KEYS: Record<TableName, readonly string[]> = {
   heads: ['run', 'step', 'checkpoint', 'prompt_set', 'layer', 'head'],

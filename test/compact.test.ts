@@ -16,7 +16,7 @@ import type { ModelConfig } from '../src/checkpoint/config.ts';
 import type { CheckpointScores } from '../src/score.ts';
 import type { PromptSet } from '../src/prompts/types.ts';
 import { main } from '../pipeline/cli.ts';
-import { compactOutput, type CompactedManifest } from '../pipeline/compact.ts';
+import { compactOutput, isCompactionEntry, type CompactedManifest } from '../pipeline/compact.ts';
 import type { Manifest } from '../pipeline/manifest.ts';
 import { assignShard, checkpointKey, manifestFileName, type Shard } from '../pipeline/shard.ts';
 import { writeFileAtomic } from '../pipeline/sinks/atomic.ts';
@@ -355,6 +355,11 @@ describe('rerunning and partial inputs', () => {
     expect(second).toEqual(first);
     expect(partitions()).toEqual(before);
     expect(readdirSync(root).filter((n) => n.startsWith('compacted'))).toEqual(['compacted']);
+  });
+
+  it('names what it may leave in an output root, so a sweep can accept it', () => {
+    expect(['compacted', 'compacted.4242.tmp', 'compacted.7.old'].every(isCompactionEntry)).toBe(true);
+    expect(['compacted.tmp', 'compacted-old', 'heads', 'manifest.json'].some(isCompactionEntry)).toBe(false);
   });
 
   it('a rerun drops the files of a run that is gone', async () => {
