@@ -180,4 +180,21 @@ describe('good configs', () => {
     // --out is a command-line path: it starts at the working directory.
     expect((await buildPlan(loadConfig(file), { out: 'elsewhere' })).outDir).toBe(resolve('elsewhere'));
   });
+
+  test('the memory budget bounds the checkpoints in flight, never below one', async () => {
+    let n = 0;
+    const plan = async (extra: string[]) => {
+      const file = tmp.file(`budget-${n++}.yaml`, configText((l) => [...l.filter((x) => x !== 'workers: 1'), ...extra]));
+      return buildPlan(loadConfig(file));
+    };
+    const roomy = await plan(['workers: 3', 'memory_budget_mb: 4096']);
+    expect(roomy.maxInFlight).toBe(4); // one per worker and one being written
+    const largest = Math.max(...roomy.runs[0].checkpoints.map((c) => c.bytes));
+    // planted-2l (108,496 parameters): three float32 copies of the weights, plus one batch of
+    // 16 sequences × 49 tokens: patterns of 2 layers × 2 heads, logits twice, 8 residual streams.
+    expect(largest).toBe(3 * 4 * 108_496 + 16 * 4 * (2 * 2 * 49 * 49 + 2 * 49 * 16 + 8 * 49 * 96));
+    const tight = await plan(['workers: 3', `memory_budget_mb: ${Math.ceil((2 * largest) / 2 ** 20)}`]);
+    expect(tight.maxInFlight).toBe(2);
+    expect((await plan(['workers: 3', 'memory_budget_mb: 1'])).maxInFlight).toBe(1);
+  });
 });
