@@ -25,6 +25,7 @@ import { packageVersions, writeManifest, type Manifest } from './manifest.ts';
 import { plannedCheckpoints, type Plan, type PlannedCheckpoint } from './plan.ts';
 import { CheckpointPool, type CheckpointOutcome } from './pool.ts';
 import type { ProgressSink } from './progress.ts';
+import { shardOfManifestFile } from './shard.ts';
 import { writeTableFile } from './sinks/index.ts';
 import {
   checkpointId, checkpointTables, errorsTable, promptsTable, TABLE_NAMES, type TableName,
@@ -65,16 +66,22 @@ export interface SweepOptions {
   topHeads?: number;
 }
 
-/** Names of what a sweep writes into its output folder; anything else there is not ours. */
-const OUTPUT_ENTRIES = new Set<string>([...TABLE_NAMES, 'manifest.json']);
+/**
+ * Whether a headsweep command writes this name into an output root: table folders,
+ * manifests (`manifest.json`, a shard's `manifest.shard-<i>-of-<n>.json`) and what
+ * `headsweep compact` derives from them.
+ */
+function isOutputEntry(name: string): boolean {
+  return (TABLE_NAMES as readonly string[]).includes(name) || shardOfManifestFile(name) !== undefined || /^compacted(\.\d+\.tmp)?$/.test(name);
+}
 
 /**
- * Refuses an output folder that holds anything a sweep does not write, so a mistyped
+ * Refuses an output folder that holds anything headsweep does not write, so a mistyped
  * `--out` never deletes someone's files.
  */
 function checkOutput(outDir: string): void {
   if (!existsSync(outDir)) return;
-  const foreign = readdirSync(outDir).filter((name) => !OUTPUT_ENTRIES.has(name));
+  const foreign = readdirSync(outDir).filter((name) => !isOutputEntry(name));
   if (foreign.length > 0) {
     throw new HeadsweepError(
       `output folder ${outDir} holds files a sweep does not write (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}); choose a new or empty folder`,
@@ -83,9 +90,11 @@ function checkOutput(outDir: string): void {
   }
 }
 
-/** Removes a previous sweep's tables and manifest, so the folder holds this sweep alone. */
+/** Removes a previous sweep's tables, manifests and compaction, so the folder holds this sweep alone. */
 async function clearOutput(outDir: string): Promise<void> {
-  for (const name of OUTPUT_ENTRIES) await rm(join(outDir, name), { recursive: true, force: true });
+  if (existsSync(outDir)) {
+    for (const name of readdirSync(outDir).filter(isOutputEntry)) await rm(join(outDir, name), { recursive: true, force: true });
+  }
   await mkdir(outDir, { recursive: true });
 }
 
