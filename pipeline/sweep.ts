@@ -25,6 +25,7 @@ import { packageVersions, writeManifest, type Manifest } from './manifest.ts';
 import { plannedCheckpoints, type Plan, type PlannedCheckpoint } from './plan.ts';
 import { CheckpointPool, type CheckpointOutcome } from './pool.ts';
 import type { ProgressSink } from './progress.ts';
+import { isCompactionEntry } from './compact.ts';
 import { shardOfManifestFile } from './shard.ts';
 import { writeTableFile } from './sinks/index.ts';
 import {
@@ -72,7 +73,7 @@ export interface SweepOptions {
  * `headsweep compact` derives from them.
  */
 function isOutputEntry(name: string): boolean {
-  return (TABLE_NAMES as readonly string[]).includes(name) || shardOfManifestFile(name) !== undefined || /^compacted(\.\d+\.tmp)?$/.test(name);
+  return (TABLE_NAMES as readonly string[]).includes(name) || shardOfManifestFile(name) !== undefined || isCompactionEntry(name);
 }
 
 /**
