@@ -21,6 +21,7 @@ const commandLoaders: (() => Promise<(state: CliState) => CommandModule>)[] = [
   () => import('./commands/inspect.ts').then((m) => m.default),
   () => import('./commands/report.ts').then((m) => m.default),
   () => import('./commands/compact.ts').then((m) => m.default),
+  () => import('./commands/train.ts').then((m) => m.default),
 ];
 
 export async function main(argv: string[]): Promise<number> {
