@@ -144,8 +144,8 @@ export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides
   const { config, outDir } = withOverrides(loaded, overrides);
 
   config.prompt_sets.forEach((spec, i) => {
-    if (spec.kind === 'tokens' && !existsSync(resolve(loaded.dir, spec.file))) {
-      throw configError(loaded.file, `prompt_sets[${i}].file`, `no such file: ${resolve(loaded.dir, spec.file)}`);
+    if (spec.kind === 'tokens' && !existsSync(resolve(loaded.dir, spec.path))) {
+      throw configError(loaded.file, `prompt_sets[${i}].path`, `no such file: ${resolve(loaded.dir, spec.path)}`);
     }
   });
 

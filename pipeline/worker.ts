@@ -7,9 +7,8 @@ import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { initBackend, type BackendChoice, type BackendName } from '../src/backend.ts';
 import { loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import { labelHeads } from '../src/classify.ts';
-import { checkpointError, HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
+import { HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
 import { scoreCheckpoint, type CheckpointScores } from '../src/score.ts';
-import { sha256File } from './hash.ts';
 import type { CheckpointOutcome, CheckpointRequest, InitOutcome, WorkerRequest } from './pool.ts';
 
 let started: { choice: BackendChoice; name: Promise<BackendName> } | null = null;
@@ -45,19 +44,14 @@ async function scoreOne(req: CheckpointRequest): Promise<CheckpointOutcome> {
   }
 
   const loadStart = performance.now();
-  // Hashed first: a file that then fails to load is still named by its bytes in `errors`.
-  let sha256: string;
-  try {
-    sha256 = await sha256File(req.file);
-  } catch (err) {
-    return failure(checkpointError(req.file, `cannot read (${messageOf(err)})`), 'load', backendName, null);
-  }
   let checkpoint;
   try {
+    // Loading hashes the file in the same pass, so its bytes are read once.
     checkpoint = loadCheckpoint(req.file);
   } catch (err) {
-    return failure(err, 'load', backendName, sha256);
+    return failure(err, 'load', backendName, null);
   }
+  const sha256 = checkpoint.sha256;
   const loadSeconds = (performance.now() - loadStart) / 1000;
 
   let scores: CheckpointScores;

@@ -33,7 +33,7 @@ function configText(edit: (lines: string[]) => string[] = (l) => l): string {
     `    paths: ["${DEMO}/*.safetensors"]`,
     'prompt_sets:',
     '  - {name: rrt, kind: repeated_random, length: 12, repeats: 4, count: 4, seed: 0}',
-    `  - {name: nat, kind: tokens, file: "${NAT}"}`,
+    `  - {name: nat, kind: tokens, path: "${NAT}"}`,
     'workers: 1',
   ]).join('\n');
 }
@@ -57,7 +57,7 @@ describe('a bad config: the real CLI exits 2 and names the YAML path', () => {
       name: 'missing tokens file',
       command: 'sweep',
       edit: (l) => l.map((x) => x.replace(NAT, `${NAT}.missing`)),
-      expected: new RegExp(`bad\\.yaml → at prompt_sets\\[1\\]\\.file: no such file: ${NAT}\\.missing`),
+      expected: new RegExp(`bad\\.yaml → at prompt_sets\\[1\\]\\.path: no such file: ${NAT}\\.missing`),
     },
     {
       name: 'glob matching nothing',
@@ -166,7 +166,7 @@ describe('good configs', () => {
       'checkpoints:',
       '  - {run: r, paths: ["ckpts/*.safetensors"], step_regex: "step(\\\\d+)"}',
       'prompt_sets:',
-      '  - {name: nat, kind: tokens, file: nat.jsonl}',
+      '  - {name: nat, kind: tokens, path: nat.jsonl}',
       'workers: 1',
     ].join('\n'));
     const plan = await buildPlan(loadConfig(file));

@@ -138,45 +138,45 @@ describe('tokens files', () => {
 
   it('reads one sequence per line, skips blank lines and remembers line numbers', () => {
     write('ok.jsonl', '[0, 5, 6, 5, 6]\n\n  \n[0, 1, 2]\n');
-    const set = buildPromptSet({ kind: 'tokens', name: 'file', file: 'ok.jsonl' }, MODEL, { baseDir: dir });
+    const set = buildPromptSet({ kind: 'tokens', name: 'file', path: 'ok.jsonl' }, MODEL, { baseDir: dir });
     expect(set.sequences.map((s) => Array.from(s))).toEqual([[0, 5, 6, 5, 6], [0, 1, 2]]);
     expect(set.origin).toEqual({ file: join(dir, 'ok.jsonl'), lines: [1, 4] });
   });
 
   it('names the file and line of an id outside the vocabulary', () => {
     const file = write('range.jsonl', '[0, 1, 2]\n\n[0, 100, 2]\n');
-    const err = errorOf(() => buildPromptSet({ kind: 'tokens', name: 'file', file }, MODEL));
+    const err = errorOf(() => buildPromptSet({ kind: 'tokens', name: 'file', path: file }, MODEL));
     expect(err.message).toBe(`prompt set 'file': ${file} line 3: token id 100 at position 1 is outside the vocabulary [0, 100)`);
     expect(err.file).toBe(file);
   });
 
   it('names the file and line of a sequence longer than n_ctx', () => {
     const file = write('long.jsonl', `${JSON.stringify(Array.from({ length: 129 }, () => 1))}\n`);
-    const err = errorOf(() => buildPromptSet({ kind: 'tokens', name: 'file', file }, MODEL));
+    const err = errorOf(() => buildPromptSet({ kind: 'tokens', name: 'file', path: file }, MODEL));
     expect(err.message).toBe(`prompt set 'file': ${file} line 1: has 129 tokens, more than the model's n_ctx 128`);
   });
 
   it('names the file and line of a line that is not JSON', () => {
     const file = write('bad.jsonl', '[1, 2]\n[1, 2\n');
-    const err = errorOf(() => readTokensFile({ kind: 'tokens', name: 'file', file }));
+    const err = errorOf(() => readTokensFile({ kind: 'tokens', name: 'file', path: file }));
     expect(err.message).toMatch(new RegExp(`^prompt set 'file': ${file} line 2: not valid JSON`));
   });
 
   it('names the file and line of a line that is not an array of integers', () => {
     const file = write('float.jsonl', '[1, 2.5]\n');
-    const err = errorOf(() => readTokensFile({ kind: 'tokens', name: 'file', file }));
+    const err = errorOf(() => readTokensFile({ kind: 'tokens', name: 'file', path: file }));
     expect(err.message).toBe(`prompt set 'file': ${file} line 1: expected a JSON array of integer token ids`);
   });
 
   it('rejects a file with no sequences', () => {
     const file = write('empty.jsonl', '\n\n');
-    const err = errorOf(() => readTokensFile({ kind: 'tokens', name: 'file', file }));
+    const err = errorOf(() => readTokensFile({ kind: 'tokens', name: 'file', path: file }));
     expect(err.message).toBe(`prompt set 'file': tokens file ${file} holds no sequences`);
   });
 
   it('names a file that cannot be read', () => {
     const file = join(dir, 'missing.jsonl');
-    const err = errorOf(() => readTokensFile({ kind: 'tokens', name: 'file', file }));
+    const err = errorOf(() => readTokensFile({ kind: 'tokens', name: 'file', path: file }));
     expect(err.message).toMatch(new RegExp(`^prompt set 'file': cannot read tokens file ${file}`));
   });
 });

@@ -36,7 +36,7 @@ const CONFIG = tmp.file('demo-small.yaml', [
   `  - {run: shortformer-1l, paths: ["${REPO}/data/demo/shortformer-1l/*.safetensors"]}`,
   'prompt_sets:',
   `  - {name: rrt, kind: repeated_random, length: 12, repeats: 4, count: ${RRT_COUNT}, seed: 0}`,
-  `  - {name: nat, kind: tokens, file: "${REPO}/data/prompts/nat.jsonl"}`,
+  `  - {name: nat, kind: tokens, path: "${REPO}/data/prompts/nat.jsonl"}`,
   'icl: {early: 10, late: 45}',
   'batch_size: 4',
 ].join('\n'));

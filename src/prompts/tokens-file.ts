@@ -8,10 +8,10 @@ import { resolve } from 'node:path';
 import { promptError } from '../errors.ts';
 import type { PromptSet, TokensFileSpec } from './types.ts';
 
-/** Reads `spec.file` (relative paths resolve against `baseDir`, default the working directory). */
+/** Reads `spec.path` (relative paths resolve against `baseDir`, default the working directory). */
 export function readTokensFile(spec: TokensFileSpec, baseDir = process.cwd()): PromptSet {
   const where = `prompt set '${spec.name}'`;
-  const file = resolve(baseDir, spec.file);
+  const file = resolve(baseDir, spec.path);
   let text: string;
   try {
     text = readFileSync(file, 'utf8');

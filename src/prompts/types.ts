@@ -46,7 +46,7 @@ export const TokensFileSpecSchema = z.strictObject({
   kind: z.literal('tokens'),
   name: z.string().min(1),
   /** A `.jsonl` file: one JSON array of token ids per line, blank lines skipped. */
-  file: z.string().min(1),
+  path: z.string().min(1),
 });
 
 export const PromptSetSpecSchema = z.discriminatedUnion('kind', [RepeatedRandomSpecSchema, TokensFileSpecSchema]);
