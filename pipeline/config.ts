@@ -12,11 +12,10 @@ import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import { z } from 'zod';
-import { BACKENDS } from '../src/backend.ts';
+import { BACKENDS, METRIC_NAMES } from '../src/names.ts';
 import { DEFAULT_RULES, RulesSchema } from '../src/classify.ts';
 import { configError, HeadsweepError } from '../src/errors.ts';
 import { PromptSetSpecSchema } from '../src/prompts/index.ts';
-import { METRIC_NAMES } from '../src/score.ts';
 import { OUTPUT_FORMATS, type OutputFormat } from './sinks/index.ts';
 
 const positiveInt = z.number().int().positive();

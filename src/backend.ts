@@ -7,10 +7,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { HeadsweepError } from './errors.ts';
+import { BACKENDS, type BackendChoice, type BackendName } from './names.ts';
 
-export const BACKENDS = ['tensorflow', 'wasm', 'cpu'] as const;
-export type BackendName = (typeof BACKENDS)[number];
-export type BackendChoice = BackendName | 'auto';
+export { BACKENDS, type BackendChoice, type BackendName };
 
 let nodeBackendTried = false;
 

@@ -15,12 +15,9 @@ import { disposeParams, forward, uploadParams, type Params } from './model/forwa
 import type { PromptSet } from './prompts/types.ts';
 import { validatePromptSet } from './prompts/validate.ts';
 
-export const METRIC_NAMES = [
-  'prefix_matching', 'duplicate_token', 'previous_token',
-  'copying', 'composition',
-  'mean_loss', 'icl_score',
-] as const;
-export type MetricName = (typeof METRIC_NAMES)[number];
+import { METRIC_NAMES, type MetricName } from './names.ts';
+
+export { METRIC_NAMES, type MetricName };
 
 export interface ScoreOptions {
   metrics: readonly MetricName[];

@@ -5,7 +5,7 @@
  * checkpoint and reaches the same weights as an uninterrupted one.
  */
 import type { CommandModule } from 'yargs';
-import { BACKENDS, type BackendChoice } from '../../src/backend.ts';
+import { BACKENDS, type BackendChoice } from '../../src/names.ts';
 import { HeadsweepError } from '../../src/errors.ts';
 import { loadTrainConfig } from '../../src/train/config.ts';
 import { train } from '../../src/train/train.ts';

@@ -4,7 +4,7 @@
  * Also home of what `sweep` shares with it: the config options and config → plan.
  */
 import type { Argv, CommandModule } from 'yargs';
-import { BACKENDS } from '../../src/backend.ts';
+import { BACKENDS } from '../../src/names.ts';
 import { HeadsweepError } from '../../src/errors.ts';
 import { EXIT, type CliState } from '../cli.ts';
 import { loadConfig, type BackendOption, type ConfigOverrides } from '../config.ts';

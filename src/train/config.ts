@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { LineCounter, isNode, parseDocument } from 'yaml';
 import { z } from 'zod';
-import { BACKENDS } from '../backend.ts';
+import { BACKENDS } from '../names.ts';
 import { ModelConfigSchema } from '../checkpoint/config.ts';
 import { configError, HeadsweepError } from '../errors.ts';
 import { TOKENIZERS, TOKENIZER_NAMES } from './tokenizer.ts';

@@ -1,0 +1,17 @@
+/**
+ * Names shared by the library and the config schemas, kept in a module of their own so
+ * that parsing a config or printing `--help` does not load tfjs (about a second).
+ */
+
+/** tfjs backends in the order `auto` tries them. */
+export const BACKENDS = ['tensorflow', 'wasm', 'cpu'] as const;
+export type BackendName = (typeof BACKENDS)[number];
+export type BackendChoice = BackendName | 'auto';
+
+/** Every score a sweep can compute (METRICS.md §4–6). */
+export const METRIC_NAMES = [
+  'prefix_matching', 'duplicate_token', 'previous_token',
+  'copying', 'composition',
+  'mean_loss', 'icl_score',
+] as const;
+export type MetricName = (typeof METRIC_NAMES)[number];
