@@ -76,6 +76,10 @@ export const SweepConfigSchema = z
     backend: z.enum(['auto', ...BACKENDS]).default('auto'),
     /** Bytes of checkpoints in flight at once; default a quarter of the machine's memory. */
     memory_budget_mb: positiveInt.optional(),
+    /** Attempts after the first for a checkpoint whose worker threw, timed out or died (pipeline/pool.ts). */
+    retries: z.number().int().min(0).default(2),
+    /** Seconds one attempt at a checkpoint may run before its thread is stopped. */
+    task_timeout_s: z.number().positive().default(600),
   })
   .superRefine((c, ctx) => {
     if (c.icl.early >= c.icl.late) {

@@ -4,9 +4,20 @@
  * worker threads do not inherit the tsx loader of the main thread.
  *
  * One task is one checkpoint with all its prompt sets, so its weights are read once and
- * its weight scores computed once. Failures come back as values (`ok: false`) with the
- * stage they happened in; only a dead or aborted worker rejects.
+ * its weight scores computed once. A checkpoint that is bad (a HeadsweepError: truncated
+ * file, wrong shapes) comes back at once as a value (`ok: false`) with the stage it failed
+ * in: scoring it again would fail the same way. A worker fault is retried on a fresh
+ * thread, up to `retries` more attempts, then comes back as a value too:
+ * - the scoring threw something that is not a HeadsweepError (the thread ends itself,
+ *   since its tfjs state may be half-built; see worker.ts),
+ * - the attempt ran past `taskTimeoutSeconds` (piscina terminates the thread on abort,
+ *   which stops even a synchronous loop),
+ * - the thread died: `process.exit()`, an uncaught error, out of memory.
+ * Only aborting the caller's signal rejects.
  */
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { ResourceLimits } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { BackendChoice, BackendName } from '../src/backend.ts';
 import type { ModelConfig } from '../src/checkpoint/config.ts';
@@ -24,6 +35,8 @@ export interface InitRequest {
 /** Scores one checkpoint file. */
 export interface CheckpointRequest {
   kind: 'checkpoint';
+  /** Names this attempt in the thread's notes (`WorkerNote`); unique within a pool. */
+  token: number;
   backend: BackendChoice;
   /** Absolute path. */
   file: string;
@@ -34,6 +47,15 @@ export interface CheckpointRequest {
 }
 
 export type WorkerRequest = InitRequest | CheckpointRequest;
+
+/**
+ * What a thread tells the pool beside a task's result, on its `parentPort`: that it began
+ * an attempt (the timeout counts from here, not from the wait for a free thread), or why
+ * it is about to end itself.
+ */
+export type WorkerNote =
+  | { kind: 'started'; token: number }
+  | { kind: 'fault'; token: number; stage: Stage; message: string };
 
 export type InitOutcome = { ok: true; backend: BackendName } | { ok: false; stage: Stage; message: string };
 
@@ -60,18 +82,100 @@ export type CheckpointOutcome =
     message: string;
   };
 
-export class CheckpointPool {
-  private readonly pool: Piscina<WorkerRequest, InitOutcome | CheckpointOutcome>;
+/** How one attempt at a checkpoint went wrong without the checkpoint being at fault. */
+export type FaultKind = 'threw' | 'timeout' | 'exited' | 'out_of_memory';
 
-  constructor(readonly workers: number) {
+/** What the pool reports as it works, for logs. `attempt` counts from 1. */
+export type PoolEvent =
+  /** Attempt `attempt` failed; attempt `attempt + 1` starts on a fresh thread. */
+  | { type: 'retried'; file: string; attempt: number; fault: FaultKind; message: string }
+  /** Every attempt failed; the checkpoint's outcome is a failure with this message. */
+  | { type: 'gave_up'; file: string; attempts: number; fault: FaultKind; message: string }
+  /** A thread failed while it held no task (piscina's pool `error` event). */
+  | { type: 'thread_error'; message: string };
+
+export interface PoolOptions {
+  /** Threads, each scoring one checkpoint at a time. */
+  workers: number;
+  /** Attempts after the first for a checkpoint whose worker faulted (default 0). */
+  retries?: number;
+  /** Seconds one attempt may run once a thread has begun it (default: no limit). */
+  taskTimeoutSeconds?: number;
+  /** Per-thread limits; `maxOldGenerationSizeMb` caps the JS heap, not the tensors' typed arrays. */
+  resourceLimits?: ResourceLimits;
+  /**
+   * The module each thread runs (a default export answering `WorkerRequest`s and sending
+   * `WorkerNote`s). Default: `$HEADSWEEP_WORKER` when set (fault-injection tests run the
+   * CLI with a fixture worker this way), else `worker-entry.mjs`.
+   */
+  filename?: string;
+  onEvent?: (event: PoolEvent) => void;
+}
+
+/** One failed attempt. */
+interface Fault {
+  kind: FaultKind;
+  stage: Stage;
+  /** What happened, as a clause: "timed out after 600 s; its thread was stopped". */
+  what: string;
+}
+
+/** An attempt under way: its timer starts when its thread says it began. */
+interface Attempt {
+  started: () => void;
+  note: Extract<WorkerNote, { kind: 'fault' }> | null;
+}
+
+function workerFilename(explicit: string | undefined): string {
+  const chosen = explicit ?? process.env.HEADSWEEP_WORKER;
+  if (chosen === undefined || chosen === '') return new URL('./worker-entry.mjs', import.meta.url).href;
+  return chosen.startsWith('file:') ? chosen : pathToFileURL(resolve(chosen)).href;
+}
+
+/** "attempts 1–2: timed out …; attempt 3: its thread exited with code 1" */
+function attemptsText(faults: readonly Fault[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < faults.length;) {
+    let j = i;
+    while (j + 1 < faults.length && faults[j + 1].what === faults[i].what) j++;
+    parts.push(`${i === j ? `attempt ${i + 1}` : `attempts ${i + 1}–${j + 1}`}: ${faults[i].what}`);
+    i = j + 1;
+  }
+  return parts.join('; ');
+}
+
+export class CheckpointPool {
+  readonly workers: number;
+  private readonly pool: Piscina<WorkerRequest, InitOutcome | CheckpointOutcome>;
+  private readonly retries: number;
+  private readonly timeoutMs: number;
+  private readonly onEvent: (event: PoolEvent) => void;
+  private readonly attempts = new Map<number, Attempt>();
+  private nextToken = 1;
+
+  constructor(opts: PoolOptions) {
+    this.workers = opts.workers;
+    this.retries = opts.retries ?? 0;
+    this.timeoutMs = (opts.taskTimeoutSeconds ?? Number.POSITIVE_INFINITY) * 1000;
+    this.onEvent = opts.onEvent ?? (() => {});
     this.pool = new Piscina({
-      filename: new URL('./worker-entry.mjs', import.meta.url).href,
-      minThreads: workers,
-      maxThreads: workers,
+      filename: workerFilename(opts.filename),
+      minThreads: opts.workers,
+      maxThreads: opts.workers,
       // Threads keep their started backend and compiled kernels between checkpoints.
       idleTimeout: Number.POSITIVE_INFINITY,
       concurrentTasksPerWorker: 1,
+      resourceLimits: opts.resourceLimits,
     });
+    this.pool.on('message', (note: WorkerNote) => {
+      const attempt = this.attempts.get(note.token);
+      // A note can arrive after its task settled: the two travel on different ports.
+      if (attempt === undefined) return;
+      if (note.kind === 'started') attempt.started();
+      else attempt.note = note;
+    });
+    // Without a listener, a thread that fails between tasks would throw in this thread.
+    this.pool.on('error', (err: unknown) => this.onEvent({ type: 'thread_error', message: messageOf(err) }));
   }
 
   /** Starts the backend in one worker, so a backend that cannot start stops the sweep before any checkpoint. */
@@ -81,13 +185,59 @@ export class CheckpointPool {
     return outcome.backend;
   }
 
-  /** Scores one checkpoint; a worker that dies or is aborted becomes a `worker`-stage failure. */
-  async score(request: Omit<CheckpointRequest, 'kind'>, signal?: AbortSignal): Promise<CheckpointOutcome> {
+  /**
+   * Scores one checkpoint, retrying worker faults on fresh threads. Every attempt sends
+   * the same request, so a retried checkpoint scores exactly as a first try would.
+   */
+  async score(request: Omit<CheckpointRequest, 'kind' | 'token'>, signal?: AbortSignal): Promise<CheckpointOutcome> {
+    const faults: Fault[] = [];
+    for (;;) {
+      const result = await this.attempt(request, signal);
+      if (!('kind' in result)) return result;
+      faults.push(result);
+      const attempt = faults.length;
+      if (attempt > this.retries) {
+        const message = `${request.file}: worker gave up after ${attempt} attempt${attempt === 1 ? '' : 's'} (${attemptsText(faults)})`;
+        this.onEvent({ type: 'gave_up', file: request.file, attempts: attempt, fault: result.kind, message });
+        return { ok: false, backend: null, sha256: null, stage: result.stage, message };
+      }
+      this.onEvent({ type: 'retried', file: request.file, attempt, fault: result.kind, message: `${request.file}: attempt ${attempt} ${result.what}` });
+    }
+  }
+
+  /** One attempt: the worker's outcome, or the fault that stopped it. Rejects only when `signal` aborts. */
+  private async attempt(request: Omit<CheckpointRequest, 'kind' | 'token'>, signal?: AbortSignal): Promise<CheckpointOutcome | Fault> {
+    const token = this.nextToken++;
+    const timeout = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const attempt: Attempt = {
+      started: () => {
+        if (Number.isFinite(this.timeoutMs)) timer = setTimeout(() => timeout.abort(), this.timeoutMs);
+      },
+      note: null,
+    };
+    this.attempts.set(token, attempt);
     try {
-      return (await this.pool.run({ kind: 'checkpoint', ...request } satisfies CheckpointRequest, { signal })) as CheckpointOutcome;
+      const task: CheckpointRequest = { kind: 'checkpoint', token, ...request };
+      const both = signal === undefined ? timeout.signal : AbortSignal.any([signal, timeout.signal]);
+      return (await this.pool.run(task, { signal: both })) as CheckpointOutcome;
     } catch (err) {
       if (signal?.aborted) throw err;
-      return { ok: false, backend: null, sha256: null, stage: 'worker', message: `${request.file}: worker failed: ${messageOf(err)}` };
+      if (timeout.signal.aborted) {
+        return { kind: 'timeout', stage: 'worker', what: `timed out after ${this.timeoutMs / 1000} s; its thread was stopped` };
+      }
+      // The thread ended itself after a throw, and said why first (worker.ts).
+      if (attempt.note !== null) return { kind: 'threw', stage: attempt.note.stage, what: `threw ${attempt.note.message}` };
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ERR_WORKER_OUT_OF_MEMORY') return { kind: 'out_of_memory', stage: 'worker', what: `its thread ran out of memory (${messageOf(err)})` };
+      // piscina's words for a thread that exited while it held a task.
+      const exited = /^worker exited with code: (-?\d+)/.exec(messageOf(err));
+      if (exited !== null) return { kind: 'exited', stage: 'worker', what: `its thread exited with code ${exited[1]}` };
+      // An uncaught error ended the thread (node sends it over, name and all).
+      return { kind: 'threw', stage: 'worker', what: `threw ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}` };
+    } finally {
+      clearTimeout(timer);
+      this.attempts.delete(token);
     }
   }
 

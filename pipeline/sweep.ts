@@ -23,7 +23,7 @@ import { EXIT } from './cli.ts';
 import { sha256File } from './hash.ts';
 import { packageVersions, writeManifest, type Manifest } from './manifest.ts';
 import { plannedCheckpoints, type Plan, type PlannedCheckpoint } from './plan.ts';
-import { CheckpointPool, type CheckpointOutcome } from './pool.ts';
+import { CheckpointPool, type CheckpointOutcome, type PoolEvent } from './pool.ts';
 import type { ProgressSink } from './progress.ts';
 import { isCompactionEntry } from './compact.ts';
 import { shardOfManifestFile } from './shard.ts';
@@ -65,6 +65,8 @@ export interface SweepOptions {
   progress?: ProgressSink;
   /** How many heads the summary lists per run. */
   topHeads?: number;
+  /** Worker faults as they happen: retries, checkpoints given up on (pipeline/pool.ts). */
+  onPoolEvent?: (event: PoolEvent) => void;
 }
 
 /**
@@ -135,7 +137,7 @@ export async function runSweep(plan: Plan, opts: SweepOptions = {}): Promise<Swe
   checkOutput(plan.outDir);
   // More threads than checkpoints would only start backends that never get work.
   const threads = Math.max(1, Math.min(c.workers, toScore.length));
-  const pool = new CheckpointPool(threads);
+  const pool = new CheckpointPool({ workers: threads, retries: c.retries, taskTimeoutSeconds: c.task_timeout_s, onEvent: opts.onPoolEvent });
   let backend: BackendName;
   try {
     backend = await pool.init(c.backend);

@@ -2,14 +2,21 @@
  * The code each pool thread runs (see pool.ts for the message types). A thread starts its
  * tfjs backend once and keeps it for every checkpoint it is given. Results go back as
  * transferable typed arrays: the buffers move to the main thread instead of being copied.
+ *
+ * A HeadsweepError is a verdict on the checkpoint and goes back as an outcome. Anything
+ * else thrown while scoring is a fault of this thread: tensors and kernels may be left
+ * half-built, so the thread tells the pool why and ends itself, and the pool retries the
+ * checkpoint on a fresh one. Ending the thread while it still holds the task means the
+ * pool cannot hand this thread another checkpoint in between.
  */
+import { parentPort } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { initBackend, type BackendChoice, type BackendName } from '../src/backend.ts';
 import { loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import { labelHeads } from '../src/classify.ts';
 import { HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
 import { scoreCheckpoint, type CheckpointScores } from '../src/score.ts';
-import type { CheckpointOutcome, CheckpointRequest, InitOutcome, WorkerRequest } from './pool.ts';
+import type { CheckpointOutcome, CheckpointRequest, InitOutcome, InitRequest, WorkerNote, WorkerRequest } from './pool.ts';
 
 let started: { choice: BackendChoice; name: Promise<BackendName> } | null = null;
 
@@ -19,9 +26,32 @@ function backend(choice: BackendChoice): Promise<BackendName> {
   return started.name;
 }
 
-/** The stage a thrown error belongs to: its own when it has one, else the step that threw. */
+/** The exit code of a thread that ended itself after a fault (EX_SOFTWARE). */
+const FAULT_EXIT_CODE = 70;
+
+/** Something thrown while scoring that is not a verdict on the checkpoint, with the step that threw it. */
+class ThreadFault extends Error {
+  constructor(readonly stage: Stage, readonly thrown: unknown) {
+    super(messageOf(thrown));
+  }
+}
+
+/** A HeadsweepError becomes the checkpoint's failure, in its own stage; anything else is a fault of this thread. */
 function failure(err: unknown, stage: Stage, backendName: BackendName | null, sha256: string | null): CheckpointOutcome {
-  return { ok: false, backend: backendName, sha256, stage: err instanceof HeadsweepError ? err.stage : stage, message: messageOf(err) };
+  if (!(err instanceof HeadsweepError)) throw new ThreadFault(stage, err);
+  return { ok: false, backend: backendName, sha256, stage: err.stage, message: err.message };
+}
+
+function note(message: WorkerNote): void {
+  parentPort?.postMessage(message);
+}
+
+/** Tells the pool why, then ends this thread, which still holds the task (see the top of this file). */
+function abandon(token: number, err: unknown): never {
+  const thrown = err instanceof ThreadFault ? err.thrown : err;
+  const what = thrown instanceof Error ? `${thrown.name}: ${thrown.message}` : String(thrown);
+  note({ kind: 'fault', token, stage: err instanceof ThreadFault ? err.stage : 'worker', message: what });
+  process.exit(FAULT_EXIT_CODE);
 }
 
 /** Every distinct buffer behind the score arrays, for the transfer list. */
@@ -35,7 +65,8 @@ function buffersOf(scores: CheckpointScores): ArrayBuffer[] {
   return [...buffers];
 }
 
-async function scoreOne(req: CheckpointRequest): Promise<CheckpointOutcome> {
+/** Scores one checkpoint; its score arrays move to the main thread. Throws what is not a verdict on the checkpoint. */
+export async function scoreTask(req: CheckpointRequest): Promise<CheckpointOutcome> {
   let backendName: BackendName;
   try {
     backendName = await backend(req.backend);
@@ -62,19 +93,37 @@ async function scoreOne(req: CheckpointRequest): Promise<CheckpointOutcome> {
   } catch (err) {
     return failure(err, 'score', backendName, sha256);
   }
-  return { ok: true, backend: backendName, sha256, config: checkpoint.config, scores, labels, loadSeconds };
+  const outcome: CheckpointOutcome = { ok: true, backend: backendName, sha256, config: checkpoint.config, scores, labels, loadSeconds };
+  // piscina moves an object that carries its transfer list under these two symbols.
+  return move({ [transferableSymbol]: buffersOf(scores), [valueSymbol]: outcome }) as unknown as CheckpointOutcome;
 }
 
-export default async function runTask(req: WorkerRequest): Promise<InitOutcome | CheckpointOutcome> {
-  if (req.kind === 'init') {
-    try {
-      return { ok: true, backend: await backend(req.backend) };
-    } catch (err) {
-      return { ok: false, stage: err instanceof HeadsweepError ? err.stage : 'config', message: messageOf(err) };
-    }
+async function initTask(req: InitRequest): Promise<InitOutcome> {
+  try {
+    return { ok: true, backend: await backend(req.backend) };
+  } catch (err) {
+    return { ok: false, stage: err instanceof HeadsweepError ? err.stage : 'config', message: messageOf(err) };
   }
-  const outcome = await scoreOne(req);
-  if (!outcome.ok) return outcome;
-  // piscina moves an object that carries its transfer list under these two symbols.
-  return move({ [transferableSymbol]: buffersOf(outcome.scores), [valueSymbol]: outcome }) as unknown as CheckpointOutcome;
 }
+
+/**
+ * A thread's task handler around `score`: it notes when an attempt begins (the pool's
+ * timeout counts from there) and turns a throw into the end of the thread. Fault-injection
+ * fixtures (test/fixtures/workers) wrap `scoreTask` with it as the real entry does.
+ */
+export function taskHandler(score: (req: CheckpointRequest) => Promise<CheckpointOutcome>) {
+  return async (req: WorkerRequest): Promise<InitOutcome | CheckpointOutcome> => {
+    if (req.kind === 'init') return initTask(req);
+    // The timeout is the checkpoint's own time: a fresh thread starts its backend first.
+    // A backend that cannot start is reported by `score`, which awaits the same promise.
+    await backend(req.backend).catch(() => null);
+    note({ kind: 'started', token: req.token });
+    try {
+      return await score(req);
+    } catch (err) {
+      abandon(req.token, err);
+    }
+  };
+}
+
+export default taskHandler(scoreTask);
