@@ -22,12 +22,18 @@ export interface Manifest {
   /** The tfjs backend that ran. */
   backend: BackendName;
   workers: number;
+  /** `i/n` for a sharded sweep (pipeline/shard.ts), null otherwise (absent: written before sweeps had shards). */
+  shard?: string | null;
   /** headsweep, node and every installed runtime dependency. */
   versions: Record<string, string>;
   counts: {
     checkpoints_planned: number;
+    /** Scored by this sweep, wholly or in the prompt sets whose settings changed. */
     scored: number;
+    /** Already scored under the same bytes and settings by an earlier sweep, so skipped (absent: a sweep before incremental runs). */
+    up_to_date?: number;
     failed: number;
+    /** Rows the output holds for the planned checkpoints (scored now or up to date) and the prompts. */
     rows: Record<TableName, number>;
   };
   exit_code: number;
@@ -56,8 +62,11 @@ export function packageVersions(): Record<string, string> {
   return versions;
 }
 
-/** Writes `<out>/manifest.json` atomically, keys in the order of `Manifest`. */
-export async function writeManifest(out: string, m: Manifest): Promise<void> {
+/**
+ * Writes `<out>/<fileName>` atomically (`manifest.json`, or a shard's name from
+ * `manifestFileName`), keys in the order of `Manifest`.
+ */
+export async function writeManifest(out: string, m: Manifest, fileName = 'manifest.json'): Promise<void> {
   const ordered: Manifest = {
     name: m.name,
     status: m.status,
@@ -67,9 +76,10 @@ export async function writeManifest(out: string, m: Manifest): Promise<void> {
     finished_at: m.finished_at,
     backend: m.backend,
     workers: m.workers,
+    shard: m.shard ?? null,
     versions: m.versions,
     counts: m.counts,
     exit_code: m.exit_code,
   };
-  await writeFileAtomic(join(out, 'manifest.json'), `${JSON.stringify(ordered, null, 2)}\n`);
+  await writeFileAtomic(join(out, fileName), `${JSON.stringify(ordered, null, 2)}\n`);
 }

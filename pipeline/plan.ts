@@ -83,7 +83,7 @@ function promptShape(c: ModelConfig): string {
   return `d_vocab ${c.d_vocab}, n_ctx ${c.n_ctx}, bos_token_id ${c.bos_token_id ?? 'none'}`;
 }
 
-async function resolveGlobs(loaded: LoadedConfig, i: number): Promise<string[]> {
+async function resolveGlobs(loaded: LoadedConfig, i: number, allowEmpty: boolean): Promise<string[]> {
   const src = loaded.config.checkpoints[i];
   const found = new Set<string>();
   for (const [j, pattern] of src.paths.entries()) {
@@ -93,7 +93,7 @@ async function resolveGlobs(loaded: LoadedConfig, i: number): Promise<string[]> 
       onlyFiles: true,
       expandDirectories: false,
     });
-    if (matches.length === 0) {
+    if (matches.length === 0 && !allowEmpty) {
       throw configError(loaded.file, `checkpoints[${i}].paths[${j}]`, `"${pattern}" matches no files (relative paths start at ${loaded.dir})`);
     }
     for (const m of matches) found.add(m);
@@ -139,8 +139,13 @@ function buildPromptSets(loaded: LoadedConfig, config: SweepConfig, run: string,
   });
 }
 
+export interface PlanOptions {
+  /** Accept a glob that matches nothing yet (a watching sweep waits for its files). */
+  allowEmptyGlobs?: boolean;
+}
+
 /** Resolves globs, reads headers, builds prompt sets. Throws config-stage errors naming the YAML path. */
-export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides = {}): Promise<Plan> {
+export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides = {}, opts: PlanOptions = {}): Promise<Plan> {
   const { config, outDir } = withOverrides(loaded, overrides);
 
   config.prompt_sets.forEach((spec, i) => {
@@ -151,7 +156,7 @@ export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides
 
   const runs: RunPlan[] = [];
   for (const [i, src] of config.checkpoints.entries()) {
-    const paths = await resolveGlobs(loaded, i);
+    const paths = await resolveGlobs(loaded, i, opts.allowEmptyGlobs ?? false);
     const checkpoints = paths.map((p) => planCheckpoint(loaded, src.run, p, src.step_regex)).sort(byStepThenPath);
     const model = checkpoints.find((c) => c.config !== null)?.config ?? null;
     const promptSets = model === null ? [] : buildPromptSets(loaded, config, src.run, model);

@@ -2,7 +2,19 @@
  * Runs a plan: checkpoints go to the worker pool, results come back to this thread, and
  * only this thread writes files. Each checkpoint's files depend on that checkpoint alone
  * (never on which worker scored it or in what order results arrived), so a sweep gives
- * the same tables with any number of workers.
+ * the same tables with any number of workers, on any number of shards.
+ *
+ * Sweeps are incremental: the output root keeps what earlier sweeps wrote, and a
+ * checkpoint already scored from the same bytes under the same settings is skipped
+ * (state.ts stores what was scored, incremental.ts decides what is due). When only some
+ * prompt sets' settings changed, only those are scored and the rows of the others are
+ * read back from the checkpoint's files. `force` scores everything again.
+ *
+ * Crash safety: every file is written under a temporary name and renamed, and a
+ * checkpoint's state entry is written only after its files are in place, so a sweep
+ * killed at any moment and run again ends with the tables of one clean sweep. Nothing
+ * is deleted but the files a checkpoint's own new result replaces (and temporary files
+ * of killed sweeps): files of checkpoints the globs no longer match stay.
  *
  * How many checkpoints are in flight is bounded by `plan.maxInFlight` (from the memory
  * budget), not by the pool's queue. A checkpoint that fails becomes one row in `errors`;
@@ -10,24 +22,36 @@
  * taking work, drops the checkpoints still being scored, lets writes under way finish
  * (each file appears whole or not at all), and writes the manifest as `interrupted`.
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { join, resolve } from 'node:path';
+import { basename, join, relative, resolve } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Table } from 'apache-arrow';
 import PQueue from 'p-queue';
 import type { BackendName } from '../src/backend.ts';
 import { HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
 import type { CheckpointScores } from '../src/score.ts';
 import { EXIT } from './cli.ts';
-import { sha256File } from './hash.ts';
-import { packageVersions, writeManifest, type Manifest } from './manifest.ts';
-import { plannedCheckpoints, type Plan, type PlannedCheckpoint } from './plan.ts';
-import { CheckpointPool, type CheckpointOutcome, type PoolEvent } from './pool.ts';
-import type { ProgressSink } from './progress.ts';
 import { isCompactionEntry } from './compact.ts';
-import { shardOfManifestFile } from './shard.ts';
-import { writeTableFile } from './sinks/index.ts';
+import type { ConfigOverrides, LoadedConfig, SweepConfig } from './config.ts';
+import { poolEventToSweep, type EventLog } from './events.ts';
+import { sha256File } from './hash.ts';
+import {
+  decide, mergeScores, readKept, settingsKeys, withBackend, type Decided, type SettingsKeys, type Work,
+} from './incremental.ts';
+import { packageVersions, writeManifest, type Manifest } from './manifest.ts';
+import { buildPlan, plannedCheckpoints, type Plan, type PlannedCheckpoint, type RunPlan } from './plan.ts';
+import { CheckpointPool, type CheckpointOutcome, type PoolEvent } from './pool.ts';
+import { checkpointKey, inShard, manifestFileName, shardLabel, shardOfManifestFile, type Shard } from './shard.ts';
+import { arrowFileBytes } from './sinks/arrow.ts';
+import { writeFileAtomic } from './sinks/atomic.ts';
+import { tableFilePath, writeTableFile, type OutputFormat } from './sinks/index.ts';
+import { parquetFileBytes } from './sinks/parquet.ts';
+import {
+  fileStamp, readState, removeStaleTemps, STATE_DIR, stateFile, writeState, type CheckpointState,
+} from './state.ts';
+import { ReadinessTracker, type Readiness } from './watch.ts';
 import {
   checkpointId, checkpointTables, errorsTable, promptsTable, TABLE_NAMES, type TableName,
 } from './tables.ts';
@@ -52,7 +76,7 @@ export interface RunSummary {
 export interface SweepResult {
   exitCode: number;
   manifest: Manifest;
-  /** One per run with a scored checkpoint that has prefix_matching, in config order. */
+  /** One per run with a checkpoint scored by this sweep that has prefix_matching, in config order. */
   summary: RunSummary[];
   errors: { run: string; path: string; stage: Stage; message: string }[];
 }
@@ -62,25 +86,41 @@ type Scored = Extract<CheckpointOutcome, { ok: true }>;
 export interface SweepOptions {
   /** Abort to stop the sweep early (Ctrl-C). */
   signal?: AbortSignal;
-  progress?: ProgressSink;
+  /** Receives every event (events.ts); default: none. */
+  log?: EventLog;
   /** How many heads the summary lists per run. */
   topHeads?: number;
   /** Worker faults as they happen: retries, checkpoints given up on (pipeline/pool.ts). */
   onPoolEvent?: (event: PoolEvent) => void;
+  /** Score every checkpoint again, whatever the output holds. */
+  force?: boolean;
+  /** Score only this shard's checkpoints; null or absent: all of them. */
+  shard?: Shard | null;
 }
+
+export interface WatchOptions extends SweepOptions {
+  /** Seconds between looks at the checkpoint globs. */
+  pollSeconds: number;
+  /** Stop after this many minutes in which nothing new appeared; absent: only the signal stops it. */
+  untilIdleMinutes?: number;
+}
+
+/** How long a temporary file not known to be this sweep's must be left alone: another shard may be writing it. */
+const FOREIGN_TEMP_GRACE_MS = 60 * 60 * 1000;
 
 /**
  * Whether a headsweep command writes this name into an output root: table folders,
- * manifests (`manifest.json`, a shard's `manifest.shard-<i>-of-<n>.json`) and what
- * `headsweep compact` derives from them.
+ * the state folder, manifests (`manifest.json`, a shard's `manifest.shard-<i>-of-<n>.json`)
+ * and what `headsweep compact` derives from them.
  */
 function isOutputEntry(name: string): boolean {
-  return (TABLE_NAMES as readonly string[]).includes(name) || shardOfManifestFile(name) !== undefined || isCompactionEntry(name);
+  return (TABLE_NAMES as readonly string[]).includes(name) || name === STATE_DIR
+    || shardOfManifestFile(name) !== undefined || isCompactionEntry(name);
 }
 
 /**
  * Refuses an output folder that holds anything headsweep does not write, so a mistyped
- * `--out` never deletes someone's files.
+ * `--out` never mixes tables into someone's files.
  */
 function checkOutput(outDir: string): void {
   if (!existsSync(outDir)) return;
@@ -93,12 +133,25 @@ function checkOutput(outDir: string): void {
   }
 }
 
-/** Removes a previous sweep's tables, manifests and compaction, so the folder holds this sweep alone. */
-async function clearOutput(outDir: string): Promise<void> {
-  if (existsSync(outDir)) {
-    for (const name of readdirSync(outDir).filter(isOutputEntry)) await rm(join(outDir, name), { recursive: true, force: true });
+/**
+ * Manifests of another way of splitting the work: a sweep over everything replaces the
+ * shards' manifests, shard i/n replaces `manifest.json` and manifests of another n.
+ * Compaction sums the counts of every manifest it finds, so only one layout may remain.
+ */
+async function removeOtherLayoutManifests(outDir: string, shard: Shard | null): Promise<void> {
+  for (const name of readdirSync(outDir)) {
+    const other = shardOfManifestFile(name);
+    if (other === undefined) continue;
+    const sameLayout = shard === null ? other === null : other !== null && other.count === shard.count;
+    if (!sameLayout) await rm(join(outDir, name), { force: true });
   }
-  await mkdir(outDir, { recursive: true });
+}
+
+/** The plan with only the checkpoints of `shard`; runs and their prompt sets stay whole. */
+function shardOf(plan: Plan, shard: Shard | null): Plan {
+  if (shard === null) return plan;
+  const runs = plan.runs.map((r) => ({ ...r, checkpoints: r.checkpoints.filter((c) => inShard(checkpointKey(c.run, c.path), shard)) }));
+  return { ...plan, runs };
 }
 
 /** The heads with the highest prefix_matching in the first prompt set that has it. */
@@ -123,164 +176,481 @@ function pathDigest(path: string): string {
   return createHash('sha256').update(`unreadable:${path}`).digest('hex');
 }
 
-export async function runSweep(plan: Plan, opts: SweepOptions = {}): Promise<SweepResult> {
-  const c = plan.config;
-  const startedAt = new Date();
-  const all = plannedCheckpoints(plan);
-  const toScore = all.filter((ck) => ck.problem === null);
-  const rows = Object.fromEntries(TABLE_NAMES.map((t) => [t, 0])) as Record<TableName, number>;
-  const errors: (SweepResult['errors'][number] & { at: number })[] = [];
-  const latest = new Map<string, { at: number; summary: RunSummary }>();
-  let scored = 0;
-  let fatal: unknown = null;
+/** A checkpoint of the plan with what it needs: `decided` is null for one the plan already found unreadable. */
+interface Item {
+  ck: PlannedCheckpoint;
+  keys: SettingsKeys;
+  prev: CheckpointState | null;
+  decided: Decided | null;
+}
 
-  checkOutput(plan.outDir);
-  // More threads than checkpoints would only start backends that never get work.
-  const threads = Math.max(1, Math.min(c.workers, toScore.length));
-  const pool = new CheckpointPool({ workers: threads, retries: c.retries, taskTimeoutSeconds: c.task_timeout_s, onEvent: opts.onPoolEvent });
-  let backend: BackendName;
-  try {
-    backend = await pool.init(c.backend);
-    await clearOutput(plan.outDir);
-  } catch (err) {
-    await pool.close();
-    throw err;
+/** Whether an item needs a worker thread. */
+function needsPool(item: Item): boolean {
+  if (item.decided === null || item.decided.decision.kind === 'skip') return false;
+  const w = item.decided.decision.work;
+  return w.keep === null || w.sets.length > 0 || w.weights;
+}
+
+function stampText(stamp: { size: number; mtime_ns: string } | null): string {
+  return stamp === null ? 'missing' : `${stamp.size}:${stamp.mtime_ns}`;
+}
+
+/** One sweep's pool, counters and output; a watching sweep runs many passes through one. */
+class SweepRun {
+  private readonly startedAt = new Date();
+  private readonly t0 = performance.now();
+  /** One controller stops everything: the caller's signal, or a failure no row can hold. */
+  readonly stop = new AbortController();
+  private readonly log: EventLog;
+  private readonly shard: Shard | null;
+  private pool: CheckpointPool | null = null;
+  private backend: BackendName | null = null;
+  private threads = 0;
+  private fatal: unknown = null;
+  /** A checkpoint was dropped half-scored (Ctrl-C while it was in flight). */
+  private dropped = false;
+  private readonly scoredPaths = new Set<string>();
+  private lastUpToDate = 0;
+  private lastWaiting = 0;
+  private passes = 0;
+  private readonly errors: (SweepResult['errors'][number] & { at: number })[] = [];
+  private readonly latest = new Map<string, { at: number; summary: RunSummary }>();
+  /** Checkpoints already reported scored or up to date, by path and id, so a watching sweep says it once. */
+  private readonly reported = new Set<string>();
+  /** --watch: the file stamp each checkpoint failed at; it is not tried again until the file changes. */
+  readonly failedAt = new Map<string, string>();
+  private byFile = new Map<string, PlannedCheckpoint>();
+
+  constructor(
+    private readonly config: SweepConfig,
+    private readonly outDir: string,
+    private readonly configFile: string,
+    private readonly opts: SweepOptions,
+    private readonly watching: boolean,
+  ) {
+    this.log = opts.log ?? (() => {});
+    this.shard = opts.shard ?? null;
+    const onAbort = () => this.stop.abort();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    if (opts.signal?.aborted) this.stop.abort();
   }
 
-  // One controller stops everything: the caller's signal, or a failure no row can hold.
-  const stop = new AbortController();
-  const onAbort = () => stop.abort();
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
-  if (opts.signal?.aborted) stop.abort();
-  opts.progress?.note(`headsweep: ${all.length} checkpoint(s) in ${plan.runs.length} run(s), ${threads} worker(s) on ${backend}, up to ${plan.maxInFlight} in flight → ${plan.outDir}`);
+  get stopped(): boolean {
+    return this.stop.signal.aborted;
+  }
 
-  const write = async (table: TableName, run: string, stem: string, data: Table): Promise<string[]> => {
-    const paths = await writeTableFile(plan.outDir, table, run, stem, data, c.output.formats);
-    rows[table] += data.numRows;
-    return paths;
-  };
-
-  const recordError = async (ck: PlannedCheckpoint, stage: Stage, message: string, sha256: string | null) => {
-    let sha = sha256;
-    if (sha === null) sha = await sha256File(ck.file).catch(() => pathDigest(ck.path));
-    errors.push({ at: all.indexOf(ck), run: ck.run, path: ck.path, stage, message });
-    await write('errors', ck.run, checkpointId(ck.step, sha), errorsTable([{ run: ck.run, path: ck.path, stage, message }]));
-  };
-
-  /** Writes one checkpoint's tables; on failure removes the ones already written, so it is all or nothing. */
-  const writeScored = async (ck: PlannedCheckpoint, outcome: Scored) => {
-    const stem = checkpointId(ck.step, outcome.sha256);
-    const info = {
-      run: ck.run, step: ck.step, tokensSeen: ck.tokensSeen, checkpoint: ck.path, sha256: outcome.sha256, config: outcome.config,
-      seconds: { load: outcome.loadSeconds, forward: outcome.scores.seconds.forward, weights: outcome.scores.seconds.weights, write: 0 },
-    };
-    const written: string[] = [];
+  /** Starts the pool and its backend, before anything in the output folder is touched; then removes killed sweeps' temporary files. */
+  async start(threads: number, plan: Plan): Promise<void> {
+    checkOutput(this.outDir);
+    const c = this.config;
+    this.threads = threads;
+    this.pool = new CheckpointPool({
+      workers: threads,
+      retries: c.retries,
+      taskTimeoutSeconds: c.task_timeout_s,
+      onEvent: (e) => {
+        this.opts.onPoolEvent?.(e);
+        const event = poolEventToSweep(e, (file) => {
+          const ck = this.byFile.get(file);
+          return { run: ck?.run ?? '', path: ck?.path ?? file, step: ck?.step ?? null };
+        });
+        if (event !== null) this.log(event);
+      },
+    });
     try {
-      const start = performance.now();
-      const tables = checkpointTables(info, outcome.scores, outcome.labels);
-      for (const table of ['heads', 'composition', 'checkpoint_scores'] as const) {
-        const data = tables[table];
-        if (data !== undefined) written.push(...await write(table, ck.run, stem, data));
-      }
-      // The checkpoints row reports the time its score tables took to build and write.
-      info.seconds.write = (performance.now() - start) / 1000;
-      const row = checkpointTables(info, { ...outcome.scores, promptSets: [], composition: undefined }, []).checkpoints!;
-      written.push(...await write('checkpoints', ck.run, stem, row));
+      this.backend = await this.pool.init(c.backend);
+      await mkdir(this.outDir, { recursive: true });
+      await removeStaleTemps(this.outDir, this.ownsTemp(plan), FOREIGN_TEMP_GRACE_MS);
     } catch (err) {
-      for (const path of written) await rm(path, { force: true });
+      await this.close();
       throw err;
     }
-  };
-
-  /** Scores one checkpoint and writes its tables or its errors row; returns the failing stage, or null. */
-  const scoreAndWrite = async (ck: PlannedCheckpoint): Promise<Stage | null> => {
-    if (ck.problem !== null) {
-      await recordError(ck, ck.problem.stage, ck.problem.message, null);
-      return ck.problem.stage;
-    }
-    const outcome = await pool.score({
-      // The backend the probe started, not `auto`: every thread must run the same
-      // kernels, or the tables would depend on which thread scored a checkpoint.
-      backend,
-      file: ck.file,
-      promptSets: plan.runs.find((r) => r.run === ck.run)!.promptSets,
-      score: { metrics: c.metrics, batchSize: c.batch_size, icl: c.icl },
-      rules: c.classify,
-    }, stop.signal);
-    if (!outcome.ok) {
-      await recordError(ck, outcome.stage, outcome.message, outcome.sha256);
-      return outcome.stage;
-    }
-    try {
-      await writeScored(ck, outcome);
-    } catch (err) {
-      await recordError(ck, 'write', messageOf(err), outcome.sha256);
-      return 'write';
-    }
-    scored++;
-    const top = topHeads(outcome.scores, outcome.labels, opts.topHeads ?? 3);
-    // Results arrive in any order; the plan is in step order, so keep the latest in it.
-    const at = all.indexOf(ck);
-    if (top !== null && (latest.get(ck.run)?.at ?? -1) < at) {
-      latest.set(ck.run, { at, summary: { run: ck.run, step: ck.step, checkpoint: ck.path, ...top } });
-    }
-    return null;
-  };
-
-  const handle = async (ck: PlannedCheckpoint) => {
-    if (stop.signal.aborted) return;
-    let failedAt: Stage | null;
-    try {
-      failedAt = await scoreAndWrite(ck);
-    } catch (err) {
-      // Stopped while this one was scored (Ctrl-C, or another's fatal error): it is dropped.
-      if (stop.signal.aborted) return;
-      // Not even the errors row could be written: the output folder is unusable.
-      fatal ??= err;
-      stop.abort();
-      return;
-    }
-    const heads = failedAt === null && ck.config !== null ? ck.config.n_layers * ck.config.n_heads : 0;
-    opts.progress?.checkpointDone({ run: ck.run, path: ck.path, step: ck.step, heads, failedAt });
-  };
-
-  try {
-    for (const r of plan.runs) {
-      if (r.promptSets.length > 0) await write('prompts', r.run, 'prompts', promptsTable(r.run, r.promptSets));
-    }
-    const queue = new PQueue({ concurrency: plan.maxInFlight });
-    stop.signal.addEventListener('abort', () => queue.clear(), { once: true });
-    // `handle` settles every failure itself; tasks dropped by clear() never settle, so
-    // wait for the queue to drain rather than for each task's promise.
-    for (const ck of all) void queue.add(() => handle(ck));
-    await queue.onIdle();
-  } catch (err) {
-    fatal ??= err;
-  } finally {
-    opts.progress?.finish();
-    opts.signal?.removeEventListener('abort', onAbort);
-    await pool.close();
+    this.log({
+      event: 'sweep_started', name: c.name, out: this.outDir, shard: this.shard === null ? null : shardLabel(this.shard),
+      backend: this.backend, workers: threads, watch: this.watching, force: this.opts.force ?? false,
+    });
   }
 
-  const status: Manifest['status'] = fatal !== null ? 'failed' : opts.signal?.aborted ? 'interrupted' : 'finished';
-  const exitCode = status !== 'finished' ? EXIT.failure : errors.length > 0 ? EXIT.partial : EXIT.ok;
-  const manifest: Manifest = {
-    name: c.name,
-    status,
-    config: { ...c, output: { dir: plan.outDir, formats: c.output.formats } },
-    config_path: resolve(plan.configFile),
-    started_at: startedAt.toISOString(),
-    finished_at: new Date().toISOString(),
-    backend,
-    workers: threads,
-    versions: packageVersions(),
-    counts: { checkpoints_planned: all.length, scored, failed: errors.length, rows },
-    exit_code: exitCode,
-  };
-  await writeManifest(plan.outDir, manifest);
-  if (fatal !== null) throw fatal;
+  /**
+   * Which temporary files this sweep may remove at once: all of them when it is the only
+   * writer of the root (not sharded); a shard only those of its own manifest, state
+   * entries and checkpoints' files. Others wait out `FOREIGN_TEMP_GRACE_MS`.
+   */
+  private ownsTemp(plan: Plan): (folder: string, finalName: string) => boolean {
+    if (this.shard === null) return () => true;
+    const manifest = manifestFileName(this.shard);
+    const stateNames = new Set<string>();
+    const stems = new Set<string>();
+    for (const ck of plannedCheckpoints(plan)) {
+      stateNames.add(basename(stateFile(this.outDir, ck.run, ck.path)));
+      const state = readState(this.outDir, ck.run, ck.path);
+      if (state !== null) stems.add(state.id);
+    }
+    return (folder, finalName) => {
+      if (folder === '') return finalName === manifest;
+      if (folder.startsWith(STATE_DIR)) return stateNames.has(finalName);
+      return stems.has(finalName.replace(/\.(arrow|parquet)$/, ''));
+    };
+  }
 
-  const summary = plan.runs.map((r) => latest.get(r.run)?.summary).filter((s): s is RunSummary => s !== undefined);
-  const inPlanOrder = errors.sort((a, b) => a.at - b.at).map(({ at: _, ...e }) => e);
-  return { exitCode, manifest, summary, errors: inPlanOrder };
+  async close(): Promise<void> {
+    await this.pool?.close();
+    this.pool = null;
+  }
+
+  /** Decides, for each checkpoint, what it needs (reads state entries and hashes changed files; writes nothing). */
+  async decideAll(plan: Plan, checkpoints: readonly PlannedCheckpoint[]): Promise<Item[]> {
+    const keysOf = new Map<string, SettingsKeys>();
+    for (const r of plan.runs) {
+      keysOf.set(r.run, r.promptSets.length > 0 ? settingsKeys(plan.config, r.promptSets) : { promptSets: [], weights: null });
+    }
+    const items: Item[] = [];
+    for (const ck of checkpoints) {
+      const keys = keysOf.get(ck.run)!;
+      const prev = readState(this.outDir, ck.run, ck.path);
+      const decided = ck.problem !== null ? null : await decide(this.outDir, ck, keys, prev, { force: this.opts.force ?? false, formats: this.config.output.formats });
+      items.push({ ck, keys, prev, decided });
+    }
+    return items;
+  }
+
+  /**
+   * Scores and writes what `items` need, skips what is up to date, and writes each run's
+   * prompts when they changed. `waiting` counts checkpoints a watching sweep left for a
+   * later poll.
+   */
+  async pass(plan: Plan, items: readonly Item[], waiting: number): Promise<number> {
+    const all = plannedCheckpoints(plan);
+    this.byFile = new Map(all.map((ck) => [ck.file, ck]));
+    const backend = this.backend!;
+    for (const item of items) {
+      if (item.decided !== null) item.decided.decision = withBackend(item.decided.decision, item.keys, backend);
+    }
+    const upToDate = items.filter((i) => i.decided?.decision.kind === 'skip').length;
+    const toScore = items.length - upToDate;
+    this.lastUpToDate = items.filter((i) => i.decided?.decision.kind === 'skip' && !this.scoredPaths.has(i.ck.file)).length;
+    this.lastWaiting = waiting;
+    if (!this.watching || toScore > 0 || this.passes === 0) {
+      this.log({ event: 'work_planned', checkpoints: all.length, to_score: toScore, up_to_date: upToDate, waiting });
+    }
+
+    this.passes++;
+    let done = 0;
+    const queue = new PQueue({ concurrency: plan.maxInFlight });
+    const onStop = () => queue.clear();
+    this.stop.signal.addEventListener('abort', onStop, { once: true });
+    try {
+      for (const r of plan.runs) await this.writePrompts(r);
+      // `handle` settles every failure itself; tasks dropped by clear() never settle, so
+      // wait for the queue to drain rather than for each task's promise.
+      for (const item of items) {
+        void queue.add(async () => {
+          if (await this.handle(plan, item, all.indexOf(item.ck))) done++;
+        });
+      }
+      await queue.onIdle();
+    } catch (err) {
+      this.fatal ??= err;
+      this.stop.abort();
+    } finally {
+      this.stop.signal.removeEventListener('abort', onStop);
+    }
+    if (done < items.length) this.dropped = true;
+    return toScore;
+  }
+
+  /** The run's prompts file, written only when its bytes change, so an unchanged sweep rewrites nothing. */
+  private async writePrompts(r: RunPlan): Promise<void> {
+    if (r.promptSets.length === 0) return;
+    const data = promptsTable(r.run, r.promptSets);
+    for (const format of this.config.output.formats) {
+      const path = tableFilePath(this.outDir, 'prompts', r.run, 'prompts', format);
+      const bytes = format === 'arrow' ? arrowFileBytes(data) : await parquetFileBytes(data);
+      if (existsSync(path) && readFileSync(path).equals(bytes)) continue;
+      await writeFileAtomic(path, bytes);
+    }
+  }
+
+  /** Handles one item; false when it was dropped (stopped first) or the output folder failed. */
+  private async handle(plan: Plan, item: Item, at: number): Promise<boolean> {
+    if (this.stopped) return false;
+    try {
+      await this.handleOne(plan, item, at);
+      return true;
+    } catch (err) {
+      // Stopped while this one was scored (Ctrl-C, or another's fatal error): it is dropped.
+      if (this.stopped) return false;
+      // Not even the errors row could be written: the output folder is unusable.
+      this.fatal ??= err;
+      this.stop.abort();
+      return false;
+    }
+  }
+
+  /** --watch: a matched file that is not whole yet, or still changing. */
+  logWaiting(ck: PlannedCheckpoint, readiness: Exclude<Readiness, 'ready'>): void {
+    this.log({ event: 'checkpoint_waiting', run: ck.run, path: ck.path, step: ck.step, reason: readiness });
+  }
+
+  private async handleOne(plan: Plan, item: Item, at: number): Promise<void> {
+    const { ck } = item;
+    if (item.decided === null) {
+      await this.fail(item, at, ck.problem!.stage, ck.problem!.message, null);
+      return;
+    }
+    const d = item.decided.decision;
+    if (d.kind === 'skip') {
+      const said = `${ck.file}\u0000${d.state.id}`;
+      if (!this.reported.has(said)) {
+        this.reported.add(said);
+        this.log({ event: 'checkpoint_skipped', run: ck.run, path: ck.path, step: ck.step, sha256: d.state.sha256!, id: d.state.id, reason: 'up_to_date' });
+      }
+      if (d.restamp && item.decided.stamp !== null) await writeState(this.outDir, { ...d.state, ...item.decided.stamp });
+      return;
+    }
+    const run = plan.runs.find((r) => r.run === ck.run)!;
+    let work = d.work;
+    this.log({ event: 'checkpoint_started', run: ck.run, path: ck.path, step: ck.step, reason: work.reason, prompt_sets: work.sets, weights: work.weights });
+    let outcome: Scored | null = null;
+    if (needsPool(item)) {
+      let result = await this.score(run, ck, work);
+      if (result.ok && work.keep !== null && result.sha256 !== work.keep.sha256) {
+        // The file changed after it was hashed: the stored rows are for other bytes.
+        work = { reason: 'changed', sets: item.keys.promptSets.map((s) => s.name), weights: item.keys.weights !== null, keep: null };
+        result = await this.score(run, ck, work);
+      }
+      if (!result.ok) {
+        await this.fail(item, at, result.stage, result.message, result.sha256);
+        return;
+      }
+      outcome = result;
+    }
+    let written: Awaited<ReturnType<SweepRun['write']>>;
+    try {
+      written = await this.write(ck, item, work, outcome);
+    } catch (err) {
+      await this.fail(item, at, 'write', messageOf(err), outcome?.sha256 ?? null);
+      return;
+    }
+    this.scoredPaths.add(ck.file);
+    this.reported.add(`${ck.file}\u0000${written.id}`);
+    const heads = written.scores.nLayers * written.scores.nHeads;
+    this.log({
+      event: 'checkpoint_finished', run: ck.run, path: ck.path, step: ck.step, sha256: written.sha256, id: written.id,
+      prompt_sets: work.sets, weights: work.weights, heads, seconds: written.seconds,
+    });
+    const top = topHeads(written.scores, written.labels, this.opts.topHeads ?? 3);
+    // Results arrive in any order; the plan is in step order, so keep the latest in it.
+    if (top !== null && (this.latest.get(ck.run)?.at ?? -1) < at) {
+      this.latest.set(ck.run, { at, summary: { run: ck.run, step: ck.step, checkpoint: ck.path, ...top } });
+    }
+  }
+
+  /** Asks the pool for the prompt sets and weight scores `work` names. */
+  private async score(run: RunPlan, ck: PlannedCheckpoint, work: Work): Promise<CheckpointOutcome> {
+    const c = this.config;
+    const sets = new Set(work.sets);
+    // A partial rescore asks only for what it writes: the per-prompt-set metrics (copying
+    // among them, for its column and the labels) when a prompt set is due, composition
+    // when its key changed.
+    const metrics = work.keep === null ? c.metrics : c.metrics.filter((m) => (m === 'composition' ? work.weights : sets.size > 0));
+    return this.pool!.score({
+      // The backend the probe started, not `auto`: every thread must run the same
+      // kernels, or the tables would depend on which thread scored a checkpoint.
+      backend: this.backend!,
+      file: ck.file,
+      promptSets: run.promptSets.filter((s) => sets.has(s.name)),
+      score: { metrics, batchSize: c.batch_size, icl: c.icl },
+      rules: c.classify,
+    }, this.stop.signal);
+  }
+
+  /** Writes one table file in every format; returns the paths relative to the output root. */
+  private async writeTable(table: TableName, run: string, stem: string, data: Table): Promise<string[]> {
+    const paths = await writeTableFile(this.outDir, table, run, stem, data, this.config.output.formats);
+    return paths.map((p) => relative(this.outDir, p));
+  }
+
+  /**
+   * Writes a checkpoint's tables: the scores of the prompt sets scored now merged with
+   * those kept, composition when computed now (else its file is kept, or dropped when no
+   * longer asked for), and the checkpoints row when the checkpoint was loaded. Then
+   * removes the files the new result replaces, and last writes the state entry. A
+   * failure before the entry is written leaves the entry as it was, and the checkpoint
+   * is scored again by the next sweep.
+   */
+  private async write(ck: PlannedCheckpoint, item: Item, work: Work, outcome: Scored | null) {
+    const c = this.config;
+    const keep = work.keep;
+    const sha256 = outcome?.sha256 ?? keep!.sha256!;
+    const id = checkpointId(ck.step, sha256);
+    const model = outcome?.config ?? ck.config!;
+    const start = performance.now();
+    const order = item.keys.promptSets.map((s) => s.name);
+    const fresh = new Set(outcome === null ? [] : work.sets);
+    const kept = keep === null ? { sets: new Map() } : await readKept(this.outDir, keep, order.filter((n) => !fresh.has(n)), model.n_layers * model.n_heads);
+    const merged = mergeScores(order, model.n_layers, model.n_heads, outcome, kept, c.metrics.includes('copying'));
+    const scores: CheckpointScores = { ...merged.scores, composition: work.weights ? outcome!.scores.composition : undefined };
+    const seconds = { load: outcome?.loadSeconds ?? 0, forward: scores.seconds.forward, weights: scores.seconds.weights, write: 0 };
+    const info = { run: ck.run, step: ck.step, tokensSeen: ck.tokensSeen, checkpoint: ck.path, sha256, config: model, seconds };
+
+    const files: string[] = [];
+    const rows: CheckpointState['rows'] = {};
+    const carry = (table: TableName) => {
+      files.push(...keep!.files.filter((f) => f.startsWith(`${table}/`)));
+      if (keep!.rows[table] !== undefined) rows[table] = keep!.rows[table];
+    };
+    const tables = checkpointTables(info, scores, merged.labels);
+    for (const table of ['heads', 'composition', 'checkpoint_scores'] as const) {
+      const data = tables[table];
+      if (data !== undefined) {
+        files.push(...await this.writeTable(table, ck.run, id, data));
+        rows[table] = data.numRows;
+      } else if (table === 'composition' && keep !== null && item.keys.weights !== null) {
+        carry(table);
+      }
+    }
+    if (outcome !== null) {
+      // The checkpoints row reports the time its score tables took to build and write.
+      seconds.write = (performance.now() - start) / 1000;
+      const row = checkpointTables(info, { ...scores, promptSets: [], composition: undefined }, []).checkpoints!;
+      files.push(...await this.writeTable('checkpoints', ck.run, id, row));
+      rows.checkpoints = 1;
+    } else {
+      carry('checkpoints');
+    }
+    // Only now that the new files are in place: drop what they replace (another stem's
+    // files, an errors row, a format or table no longer written).
+    for (const old of item.prev?.files ?? []) if (!files.includes(old)) await rm(join(this.outDir, old), { force: true });
+    await writeState(this.outDir, {
+      format: 1, run: ck.run, path: ck.path, ...(item.decided!.stamp ?? { size: 0, mtime_ns: '0' }),
+      sha256, id, status: 'scored', backend: this.backend, formats: [...c.output.formats],
+      weights: item.keys.weights, prompt_sets: item.keys.promptSets, files, rows,
+    });
+    return { id, sha256, scores, labels: merged.labels, seconds };
+  }
+
+  /**
+   * Writes the checkpoint's errors row and marks its entry failed, so the next sweep tries
+   * it again. Files of an earlier result stay listed: a later success replaces them.
+   */
+  private async fail(item: Item, at: number, stage: Stage, message: string, sha256: string | null): Promise<void> {
+    const { ck, prev } = item;
+    const stamp = item.decided?.stamp ?? fileStamp(ck.file);
+    const sha = sha256 ?? await sha256File(ck.file).catch(() => null);
+    const id = checkpointId(ck.step, sha ?? pathDigest(ck.path));
+    this.errors.push({ at, run: ck.run, path: ck.path, stage, message });
+    const written = await this.writeTable('errors', ck.run, id, errorsTable([{ run: ck.run, path: ck.path, stage, message }]));
+    const files = [...new Set([...(prev?.files ?? []), ...written])];
+    const errorRows = new Set(files.filter((f) => f.startsWith('errors/')).map((f) => f.replace(/\.(arrow|parquet)$/, ''))).size;
+    await writeState(this.outDir, {
+      format: 1, run: ck.run, path: ck.path, ...(stamp ?? { size: 0, mtime_ns: '0' }),
+      sha256: sha, id, status: 'failed', backend: this.backend, formats: [...this.config.output.formats],
+      weights: null, prompt_sets: [], files, rows: { ...prev?.rows, errors: errorRows },
+    });
+    if (this.watching) this.failedAt.set(ck.file, stampText(stamp));
+    this.log({ event: 'checkpoint_failed', run: ck.run, path: ck.path, step: ck.step, stage, message });
+  }
+
+  /** Writes the manifest (of the last plan) and returns the sweep's result; rethrows a fatal error after. */
+  async finish(plan: Plan, interruptedBySignal: boolean): Promise<SweepResult> {
+    const c = this.config;
+    const all = plannedCheckpoints(plan);
+    const status: Manifest['status'] = this.fatal !== null ? 'failed' : (interruptedBySignal || this.dropped) ? 'interrupted' : 'finished';
+    const exitCode = status !== 'finished' ? EXIT.failure : this.errors.length > 0 ? EXIT.partial : EXIT.ok;
+    const rows = Object.fromEntries(TABLE_NAMES.map((t) => [t, 0])) as Record<TableName, number>;
+    for (const ck of all) {
+      const state = readState(this.outDir, ck.run, ck.path);
+      for (const t of TABLE_NAMES) rows[t] += state?.rows[t] ?? 0;
+    }
+    for (const r of plan.runs) rows.prompts += r.promptSets.reduce((n, s) => n + s.sequences.length, 0);
+    const manifest: Manifest = {
+      name: c.name,
+      status,
+      config: { ...c, output: { dir: this.outDir, formats: c.output.formats } },
+      config_path: resolve(this.configFile),
+      started_at: this.startedAt.toISOString(),
+      finished_at: new Date().toISOString(),
+      backend: this.backend!,
+      workers: this.threads,
+      shard: this.shard === null ? null : shardLabel(this.shard),
+      versions: packageVersions(),
+      counts: { checkpoints_planned: all.length, scored: this.scoredPaths.size, up_to_date: this.lastUpToDate, failed: this.errors.length, rows },
+      exit_code: exitCode,
+    };
+    await writeManifest(this.outDir, manifest, manifestFileName(this.shard));
+    await removeOtherLayoutManifests(this.outDir, this.shard);
+    this.log({
+      event: 'sweep_finished', status, exit_code: exitCode,
+      counts: { checkpoints: all.length, scored: this.scoredPaths.size, up_to_date: this.lastUpToDate, failed: this.errors.length, waiting: this.lastWaiting },
+      seconds: (performance.now() - this.t0) / 1000,
+    });
+    if (this.fatal !== null) throw this.fatal;
+    const summary = plan.runs.map((r) => this.latest.get(r.run)?.summary).filter((s): s is RunSummary => s !== undefined);
+    const inPlanOrder = this.errors.sort((a, b) => a.at - b.at).map(({ at: _, ...e }) => e);
+    return { exitCode, manifest, summary, errors: inPlanOrder };
+  }
+}
+
+/** Scores what the plan's checkpoints need (all of them on a first run) and writes the tables. */
+export async function runSweep(plan: Plan, opts: SweepOptions = {}): Promise<SweepResult> {
+  const mine = shardOf(plan, opts.shard ?? null);
+  const run = new SweepRun(mine.config, mine.outDir, mine.configFile, opts, false);
+  const items = await run.decideAll(mine, plannedCheckpoints(mine));
+  // More threads than checkpoints to score would only start backends that never get work.
+  await run.start(Math.max(1, Math.min(mine.config.workers, items.filter(needsPool).length)), mine);
+  try {
+    await run.pass(mine, items, 0);
+  } finally {
+    await run.close();
+  }
+  return run.finish(mine, opts.signal?.aborted ?? false);
+}
+
+/**
+ * Follows training runs: plans the config every `pollSeconds`, scores each checkpoint
+ * once it is whole (watch.ts), and stops when the signal aborts or nothing new has
+ * appeared for `untilIdleMinutes`. A checkpoint that fails is tried again only once its
+ * file changes.
+ */
+export async function watchSweep(loaded: LoadedConfig, overrides: ConfigOverrides, opts: WatchOptions): Promise<SweepResult> {
+  const planNow = async () => shardOf(await buildPlan(loaded, overrides, { allowEmptyGlobs: true }), opts.shard ?? null);
+  let plan = await planNow();
+  const run = new SweepRun(plan.config, plan.outDir, plan.configFile, opts, true);
+  const tracker = new ReadinessTracker();
+  const said = new Map<string, Readiness>();
+  await run.start(plan.config.workers, plan);
+  let lastNews = performance.now();
+  try {
+    for (;;) {
+      const all = plannedCheckpoints(plan);
+      tracker.keepOnly(new Set(all.map((ck) => ck.file)));
+      const ready: PlannedCheckpoint[] = [];
+      let waiting = 0;
+      let news = false;
+      for (const ck of all) {
+        const readiness = tracker.observe(ck.file);
+        if (said.get(ck.file) !== readiness) news = true;
+        if (readiness === 'ready') {
+          said.set(ck.file, readiness);
+          if (run.failedAt.get(ck.file) !== stampText(fileStamp(ck.file))) ready.push(ck);
+          continue;
+        }
+        waiting++;
+        if (said.get(ck.file) !== readiness) run.logWaiting(ck, readiness);
+        said.set(ck.file, readiness);
+      }
+      const worked = await run.pass(plan, await run.decideAll(plan, ready), waiting);
+      if (worked > 0 || news) lastNews = performance.now();
+      if (run.stopped) break;
+      if (opts.untilIdleMinutes !== undefined && performance.now() - lastNews >= opts.untilIdleMinutes * 60_000) break;
+      await delay(opts.pollSeconds * 1000, undefined, { signal: run.stop.signal }).catch(() => undefined);
+      if (run.stopped) break;
+      plan = await planNow();
+    }
+  } finally {
+    await run.close();
+  }
+  // Stopping a watch is how it ends: only work dropped half-done makes it `interrupted`.
+  return run.finish(plan, false);
 }

@@ -4,8 +4,8 @@
  * checkpoint, so both must hold the same tables (all but the timing columns byte for
  * byte), with the row counts the config implies. A third run is stopped with SIGINT.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { EXIT } from '../pipeline/cli.ts';
@@ -16,6 +16,7 @@ import { runSweep, type SweepResult } from '../pipeline/sweep.ts';
 import { TABLE_NAMES } from '../pipeline/tables.ts';
 import { BACKENDS } from '../src/backend.ts';
 import { headsweep, type CliRun } from './helpers/cli.ts';
+import { files } from './helpers/sweep-run.ts';
 import { tempDir } from './helpers/safetensors.ts';
 
 const tmp = tempDir();
@@ -45,20 +46,6 @@ const OUT_1 = join(tmp.dir, 'workers-1');
 const OUT_2 = join(tmp.dir, 'workers-2');
 let cli: CliRun;
 let library: SweepResult;
-
-/** Every file under `root`, relative, sorted. */
-function files(root: string): string[] {
-  const out: string[] = [];
-  const walk = (dir: string) => {
-    for (const name of readdirSync(dir)) {
-      const path = join(dir, name);
-      if (statSync(path).isDirectory()) walk(path);
-      else out.push(relative(root, path));
-    }
-  };
-  walk(root);
-  return out.sort();
-}
 
 function rows(file: string): Record<string, unknown>[] {
   return tableFromIPC(readFileSync(file)).toArray().map((r) => r.toJSON() as Record<string, unknown>);

@@ -43,8 +43,8 @@ export function configOptions(yargs: Argv): Argv<ConfigArgs> {
     .epilog(CONFIG_EPILOG) as unknown as Argv<ConfigArgs>;
 }
 
-/** Reads the config and builds the plan; a config problem sets exit code 2 before it is rethrown. */
-export async function planFromArgs(state: CliState, args: ConfigArgs): Promise<Plan> {
+/** The command-line values that replace config values; a bad one sets exit code 2 before it is thrown. */
+export function overridesFromArgs(state: CliState, args: ConfigArgs): ConfigOverrides {
   for (const key of ['workers', 'batch-size'] as const) {
     const v = args[key];
     if (v !== undefined && !(Number.isInteger(v) && v >= 1)) {
@@ -52,13 +52,18 @@ export async function planFromArgs(state: CliState, args: ConfigArgs): Promise<P
       throw new HeadsweepError(`--${key} must be a whole number >= 1, got ${v}`, { stage: 'config', key: `--${key}` });
     }
   }
-  const overrides: ConfigOverrides = {
+  return {
     out: args.out,
     workers: args.workers,
     backend: args.backend,
     formats: args.format,
     batchSize: args['batch-size'],
   };
+}
+
+/** Reads the config and builds the plan; a config problem sets exit code 2 before it is rethrown. */
+export async function planFromArgs(state: CliState, args: ConfigArgs): Promise<Plan> {
+  const overrides = overridesFromArgs(state, args);
   try {
     return await buildPlan(loadConfig(args.config), overrides);
   } catch (err) {

@@ -1,0 +1,267 @@
+/**
+ * Incremental sweeps: what work a checkpoint needs, decided from its stored state
+ * (state.ts) and the keys of the current settings, and the scores of unchanged prompt
+ * sets read back from its existing files when only some prompt sets need scoring.
+ *
+ * A checkpoint is identified by its bytes (sha256) and its step (both make the file stem
+ * `step-<step>-<sha12>`). Its results are keyed by:
+ *
+ * - one key per prompt set, covering everything its `heads` and `checkpoint_scores`
+ *   rows depend on: the version of the score definitions (`SCORE_DEFINITIONS_VERSION`),
+ *   the prompt set's spec as resolved by the config schema (defaults filled in), the
+ *   sha256 of the token ids it became for the run's model, the metrics that appear in
+ *   those rows (all but composition; copying is among them because its values and the
+ *   labels it feeds repeat in every prompt set's rows), the icl positions when icl_score
+ *   is asked for, and the classify rules;
+ * - one key for the weight-only composition table: the definitions version alone, or
+ *   none when composition is not asked for;
+ * - the tfjs backend that computed them and the output formats, recorded beside the keys.
+ *
+ * batch_size, workers, memory_budget_mb, retries and timeouts are in no key: they change
+ * how fast numbers are computed, not the numbers.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tableFromIPC, type Table } from 'apache-arrow';
+import type { PromptSet } from '../src/prompts/types.ts';
+import type { CheckpointScores, PromptSetScores } from '../src/score.ts';
+import type { SweepConfig } from './config.ts';
+import type { WorkReason } from './events.ts';
+import { sha256File } from './hash.ts';
+import type { PlannedCheckpoint } from './plan.ts';
+import type { OutputFormat } from './sinks/index.ts';
+import { fileStamp, type CheckpointState, type KeyedSet } from './state.ts';
+import { checkpointId } from './tables.ts';
+
+/**
+ * The version of what METRICS.md defines and how rows are built from scores. Raise it
+ * with any change that alters a number or a label in the tables: every checkpoint is
+ * then scored again on its next sweep.
+ */
+export const SCORE_DEFINITIONS_VERSION = 1;
+
+/** Metrics computed per prompt set: without one of them a sweep writes no heads or checkpoint_scores rows. */
+const PER_SET_METRICS: readonly string[] = ['prefix_matching', 'duplicate_token', 'previous_token', 'mean_loss', 'icl_score'];
+
+export interface SettingsKeys {
+  /** In config order; empty when no per-prompt-set metric is asked for (no rows to key). */
+  promptSets: KeyedSet[];
+  /** Key of the composition table; null when composition is not asked for. */
+  weights: string | null;
+}
+
+/** JSON with object keys sorted at every level, so equal values always give equal text. */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) => {
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) return v;
+    return Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  });
+}
+
+function digest(value: unknown): string {
+  return createHash('sha256').update(canonicalJson(value), 'utf8').digest('hex');
+}
+
+/** sha256 over each sequence's length (uint32 LE) and its int32 LE token ids. */
+export function tokensDigest(set: PromptSet): string {
+  const hash = createHash('sha256');
+  const length = new Uint32Array(1);
+  for (const seq of set.sequences) {
+    length[0] = seq.length;
+    hash.update(new Uint8Array(length.buffer));
+    hash.update(new Uint8Array(seq.buffer, seq.byteOffset, seq.byteLength));
+  }
+  return hash.digest('hex');
+}
+
+/** The keys of a run's results under `config`; `promptSets` are the run's built prompt sets, in config order. */
+export function settingsKeys(config: SweepConfig, promptSets: readonly PromptSet[]): SettingsKeys {
+  const metrics = [...config.metrics].sort();
+  const rowMetrics = metrics.filter((m) => m !== 'composition');
+  const hasRows = metrics.some((m) => PER_SET_METRICS.includes(m));
+  return {
+    promptSets: !hasRows ? [] : config.prompt_sets.map((spec, i) => ({
+      name: spec.name,
+      key: digest({
+        definitions: SCORE_DEFINITIONS_VERSION,
+        spec,
+        tokens: tokensDigest(promptSets[i]),
+        metrics: rowMetrics,
+        icl: metrics.includes('icl_score') ? config.icl : null,
+        classify: config.classify,
+      }),
+    })),
+    weights: metrics.includes('composition') ? digest({ definitions: SCORE_DEFINITIONS_VERSION, composition: true }) : null,
+  };
+}
+
+/** What one checkpoint needs done. */
+export interface Work {
+  reason: WorkReason;
+  /** Prompt sets to score now, by name, in config order. */
+  sets: string[];
+  /** Whether composition is computed now. */
+  weights: boolean;
+  /** The stored entry whose files hold the rows that are kept; null when everything is computed. */
+  keep: CheckpointState | null;
+}
+
+export type Decision =
+  /** Up to date. `restamp`: the file was touched (same bytes, new mtime), so its entry gets the new stamp. */
+  | { kind: 'skip'; state: CheckpointState; restamp: boolean }
+  | { kind: 'work'; work: Work };
+
+export interface Decided {
+  decision: Decision;
+  /** Size and mtime before anything read the file; null when it cannot be stat'ed (scoring will fail and say why). */
+  stamp: { size: number; mtime_ns: string } | null;
+}
+
+function sameSets(a: readonly KeyedSet[], b: readonly KeyedSet[]): boolean {
+  return a.length === b.length && a.every((s, i) => s.name === b[i].name && s.key === b[i].key);
+}
+
+function fullWork(reason: WorkReason, keys: SettingsKeys): Decision {
+  return { kind: 'work', work: { reason, sets: keys.promptSets.map((s) => s.name), weights: keys.weights !== null, keep: null } };
+}
+
+/**
+ * Decides from `prev` (the stored entry, or null) whether `ck` is up to date under
+ * `keys`. An unchanged stamp (size and mtime) trusts the stored sha256; otherwise the
+ * file is hashed. The backend is checked later, by `withBackend`, once the pool has
+ * started one.
+ */
+export async function decide(
+  out: string, ck: PlannedCheckpoint, keys: SettingsKeys, prev: CheckpointState | null,
+  opts: { force: boolean; formats: readonly OutputFormat[] },
+): Promise<Decided> {
+  const stamp = fileStamp(ck.file);
+  if (opts.force) return { decision: fullWork('force', keys), stamp };
+  if (prev === null) return { decision: fullWork('new', keys), stamp };
+  if (prev.status === 'failed' || stamp === null) return { decision: fullWork('retry', keys), stamp };
+  const touched = stamp.size !== prev.size || stamp.mtime_ns !== prev.mtime_ns;
+  const sha = touched ? await sha256File(ck.file).catch(() => null) : prev.sha256;
+  if (sha === null || checkpointId(ck.step, sha) !== prev.id) return { decision: fullWork('changed', keys), stamp };
+  const formatsSame = prev.formats.length === opts.formats.length && prev.formats.every((f, i) => f === opts.formats[i]);
+  // A file deleted by hand, or formats added: score it whole rather than patch the files.
+  if (!formatsSame || !prev.files.every((f) => existsSync(join(out, f)))) return { decision: fullWork('settings', keys), stamp };
+  if (sameSets(prev.prompt_sets, keys.promptSets) && prev.weights === keys.weights) {
+    return { decision: { kind: 'skip', state: prev, restamp: touched }, stamp };
+  }
+  const stored = new Set(prev.prompt_sets.map((s) => `${s.name}\u0000${s.key}`));
+  const sets = keys.promptSets.filter((s) => !stored.has(`${s.name}\u0000${s.key}`)).map((s) => s.name);
+  const weights = keys.weights !== null && keys.weights !== prev.weights;
+  return { decision: { kind: 'work', work: { reason: 'settings', sets, weights, keep: prev } }, stamp };
+}
+
+/** A decision made before the backend was known, checked against it: other kernels mean other numbers, so everything is scored again. */
+export function withBackend(d: Decision, keys: SettingsKeys, backend: string): Decision {
+  const prev = d.kind === 'skip' ? d.state : d.work.keep;
+  return prev === null || prev.backend === backend ? d : fullWork('settings', keys);
+}
+
+// ---------------------------------------------------------------------------------------
+// Rows kept from the existing files
+
+/** The scores of the prompt sets not scored again, read back from the checkpoint's files. */
+export interface KeptRows {
+  sets: Map<string, { scores: PromptSetScores; labels: (string | null)[] }>;
+  /** [n_layers * n_heads], from the heads rows; undefined when there are none. */
+  copying?: Float64Array;
+}
+
+/** The entry's file for `table`, Arrow preferred (the formats hold the same rows); null when it has none. */
+async function readTable(out: string, state: CheckpointState, table: string): Promise<Table | null> {
+  const files = state.files.filter((f) => f.startsWith(`${table}/`));
+  const arrow = files.find((f) => f.endsWith('.arrow'));
+  if (arrow !== undefined) return tableFromIPC(readFileSync(join(out, arrow)));
+  const parquet = files.find((f) => f.endsWith('.parquet'));
+  if (parquet === undefined) return null;
+  // As in the Parquet sink: parquet-wasm is loaded only by sweeps that need it.
+  const { readParquet } = await import('parquet-wasm');
+  return tableFromIPC(readParquet(readFileSync(join(out, parquet))).intoIPCStream());
+}
+
+/**
+ * A Float64 column as one array, null rows as NaN (the tables write NaN for a missing
+ * value and mark it null). Values are copied as stored, so rows written again from it
+ * give the same bytes.
+ */
+function float64Values(table: Table, name: string): Float64Array {
+  const out = new Float64Array(table.numRows);
+  let at = 0;
+  for (const data of table.getChild(name)!.data) {
+    out.set((data.values as Float64Array).subarray(0, data.length), at);
+    for (let i = 0; i < data.length; i++) if (!data.getValid(i) && !Number.isNaN(out[at + i])) out[at + i] = NaN;
+    at += data.length;
+  }
+  return out;
+}
+
+/** Reads the rows of the prompt sets `names` of a checkpoint with `perSet` = n_layers * n_heads heads. */
+export async function readKept(out: string, state: CheckpointState, names: readonly string[], perSet: number): Promise<KeptRows> {
+  const kept: KeptRows = { sets: new Map() };
+  if (names.length === 0) return kept;
+  const heads = await readTable(out, state, 'heads');
+  const scores = await readTable(out, state, 'checkpoint_scores');
+  if (heads === null || scores === null) throw new Error(`${state.path}: the stored heads or checkpoint_scores file is missing`);
+  const headSet = heads.getChild('prompt_set')!.toArray() as string[];
+  const scoreSet = scores.getChild('prompt_set')!.toArray() as string[];
+  const column = Object.fromEntries(['prefix_matching', 'duplicate_token', 'previous_token', 'copying'].map((m) => [m, float64Values(heads, m)]));
+  const labels = heads.getChild('label')!;
+  const meanLoss = float64Values(scores, 'mean_loss');
+  const icl = float64Values(scores, 'icl_score');
+  for (const name of names) {
+    const start = headSet.indexOf(name);
+    const row = scoreSet.indexOf(name);
+    if (start < 0 || row < 0) throw new Error(`${state.path}: the stored files have no rows for prompt set '${name}'`);
+    const block = (m: string) => column[m].slice(start, start + perSet);
+    kept.sets.set(name, {
+      scores: {
+        promptSet: name,
+        prefix_matching: block('prefix_matching'),
+        duplicate_token: block('duplicate_token'),
+        previous_token: block('previous_token'),
+        mean_loss: meanLoss[row],
+        icl_score: icl[row],
+      },
+      labels: Array.from({ length: perSet }, (_, k) => labels.get(start + k) as string | null),
+    });
+    kept.copying ??= block('copying');
+  }
+  return kept;
+}
+
+/**
+ * The scores of every prompt set of `order`, fresh where scored now and kept otherwise,
+ * as one CheckpointScores (without composition: its file is handled on its own).
+ */
+export function mergeScores(
+  order: readonly string[], nLayers: number, nHeads: number,
+  fresh: { scores: CheckpointScores; labels: (string | null)[][] } | null, kept: KeptRows, copying: boolean,
+): { scores: CheckpointScores; labels: (string | null)[][] } {
+  const promptSets: PromptSetScores[] = [];
+  const labels: (string | null)[][] = [];
+  for (const name of order) {
+    const i = fresh?.scores.promptSets.findIndex((s) => s.promptSet === name) ?? -1;
+    if (i >= 0) {
+      promptSets.push(fresh!.scores.promptSets[i]);
+      labels.push(fresh!.labels[i]);
+    } else {
+      const k = kept.sets.get(name)!;
+      promptSets.push(k.scores);
+      labels.push(k.labels);
+    }
+  }
+  return {
+    scores: {
+      nLayers,
+      nHeads,
+      promptSets,
+      copying: copying ? (fresh?.scores.copying ?? kept.copying) : undefined,
+      seconds: fresh?.scores.seconds ?? { forward: 0, weights: 0 },
+    },
+    labels,
+  };
+}
