@@ -143,7 +143,7 @@ export async function decide(
   const touched = stamp.size !== prev.size || stamp.mtime_ns !== prev.mtime_ns;
   const sha = touched ? await sha256File(ck.file).catch(() => null) : prev.sha256;
   if (sha === null || checkpointId(ck.step, sha) !== prev.id) return { decision: fullWork('changed', keys), stamp };
-  const formatsSame = prev.formats.length === opts.formats.length && prev.formats.every((f, i) => f === opts.formats[i]);
+  const formatsSame = prev.formats.length === opts.formats.length && prev.formats.every((f) => opts.formats.includes(f));
   // A file deleted by hand, or formats added: score it whole rather than patch the files.
   if (!formatsSame || !prev.files.every((f) => existsSync(join(out, f)))) return { decision: fullWork('settings', keys), stamp };
   if (sameSets(prev.prompt_sets, keys.promptSets) && prev.weights === keys.weights) {
