@@ -14,28 +14,13 @@ import { compactOutput, type CompactedManifest } from '../pipeline/compact.ts';
 import type { Manifest } from '../pipeline/manifest.ts';
 import { headsweep } from './helpers/cli.ts';
 import { tempDir } from './helpers/safetensors.ts';
-import { eventsOf, files, sweep, tableFiles, tableSnapshot, type SweepRun } from './helpers/sweep-run.ts';
+import { demoConfig, eventsOf, files, sweep, tableFiles, tableSnapshot, type SweepRun } from './helpers/sweep-run.ts';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 
-const REPO = join(import.meta.dirname, '..');
 const CHECKPOINTS = 7;
-
-const CONFIG = tmp.file('nightly.yaml', [
-  'name: nightly-test',
-  'output: unused',
-  'checkpoints:',
-  `  - {run: planted-2l, paths: ["${REPO}/data/demo/planted-2l/*.safetensors"]}`,
-  `  - {run: shortformer-1l, paths: ["${REPO}/data/demo/shortformer-1l/*.safetensors"]}`,
-  'prompt_sets:',
-  '  - {name: rrt, kind: repeated_random, length: 12, repeats: 4, count: 2, seed: 0}',
-  `  - {name: nat, kind: tokens, path: "${REPO}/data/prompts/nat.jsonl"}`,
-  'icl: {early: 10, late: 45}',
-  'batch_size: 4',
-  'workers: 1',
-].join('\n'));
-
+const CONFIG = demoConfig(tmp.dir, 'nightly-test');
 const CLEAN = join(tmp.dir, 'clean');
 
 beforeAll(async () => {

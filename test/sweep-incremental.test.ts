@@ -10,33 +10,14 @@ import { tableFromIPC } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Manifest } from '../pipeline/manifest.ts';
 import { tempDir } from './helpers/safetensors.ts';
-import { eventsOf, files, sweep, tableFiles, tableSnapshot, type SweepRun } from './helpers/sweep-run.ts';
+import { demoConfig, eventsOf, files, sweep, tableFiles, tableSnapshot, type SweepRun } from './helpers/sweep-run.ts';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 
-const REPO = join(import.meta.dirname, '..');
 const CHECKPOINTS = 7;
-
-/** Two runs of the demo series, two small prompt sets; `seed` is rrt's. */
-function config(name: string, seed: number): string {
-  return tmp.file(`${name}.yaml`, [
-    `name: ${name}`,
-    'output: unused',
-    'checkpoints:',
-    `  - {run: planted-2l, paths: ["${REPO}/data/demo/planted-2l/*.safetensors"]}`,
-    `  - {run: shortformer-1l, paths: ["${REPO}/data/demo/shortformer-1l/*.safetensors"]}`,
-    'prompt_sets:',
-    `  - {name: rrt, kind: repeated_random, length: 12, repeats: 4, count: 2, seed: ${seed}}`,
-    `  - {name: nat, kind: tokens, path: "${REPO}/data/prompts/nat.jsonl"}`,
-    'icl: {early: 10, late: 45}',
-    'batch_size: 4',
-    'workers: 1',
-  ].join('\n'));
-}
-
-const SEED_0 = config('seed-0', 0);
-const SEED_7 = config('seed-7', 7);
+const SEED_0 = demoConfig(tmp.dir, 'seed-0', 0);
+const SEED_7 = demoConfig(tmp.dir, 'seed-7', 7);
 const CLEAN_0 = join(tmp.dir, 'clean-0');
 const CLEAN_7 = join(tmp.dir, 'clean-7');
 

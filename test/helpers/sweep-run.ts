@@ -5,7 +5,7 @@
  * roots' tables that ignores only what is measured (the `*_seconds` columns).
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import type { SweepEvent } from '../../pipeline/events.ts';
@@ -13,6 +13,29 @@ import type { SweepEvent } from '../../pipeline/events.ts';
 const REPO = join(import.meta.dirname, '..', '..');
 
 export type Event = SweepEvent & { time: string };
+
+/**
+ * A sweep config over both demo series (7 checkpoints) with two small prompt sets, rrt
+ * seeded with `seed` and the nat tokens file, written to `<dir>/<name>.yaml`; one worker
+ * so that events come in plan order. `--out` names the output folder.
+ */
+export function demoConfig(dir: string, name: string, seed = 0): string {
+  const file = join(dir, `${name}.yaml`);
+  writeFileSync(file, [
+    `name: ${name}`,
+    'output: unused',
+    'checkpoints:',
+    `  - {run: planted-2l, paths: ["${REPO}/data/demo/planted-2l/*.safetensors"]}`,
+    `  - {run: shortformer-1l, paths: ["${REPO}/data/demo/shortformer-1l/*.safetensors"]}`,
+    'prompt_sets:',
+    `  - {name: rrt, kind: repeated_random, length: 12, repeats: 4, count: 2, seed: ${seed}}`,
+    `  - {name: nat, kind: tokens, path: "${REPO}/data/prompts/nat.jsonl"}`,
+    'icl: {early: 10, late: 45}',
+    'batch_size: 4',
+    'workers: 1',
+  ].join('\n'));
+  return file;
+}
 
 export interface SweepRun {
   code: number | null;
