@@ -1,0 +1,122 @@
+/**
+ * `npm run bench`: sweep speed and memory on seeded random-weight checkpoints of two
+ * research shapes, through the real pipeline (config → pool → tables), plus training
+ * throughput. Prints figures; asserts nothing. Checkpoints are generated once into
+ * bench/.data (ignored by git) and reused.
+ *
+ *   npm run bench                      both cases, default workers (available cores)
+ *   npm run bench -- --case 2l --workers 1 --backend cpu
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join, resolve } from 'node:path';
+import { tableFromIPC } from 'apache-arrow';
+import yargs from 'yargs';
+import { parameterCount, type ModelConfig } from '../src/checkpoint/config.ts';
+import { writeSafetensors } from '../src/checkpoint/safetensors.ts';
+import { BACKENDS, type BackendChoice } from '../src/names.ts';
+import { initWeights } from '../src/train/init.ts';
+import { loadConfig } from '../pipeline/config.ts';
+import { buildPlan } from '../pipeline/plan.ts';
+import { runSweep } from '../pipeline/sweep.ts';
+import { spawnSync } from 'node:child_process';
+
+const DATA = resolve(import.meta.dirname, '.data');
+
+interface Case {
+  name: string;
+  checkpoints: number;
+  config: ModelConfig;
+}
+
+const LN_STANDARD = { attn_only: true, normalization_type: 'LN', positional_embedding_type: 'standard', eps: 1e-5, bos_token_id: 0 } as const;
+
+const CASES: Record<string, Case> = {
+  // The attn-only-2L research model shape (TransformerLens `attn-only-2l`).
+  '2l': { name: 'attn-only-2l', checkpoints: 4, config: { n_layers: 2, n_heads: 8, d_model: 512, d_head: 64, d_vocab: 48262, n_ctx: 1024, ...LN_STANDARD } },
+  // GPT-2 small's attention stack without MLPs.
+  gpt2: { name: 'attn-only-gpt2-small', checkpoints: 2, config: { n_layers: 12, n_heads: 12, d_model: 768, d_head: 64, d_vocab: 50257, n_ctx: 1024, ...LN_STANDARD } },
+};
+
+/** Seeded random checkpoints, written once. */
+function ensureCheckpoints(c: Case): string {
+  const dir = join(DATA, c.name);
+  mkdirSync(dir, { recursive: true });
+  for (let i = 0; i < c.checkpoints; i++) {
+    const file = join(dir, `step-${i}.safetensors`);
+    if (existsSync(file)) continue;
+    process.stderr.write(`bench: generating ${file} (${(parameterCount(c.config) / 1e6).toFixed(1)}M parameters)\n`);
+    const tensors = Object.fromEntries(initWeights(c.config, 1000 + i));
+    writeSafetensors(file, tensors, { config: JSON.stringify(c.config), step: String(i) });
+  }
+  return dir;
+}
+
+function sweepConfig(c: Case, dir: string, backend: BackendChoice): string {
+  const file = join(DATA, `${c.name}.yaml`);
+  writeFileSync(file, [
+    `name: bench-${c.name}`,
+    `output: out-${c.name}`,
+    'checkpoints:',
+    `  - run: ${c.name}`,
+    `    paths: ["${dir}/*.safetensors"]`,
+    'prompt_sets:',
+    // The default prompt set of the issue: 64 × (1 + 25·4) tokens.
+    '  - {name: rrt, kind: repeated_random, length: 25, repeats: 4, count: 64, seed: 0}',
+    'metrics: [prefix_matching, duplicate_token, previous_token, copying, composition]',
+    'batch_size: 16',
+    `backend: ${backend}`,
+    '',
+  ].join('\n'));
+  return file;
+}
+
+function mean(xs: number[]): number {
+  return xs.reduce((a, b) => a + b, 0) / xs.length;
+}
+
+async function benchSweep(c: Case, workers: number, backend: BackendChoice): Promise<void> {
+  const dir = ensureCheckpoints(c);
+  const configFile = sweepConfig(c, dir, backend);
+  const outDir = join(DATA, `out-${c.name}`);
+  rmSync(outDir, { recursive: true, force: true });
+  const plan = await buildPlan(loadConfig(configFile), { workers });
+
+  const started = performance.now();
+  const result = await runSweep(plan);
+  const wall = (performance.now() - started) / 1000;
+
+  const files = readdirSync(join(outDir, 'checkpoints', `run=${c.name}`)).filter((f) => f.endsWith('.arrow'));
+  const rows = files.map((f) => tableFromIPC(readFileSync(join(outDir, 'checkpoints', `run=${c.name}`, f))).get(0)!.toJSON());
+  const n = rows.length;
+  const tokens = 64 * 101 * n;
+  const heads = c.config.n_layers * c.config.n_heads * n;
+  const stage = (k: string) => mean(rows.map((r) => Number(r[k]))).toFixed(2);
+  console.log(`\n${c.name}: ${c.config.n_layers} layers × ${c.config.n_heads} heads, d_model ${c.config.d_model}, d_vocab ${c.config.d_vocab}`);
+  console.log(`  backend ${result.manifest.backend}, workers ${result.manifest.workers}, checkpoints ${n} (exit ${result.exitCode})`);
+  console.log(`  per checkpoint, one worker's time: load ${stage('load_seconds')} s, forward ${stage('forward_seconds')} s, weight scores ${stage('weight_seconds')} s, write ${stage('write_seconds')} s`);
+  console.log(`  wall ${wall.toFixed(1)} s = ${(wall / n).toFixed(2)} s per checkpoint; ${(tokens / wall).toFixed(0)} tokens/s; ${(heads / wall).toFixed(1)} heads/s`);
+  console.log(`  peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB (whole process, all worker threads)`);
+}
+
+const argv = await yargs(process.argv.slice(2))
+  .option('case', { choices: ['2l', 'gpt2', 'train', 'all'] as const, default: 'all' as const })
+  .option('workers', { type: 'number', default: availableParallelism() })
+  .option('backend', { choices: ['auto', ...BACKENDS] as const, default: 'auto' as const })
+  .strict()
+  .parseAsync();
+
+if (argv.case === 'all') {
+  // One process per case, so each peak RSS is that case's alone.
+  console.log(`headsweep bench on ${availableParallelism()} cores, Node ${process.version}`);
+  for (const name of ['2l', 'gpt2', 'train']) {
+    const args = [...process.execArgv, process.argv[1], '--case', name, '--workers', String(argv.workers), '--backend', argv.backend];
+    const child = spawnSync(process.execPath, args, { stdio: 'inherit' });
+    if (child.status !== 0) process.exitCode = child.status ?? 1;
+  }
+} else if (argv.case === 'train') {
+  const { benchTraining } = await import('./train.ts');
+  await benchTraining(argv.backend);
+} else {
+  await benchSweep(CASES[argv.case], argv.workers, argv.backend);
+}
