@@ -8,7 +8,6 @@ import type { CommandModule } from 'yargs';
 import { BACKENDS, type BackendChoice } from '../../src/names.ts';
 import { HeadsweepError } from '../../src/errors.ts';
 import { loadTrainConfig } from '../../src/train/config.ts';
-import { train } from '../../src/train/train.ts';
 import { EXIT, type CliState } from '../cli.ts';
 
 interface TrainArgs {
@@ -32,7 +31,10 @@ export default function trainCommand(state: CliState): CommandModule {
         ) as never,
     handler: async (args) => {
       try {
-        const result = await train(loadTrainConfig(args.config), { resume: args.resume, backend: args.backend });
+        const loaded = loadTrainConfig(args.config);
+        // Loaded here, not at the top: importing tfjs would slow every other command's start.
+        const { train } = await import('../../src/train/train.ts');
+        const result = await train(loaded, { resume: args.resume, backend: args.backend });
         const done = result.startStep >= result.steps ? 'nothing to do' : `final loss ${result.finalLoss.toFixed(4)}`;
         process.stdout.write(
           `${result.run}: steps ${result.startStep}→${result.steps}, ${done}, ${result.checkpoints.length} checkpoints written to ${result.outDir} ` +
