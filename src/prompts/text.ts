@@ -26,7 +26,7 @@ export const TextSpecSchema = z.strictObject({
   kind: z.literal('text'),
   name: z.string().min(1),
   /** A UTF-8 text file; relative paths resolve against the run config's folder. */
-  file: z.string().min(1),
+  path: z.string().min(1),
   /** `byte` (vocab 257, BOS 256) or `char64` (vocab 64, BOS 0). */
   tokenizer: z.enum(TOKENIZER_NAMES),
   /** Text tokens per sequence, BOS not included. */
@@ -39,7 +39,7 @@ export const TextSpecSchema = z.strictObject({
 
 export type TextSpec = z.input<typeof TextSpecSchema>;
 
-/** Reads `spec.file` (relative to `baseDir`, default the working directory) and cuts the windows. */
+/** Reads `spec.path` (relative to `baseDir`, default the working directory) and cuts the windows. */
 export function textPromptSet(raw: TextSpec, c: ModelConfig, baseDir = process.cwd()): PromptSet {
   const where = `prompt set '${raw.name}'`;
   const parsed = TextSpecSchema.safeParse(raw);
@@ -48,7 +48,7 @@ export function textPromptSet(raw: TextSpec, c: ModelConfig, baseDir = process.c
     throw promptError(where, `invalid text spec: ${problems.join('; ')}`);
   }
   const spec = parsed.data;
-  const file = resolve(baseDir, spec.file);
+  const file = resolve(baseDir, spec.path);
   const tokenizer = TOKENIZERS[spec.tokenizer];
   if (tokenizer.vocabSize > c.d_vocab) {
     throw promptError(where, `tokenizer '${tokenizer.name}' has ${tokenizer.vocabSize} ids but the model's d_vocab is ${c.d_vocab}`, file);
