@@ -1,6 +1,7 @@
 /** Prompt sets: build one from its spec, check it against a model. */
 import type { ModelConfig } from '../checkpoint/config.ts';
 import { repeatedRandom } from './repeated-random.ts';
+import { textPromptSet } from './text.ts';
 import { readTokensFile } from './tokens-file.ts';
 import type { PromptSet, PromptSetSpec } from './types.ts';
 import { validatePromptSet } from './validate.ts';
@@ -12,13 +13,17 @@ export interface BuildOptions {
 
 /** Builds a prompt set for a model and checks it fits (ids in the vocabulary, length ≤ n_ctx). */
 export function buildPromptSet(spec: PromptSetSpec, c: ModelConfig, opts: BuildOptions = {}): PromptSet {
-  const set = spec.kind === 'repeated_random' ? repeatedRandom(spec, c) : readTokensFile(spec, opts.baseDir);
+  const set =
+    spec.kind === 'repeated_random' ? repeatedRandom(spec, c)
+    : spec.kind === 'text' ? textPromptSet(spec, c, opts.baseDir)
+    : readTokensFile(spec, opts.baseDir);
   validatePromptSet(set, c);
   return set;
 }
 
 export { repeatedRandom } from './repeated-random.ts';
 export { readTokensFile } from './tokens-file.ts';
+export { textPromptSet, TextSpecSchema, type TextSpec } from './text.ts';
 export { validatePromptSet } from './validate.ts';
 export { sampleDistinct, seededRng, type Rng } from './rng.ts';
 export {

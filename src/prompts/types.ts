@@ -3,6 +3,7 @@
  * The spec schemas are strict (unknown keys are errors) so a run config can embed them.
  */
 import { z } from 'zod';
+import { TextSpecSchema } from './text.ts';
 
 /** A named list of token sequences, ready for the forward pass. */
 export interface PromptSet {
@@ -49,7 +50,7 @@ export const TokensFileSpecSchema = z.strictObject({
   path: z.string().min(1),
 });
 
-export const PromptSetSpecSchema = z.discriminatedUnion('kind', [RepeatedRandomSpecSchema, TokensFileSpecSchema]);
+export const PromptSetSpecSchema = z.discriminatedUnion('kind', [RepeatedRandomSpecSchema, TokensFileSpecSchema, TextSpecSchema]);
 
 /** Specs as written by hand (defaults may be left out). */
 export type RepeatedRandomSpec = z.input<typeof RepeatedRandomSpecSchema>;
