@@ -1,0 +1,119 @@
+/**
+ * The sweep of configs/phase-change.yaml over the bundled series (data/checkpoints,
+ * trained by `headsweep train` from configs/train-attn-only-{0,1,2}l.yaml) shows the
+ * induction-head phase change: in attn-only-2l one layer-1 head's prefix_matching on
+ * repeated random tokens jumps from below 0.15 to above 0.5 within 100 steps, and the
+ * loss on the repeats collapses with it; no head of the one-layer model ever gets there.
+ * The series are trained deterministically, so the numbers below are fixed; the bounds
+ * leave room only for float32 differences between backends.
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { tableFromIPC } from 'apache-arrow';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { EXIT } from '../pipeline/cli.ts';
+import { loadConfig } from '../pipeline/config.ts';
+import { buildPlan } from '../pipeline/plan.ts';
+import { runSweep, type SweepResult } from '../pipeline/sweep.ts';
+import { tempDir } from './helpers/safetensors.ts';
+
+const tmp = tempDir();
+afterAll(() => tmp.cleanup());
+const CONFIG = join(import.meta.dirname, '..', 'configs', 'phase-change.yaml');
+const OUT = join(tmp.dir, 'phase-change');
+
+type Row = Record<string, unknown>;
+let result: SweepResult;
+
+function tableRows(table: string): Row[] {
+  const dir = join(OUT, table);
+  const arrows: string[] = [];
+  const walk = (d: string) => {
+    for (const name of readdirSync(d)) {
+      const path = join(d, name);
+      if (statSync(path).isDirectory()) walk(path);
+      else if (name.endsWith('.arrow')) arrows.push(path);
+    }
+  };
+  walk(dir);
+  return arrows.flatMap((f) => tableFromIPC(readFileSync(f)).toArray().map((r) => r.toJSON() as Row));
+}
+
+/** Per step of a run: the head with the highest prefix_matching on a prompt set. */
+function bestHeadByStep(run: string, promptSet = 'rrt'): Map<number, Row> {
+  const best = new Map<number, Row>();
+  for (const r of tableRows('heads')) {
+    if (r.run !== run || r.prompt_set !== promptSet) continue;
+    const step = Number(r.step);
+    const seen = best.get(step);
+    if (!seen || (r.prefix_matching as number) > (seen.prefix_matching as number)) best.set(step, r);
+  }
+  return new Map([...best].sort((a, b) => a[0] - b[0]));
+}
+
+function lossByStep(run: string, promptSet: string, column: 'mean_loss' | 'icl_score'): Map<number, number> {
+  return new Map(
+    tableRows('checkpoint_scores')
+      .filter((r) => r.run === run && r.prompt_set === promptSet)
+      .map((r) => [Number(r.step), r[column] as number] as [number, number])
+      .sort((a, b) => a[0] - b[0]),
+  );
+}
+
+beforeAll(async () => {
+  result = await runSweep(await buildPlan(loadConfig(CONFIG), { out: OUT, workers: 2 }));
+});
+
+describe('phase-change sweep of the bundled series', () => {
+  test('every checkpoint of the three runs is scored', () => {
+    expect(result.exitCode).toBe(EXIT.ok);
+    expect(result.manifest.counts).toMatchObject({ checkpoints_planned: 11 + 22 + 22, scored: 55, failed: 0 });
+  });
+
+  test('attn-only-2l: the best head jumps from < 0.15 to > 0.5 prefix matching within 100 steps, in layer 1, copying', () => {
+    const best = bestHeadByStep('attn-only-2l');
+    const steps = [...best.keys()];
+    const lastLow = Math.max(...steps.filter((s) => (best.get(s)!.prefix_matching as number) < 0.15));
+    const firstHigh = Math.min(...steps.filter((s) => (best.get(s)!.prefix_matching as number) > 0.5));
+    expect([lastLow, firstHigh]).toEqual([500, 575]);
+    // Below 0.15 up to the jump, above 0.5 from it on: one transition, not noise.
+    for (const s of steps) expect((best.get(s)!.prefix_matching as number) > 0.5, `step ${s}`).toBe(s >= firstHigh);
+    const final = best.get(1500)!;
+    expect(final).toMatchObject({ layer: 1, head: 2, label: 'induction' });
+    expect(final.prefix_matching as number).toBeGreaterThan(0.85);
+    expect(final.copying as number).toBeGreaterThan(0.95);
+  });
+
+  test('attn-only-2l: a layer-0 previous-token head grows through and after the jump', () => {
+    const prev = (step: number) =>
+      Math.max(...tableRows('heads')
+        .filter((r) => r.run === 'attn-only-2l' && r.prompt_set === 'rrt' && Number(r.step) === step && r.layer === 0)
+        .map((r) => r.previous_token as number));
+    expect(prev(400)).toBeLessThan(0.1);
+    expect(prev(700)).toBeGreaterThan(0.2);
+    expect(prev(1500)).toBeGreaterThan(prev(700));
+  });
+
+  test('attn-only-2l: loss on repeated tokens collapses across the jump, and on text the model starts to learn in context', () => {
+    const rrt = lossByStep('attn-only-2l', 'rrt', 'mean_loss');
+    expect(rrt.get(500)! - rrt.get(600)!).toBeGreaterThan(1.5);
+    // icl_score = loss at token 80 − loss at token 10: positive (later is worse) before the
+    // head forms, negative (later is better) from the first checkpoint past the jump on.
+    // The smallest |icl_score| in the series is 0.08, far above float32 differences.
+    for (const [step, icl] of lossByStep('attn-only-2l', 'readmes', 'icl_score')) expect(icl < 0, `step ${step}: ${icl}`).toBe(step >= 575);
+  });
+
+  test('attn-only-1l: no head ever reaches 0.2 prefix matching, and later text tokens never get easier', () => {
+    const best = bestHeadByStep('attn-only-1l');
+    expect(best.size).toBe(22);
+    for (const [step, head] of best) expect(head.prefix_matching as number, `step ${step}`).toBeLessThan(0.2);
+    for (const [step, icl] of lossByStep('attn-only-1l', 'readmes', 'icl_score')) expect(icl, `step ${step}`).toBeGreaterThan(0);
+  });
+
+  test('attn-only-0l: no heads; its loss on text falls to that of a bigram model', () => {
+    expect(tableRows('heads').filter((r) => r.run === 'attn-only-0l')).toHaveLength(0);
+    const loss = lossByStep('attn-only-0l', 'readmes', 'mean_loss');
+    expect(loss.get(0)!).toBeGreaterThan(4);
+    expect(loss.get(400)!).toBeLessThan(3);
+  });
+});
