@@ -3,13 +3,11 @@
  * from it). Relative paths in it (`out_dir`, `data.file`) resolve against the folder that
  * holds the config, as in sweep configs, so a config works from any working directory.
  */
-import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { LineCounter, isNode, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { BACKENDS } from '../names.ts';
 import { ModelConfigSchema } from '../checkpoint/config.ts';
-import { configError, HeadsweepError } from '../errors.ts';
+import { parseYamlWith, readConfigText } from '../yaml-config.ts';
 import { TOKENIZERS, TOKENIZER_NAMES } from './tokenizer.ts';
 
 const positiveInt = z.number().int().positive();
@@ -152,46 +150,13 @@ export interface LoadedTrainConfig {
   dataFile: string | null;
 }
 
-/** `['optimizer', 'betas', 1]` → `optimizer.betas[1]`. */
-function pathOf(path: readonly PropertyKey[]): string {
-  return path.reduce<string>((out, p) => (typeof p === 'number' ? `${out}[${p}]` : out === '' ? String(p) : `${out}.${String(p)}`), '');
-}
-
 /** Parses YAML text; throws a `config`-stage HeadsweepError with one line per problem, each naming its YAML path and line. */
 export function parseTrainConfig(text: string, file: string): TrainConfig {
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
-  if (doc.errors.length > 0) {
-    const at = lineCounter.linePos(doc.errors[0].pos[0]);
-    throw configError(file, '', `not valid YAML at line ${at.line}, column ${at.col}: ${doc.errors[0].message.split('\n')[0]}`);
-  }
-  const parsed = TrainConfigSchema.safeParse(doc.toJS());
-  if (parsed.success) return parsed.data;
-  const lineOf = (path: PropertyKey[]): string => {
-    for (let n = path.length; n >= 0; n--) {
-      const node = doc.getIn(path.slice(0, n) as (string | number)[], true);
-      if (isNode(node) && node.range) return ` (line ${lineCounter.linePos(node.range[0]).line})`;
-    }
-    return '';
-  };
-  const problems = parsed.error.issues.flatMap((issue) =>
-    issue.code === 'unrecognized_keys'
-      ? issue.keys.map((k) => ({ path: [...issue.path, k], message: 'unknown key' }))
-      : [{ path: issue.path, message: issue.message.replace(/^Invalid input: /, '') }],
-  );
-  const lines = problems.map((p) => configError(file, pathOf(p.path), `${p.message}${lineOf(p.path)}`).message);
-  throw new HeadsweepError(lines.join('\n'), { stage: 'config', file, key: pathOf(problems[0].path) });
+  return parseYamlWith(TrainConfigSchema, text, file);
 }
 
 export function loadTrainConfig(file: string): LoadedTrainConfig {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw configError(file, '', code === 'ENOENT' ? 'no such config file' : `cannot read (${(err as Error).message})`);
-  }
-  const config = parseTrainConfig(text, file);
+  const config = parseTrainConfig(readConfigText(file), file);
   const dir = dirname(resolve(file));
   return {
     file,
