@@ -14,10 +14,10 @@ import { disposeParams, forward, tokenLosses, uploadParams } from '../src/model/
 import { textPromptSet } from '../src/prompts/text.ts';
 import { enableTraining } from '../src/train/autodiff.ts';
 import { checkpointSteps, parseTrainConfig, TrainConfigSchema, type LoadedTrainConfig } from '../src/train/config.ts';
-import { readCorpus, syntheticBatches } from '../src/train/data.ts';
+import { syntheticBatches } from '../src/train/data.ts';
 import { initWeights } from '../src/train/init.ts';
 import { adamwStep, createAdamState, disposeAdamState, learningRate, toVariable } from '../src/train/optimizer.ts';
-import { TOKENIZERS } from '../src/train/tokenizer.ts';
+import { readCorpus, TOKENIZERS } from '../src/train/tokenizer.ts';
 import { checkpointName, train } from '../src/train/train.ts';
 
 const CORPUS = join(import.meta.dirname, '..', 'data', 'corpus', 'npm-readmes.txt');

@@ -3,12 +3,11 @@
  * only from the stream (seed, 'data', s, r), so a resumed run regenerates exactly the
  * batches an uninterrupted run would have seen, with no generator state to save.
  */
-import { readFileSync } from 'node:fs';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { HeadsweepError } from '../errors.ts';
 import type { CorpusData, SyntheticData } from './config.ts';
 import { stream, uniform, type Rng } from './random.ts';
-import { TOKENIZERS, type TokenizerName } from './tokenizer.ts';
+import { TOKENIZERS } from './tokenizer.ts';
 
 /** Row-major token ids of one batch. tokens: [batch, pos] */
 export type BatchSource = (step: number) => Int32Array;
@@ -16,17 +15,6 @@ export type BatchSource = (step: number) => Int32Array;
 export interface BatchShape {
   batchSize: number;
   seqLen: number;
-}
-
-/** Reads a text file and tokenizes it whole (no BOS). */
-export function readCorpus(file: string, tokenizer: TokenizerName): Int32Array {
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(file);
-  } catch (err) {
-    throw new HeadsweepError(`${file}: cannot read corpus (${(err as Error).message})`, { stage: 'train', file, key: 'data.file', cause: err });
-  }
-  return TOKENIZERS[tokenizer].encode(bytes);
 }
 
 /**

@@ -9,7 +9,12 @@
  *   numbered in decreasing frequency in the bundled corpus (data/corpus), so low ids are
  *   common ones, as in the synthetic data's Zipf noise; id 63 is every other byte
  *   (tabs, other punctuation, each byte of a non-ASCII character).
+ *
+ * A corpus file is read whole through one of them (`readCorpus`) for training batches
+ * and for the bigram counts of bigram_kl.
  */
+import { readFileSync } from 'node:fs';
+import { HeadsweepError } from '../errors.ts';
 
 export const TOKENIZER_NAMES = ['byte', 'char64'] as const;
 export type TokenizerName = (typeof TOKENIZER_NAMES)[number];
@@ -57,3 +62,14 @@ const char64Tokenizer: Tokenizer = {
 };
 
 export const TOKENIZERS: Record<TokenizerName, Tokenizer> = { byte: byteTokenizer, char64: char64Tokenizer };
+
+/** Reads a text file and tokenizes it whole (no BOS). */
+export function readCorpus(file: string, tokenizer: TokenizerName): Int32Array {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(file);
+  } catch (err) {
+    throw new HeadsweepError(`${file}: cannot read corpus (${(err as Error).message})`, { stage: 'load', file, cause: err });
+  }
+  return TOKENIZERS[tokenizer].encode(bytes);
+}

@@ -22,9 +22,10 @@ import { HeadsweepError } from '../errors.ts';
 import { forward, tokenLosses } from '../model/forward.ts';
 import { enableTraining } from './autodiff.ts';
 import { checkpointSteps, seqLenOf, type LoadedTrainConfig, type TrainConfig } from './config.ts';
-import { corpusBatches, readCorpus, syntheticBatches, type BatchSource } from './data.ts';
+import { corpusBatches, syntheticBatches, type BatchSource } from './data.ts';
 import { initWeights } from './init.ts';
 import { adamwStep, createAdamState, disposeAdamState, learningRate, toVariable, type AdamState } from './optimizer.ts';
+import { readCorpus } from './tokenizer.ts';
 
 export interface TrainOptions {
   /** Continue from the latest checkpoint that has optimizer state in `out_dir/state`. */
