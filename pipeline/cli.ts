@@ -14,6 +14,14 @@ export interface CliState {
   exitCode: number;
 }
 
+/**
+ * A command typed by its own arguments, as the untyped module yargs' registry takes.
+ * (yargs types a module by its argv; modules with different argv do not unify.)
+ */
+export function command<A>(module: CommandModule<object, A>): CommandModule {
+  return module as unknown as CommandModule;
+}
+
 // Each command module is registered here, in the order `--help` lists them.
 const commandLoaders: (() => Promise<(state: CliState) => CommandModule>)[] = [
   () => import('./commands/sweep.ts').then((m) => m.default),

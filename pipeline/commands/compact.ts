@@ -6,7 +6,7 @@
  * source sweep did not finish.
  */
 import type { CommandModule } from 'yargs';
-import { EXIT, type CliState } from '../cli.ts';
+import { command, EXIT, type CliState } from '../cli.ts';
 import { compactOutput, PARQUET_PART_ROWS } from '../compact.ts';
 import { TABLE_NAMES } from '../tables.ts';
 
@@ -45,5 +45,5 @@ export default function compact(state: CliState): CommandModule {
     },
   };
   // yargs types a handler by its own arguments; cli.ts holds modules of every shape.
-  return module as unknown as CommandModule;
+  return command(module);
 }

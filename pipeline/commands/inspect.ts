@@ -6,7 +6,7 @@
  * names the file and the reason.
  */
 import type { CommandModule } from 'yargs';
-import type { CliState } from '../cli.ts';
+import { command, type CliState } from '../cli.ts';
 import { inspectCheckpoint, type CheckpointInfo } from '../../src/checkpoint/checkpoint.ts';
 import { MODEL_CONFIG_FIELDS, parameterCount } from '../../src/checkpoint/config.ts';
 
@@ -78,5 +78,5 @@ export default function inspect(_state: CliState): CommandModule {
     },
   };
   // The registry in cli.ts holds every command as yargs' untyped CommandModule.
-  return module as unknown as CommandModule;
+  return command(module);
 }

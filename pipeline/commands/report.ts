@@ -4,7 +4,7 @@
  */
 import { renameSync, writeFileSync } from 'node:fs';
 import type { CommandModule } from 'yargs';
-import type { CliState } from '../cli.ts';
+import { command, type CliState } from '../cli.ts';
 import { readSweepOutput } from '../report/read.ts';
 import { HeadsweepError } from '../../src/errors.ts';
 
@@ -46,5 +46,5 @@ export default function report(_state: CliState): CommandModule {
     },
   };
   // yargs types a handler by its own arguments; cli.ts holds modules of every shape.
-  return module as unknown as CommandModule;
+  return command(module);
 }

@@ -8,7 +8,7 @@
  */
 import type { Argv, CommandModule } from 'yargs';
 import { HeadsweepError } from '../../src/errors.ts';
-import { EXIT, type CliState } from '../cli.ts';
+import { command, EXIT, type CliState } from '../cli.ts';
 import { loadConfig, type LoadedConfig } from '../config.ts';
 import { jsonLog, TextLog, type EventLog } from '../events.ts';
 import { parseShard, shardFromEnv, type Shard } from '../shard.ts';
@@ -124,5 +124,5 @@ export default function sweep(state: CliState): CommandModule {
     },
   };
   // yargs types a handler by its own arguments; cli.ts holds modules of every shape.
-  return module as unknown as CommandModule;
+  return command(module);
 }

@@ -8,7 +8,7 @@ import type { CommandModule } from 'yargs';
 import { BACKENDS, type BackendChoice } from '../../src/names.ts';
 import { HeadsweepError } from '../../src/errors.ts';
 import { loadTrainConfig } from '../../src/train/config.ts';
-import { EXIT, type CliState } from '../cli.ts';
+import { command, EXIT, type CliState } from '../cli.ts';
 
 interface TrainArgs {
   config: string;
@@ -47,5 +47,5 @@ export default function trainCommand(state: CliState): CommandModule {
     },
   };
   // yargs types a handler by its own arguments; cli.ts holds modules of every shape.
-  return module as unknown as CommandModule;
+  return command(module);
 }

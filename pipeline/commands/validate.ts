@@ -6,7 +6,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { BACKENDS } from '../../src/names.ts';
 import { HeadsweepError } from '../../src/errors.ts';
-import { EXIT, type CliState } from '../cli.ts';
+import { command, EXIT, type CliState } from '../cli.ts';
 import { loadConfig, type BackendOption, type ConfigOverrides } from '../config.ts';
 import { buildPlan, describePlan, plannedCheckpoints, type Plan } from '../plan.ts';
 import { OUTPUT_FORMATS, type OutputFormat } from '../sinks/index.ts';
@@ -85,5 +85,5 @@ export default function validate(state: CliState): CommandModule {
     },
   };
   // yargs types a handler by its own arguments; cli.ts holds modules of every shape.
-  return module as unknown as CommandModule;
+  return command(module);
 }
