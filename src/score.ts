@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { Checkpoint } from './checkpoint/checkpoint.ts';
 import type { ModelConfig } from './checkpoint/config.ts';
 import { HeadsweepError, messageOf, type Stage } from './errors.ts';
+import { bigramKl, type Bigrams } from './metrics/bigram-kl.ts';
 import { compositionScores } from './metrics/composition.ts';
 import { copyingScores } from './metrics/copying.ts';
 import { addLossBatch, batchLosses, checkIclPositions, emptyLossTotals, lossScores } from './metrics/loss.ts';
@@ -25,6 +26,8 @@ export interface ScoreOptions {
   batchSize: number;
   /** 0-based positions for icl_score (METRICS.md §6). */
   icl: { early: number; late: number };
+  /** The corpus bigram_kl compares the direct path with; needed only when bigram_kl is asked for. */
+  bigrams?: Bigrams;
 }
 
 /** Per-head scores; arrays are indexed `layer * n_heads + head`. */
@@ -55,19 +58,21 @@ export interface CompositionScores {
 export interface CheckpointScores {
   nLayers: number;
   nHeads: number;
-  /** One entry per prompt set, in order; empty when no pattern or loss metric is asked for. */
+  /** One entry per prompt set given, in order, holding the pattern and loss metrics asked for (possibly none). */
   promptSets: PromptSetScores[];
   /** [n_layers * n_heads] */
   copying?: Float64Array;
   composition?: CompositionScores;
+  /** In nats; one number per checkpoint (it reads no prompt set). */
+  bigram_kl?: number;
   seconds: { forward: number; weights: number };
 }
 
 /**
  * Scores one checkpoint. Prompt sets are checked against the model first; then weights
  * are uploaded once, each prompt set runs in batches of up to `batchSize` consecutive
- * sequences of one length, and the weight scores are computed once. Every tensor it
- * makes is disposed before it returns, also on error.
+ * sequences of one length, and the weight scores (bigram_kl among them) are computed
+ * once. Every tensor it makes is disposed before it returns, also on error.
  */
 export async function scoreCheckpoint(ck: Checkpoint, promptSets: readonly PromptSet[], opts: ScoreOptions): Promise<CheckpointScores> {
   const c = ck.config;
@@ -82,6 +87,11 @@ export async function scoreCheckpoint(ck: Checkpoint, promptSets: readonly Promp
     icl: opts.icl,
   };
   if (request.loss.includes('icl_score')) checkIclPositions(opts.icl);
+  const bigrams = opts.bigrams;
+  const wantsBigramKl = metricsOfKind(opts.metrics, 'corpus').includes('bigram_kl');
+  if (wantsBigramKl && bigrams === undefined) {
+    throw new HeadsweepError('bigram_kl needs the bigram counts of a corpus (ScoreOptions.bigrams)', { stage: 'config', key: 'bigram' });
+  }
   for (const set of promptSets) validatePromptSet(set, c);
 
   const result: CheckpointScores = { nLayers: c.n_layers, nHeads: c.n_heads, promptSets: [], seconds: { forward: 0, weights: 0 } };
@@ -93,11 +103,14 @@ export async function scoreCheckpoint(ck: Checkpoint, promptSets: readonly Promp
         result.promptSets.push(await inStage('forward', ck.path, () => scorePromptSet(params, c, set, request)));
       }
       result.seconds.forward = (performance.now() - start) / 1000;
+    } else {
+      result.promptSets = promptSets.map((set) => ({ promptSet: set.name }));
     }
     const weightMetrics = metricsOfKind(opts.metrics, 'weights');
     const start = performance.now();
     if (weightMetrics.includes('copying')) result.copying = await inStage('score', ck.path, () => copyingScores(params, c));
     if (weightMetrics.includes('composition')) result.composition = await inStage('score', ck.path, () => compositionScores(params, c));
+    if (wantsBigramKl) result.bigram_kl = await inStage('score', ck.path, () => bigramKl(params, c, bigrams!));
     result.seconds.weights = (performance.now() - start) / 1000;
   } finally {
     disposeParams(params);

@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../src/backend.ts';
+import { countBigrams } from '../src/metrics/bigram-kl.ts';
 import { prefixMatchingMask } from '../src/metrics/prefix-matching.ts';
 import { METRIC_NAMES, scoreCheckpoint, type CheckpointScores, type MetricName } from '../src/score.ts';
 import { FIXTURE_NAMES, loadFixture } from './helpers/fixtures.ts';
@@ -26,6 +27,7 @@ function maxDifference(a: CheckpointScores, b: CheckpointScores): number {
   });
   a.copying?.forEach((x, j) => pairs.push([x, b.copying?.[j] ?? NaN]));
   a.composition?.score.forEach((x, j) => pairs.push([x, b.composition?.score[j] ?? NaN]));
+  if (a.bigram_kl !== undefined) pairs.push([a.bigram_kl, b.bigram_kl ?? NaN]);
   expect(pairs.length).toBeGreaterThan(0);
   return Math.max(...pairs.map(([x, y]) => (Number.isNaN(x - y) ? Infinity : Math.abs(x - y))));
 }
@@ -72,7 +74,9 @@ describe('backends', () => {
 
   it.each(FIXTURE_NAMES)('cpu and wasm agree within 1e-5 on every score: %s', async (name) => {
     const fx = loadFixture(name);
-    const run = () => scoreCheckpoint(fx.checkpoint, fx.promptSets, { metrics: METRIC_NAMES, batchSize: 4, icl: fx.icl });
+    // bigram_kl against the fixture's own prompt tokens.
+    const bigrams = countBigrams(fx.promptSets.flatMap((s) => s.sequences), fx.checkpoint.config.d_vocab);
+    const run = () => scoreCheckpoint(fx.checkpoint, fx.promptSets, { metrics: METRIC_NAMES, batchSize: 4, icl: fx.icl, bigrams });
     await initBackend('cpu');
     const cpu = await run();
     await initBackend('wasm');

@@ -1,6 +1,7 @@
 /**
- * Every metric and the kind of input it reads: attention patterns, weights alone, or
- * logits. The scorer looks metrics up here, so adding one is a line in each table.
+ * Every metric and the kind of input it reads: attention patterns, weights alone,
+ * logits, or weights against the statistics of a corpus. The scorer looks metrics up
+ * here, so adding one is a line in each table.
  */
 import type { MetricName } from '../score.ts';
 import { duplicateTokenMask } from './duplicate-token.ts';
@@ -8,7 +9,7 @@ import type { PatternMaskFn } from './pattern.ts';
 import { prefixMatchingMask } from './prefix-matching.ts';
 import { previousTokenMask } from './previous-token.ts';
 
-export type MetricKind = 'pattern' | 'weights' | 'loss';
+export type MetricKind = 'pattern' | 'weights' | 'loss' | 'corpus';
 
 export const METRIC_KIND = {
   prefix_matching: 'pattern',
@@ -18,6 +19,7 @@ export const METRIC_KIND = {
   composition: 'weights',
   mean_loss: 'loss',
   icl_score: 'loss',
+  bigram_kl: 'corpus',
 } as const satisfies Record<MetricName, MetricKind>;
 
 /** The metric names of one kind, as a type: `MetricOfKind<'pattern'>` = 'prefix_matching' | ... */
