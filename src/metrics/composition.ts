@@ -21,7 +21,8 @@ import { foldReading } from './fold.ts';
 const KINDS: readonly CompositionKind[] = ['Q', 'K', 'V'];
 
 /** One layer's factors and their Gram matrices. */
-interface LayerFactors {
+// A type alias, not an interface, so tf.tidy can return it (aliases get an implicit index signature).
+type LayerFactors = {
   /** W_O: [head, d_head, d_model] */
   wO: tf.Tensor3D;
   /** R(W_Q), R(W_K), R(W_V): [head, d_model, d_head] */
@@ -36,7 +37,7 @@ interface LayerFactors {
   /** ||OV|| and ||QK|| (= ||QKᵀ||): [head] */
   normOV: tf.Tensor1D;
   normQK: tf.Tensor1D;
-}
+};
 
 function layerFactors(params: Params, c: ModelConfig, l: number): LayerFactors {
   const p = `blocks.${l}.attn`;
@@ -98,16 +99,25 @@ export function compositionScores(params: Params, c: ModelConfig): CompositionSc
   const layerPairs: [number, number][] = [];
   for (let l1 = 0; l1 < nLayers; l1++) for (let l2 = l1 + 1; l2 < nLayers; l2++) layerPairs.push([l1, l2]);
 
-  let scores: Float32Array = new Float32Array(0); // (layer pair, kind, H1, H2)
+  // (layer pair, kind, H1, H2). Each layer pair is reduced and downloaded in its own tidy:
+  // a pair's intermediates are (H·d_head)² floats per kind, and keeping those of all 66
+  // pairs of a 12-layer model alive at once would not fit the wasm heap.
+  const pairSize = KINDS.length * nHeads * nHeads;
+  const scores = new Float32Array(layerPairs.length * pairSize);
   if (layerPairs.length > 0) {
-    const all = tf.tidy(() => {
-      const factors = Array.from({ length: nLayers }, (_, l) => layerFactors(params, c, l));
-      return tf.stack(layerPairs.map(([l1, l2]) => layerPairScores(factors[l1], factors[l2]))); // (pairs, 3, H, H)
-    });
+    const factors = Array.from({ length: nLayers }, (_, l) => tf.tidy(() => layerFactors(params, c, l)));
     try {
-      scores = all.dataSync() as Float32Array;
+      layerPairs.forEach(([l1, l2], i) => {
+        const pair = tf.tidy(() => layerPairScores(factors[l1], factors[l2])); // (3, H1, H2)
+        try {
+          scores.set(pair.dataSync(), i * pairSize);
+        } finally {
+          pair.dispose();
+        }
+      });
     } finally {
-      all.dispose();
+      // W_O is the caller's parameter tensor, passed through; everything else was made here.
+      for (const f of factors) for (const [name, t] of Object.entries(f)) if (name !== 'wO') t.dispose();
     }
   }
 
