@@ -35,6 +35,8 @@ export { previousTokenMask } from './metrics/previous-token.ts';
 export { checkIclPositions, type IclPositions } from './metrics/loss.ts';
 export { copyingScores } from './metrics/copying.ts';
 export { compositionScores } from './metrics/composition.ts';
+export { bigramKl } from './metrics/bigram-kl.ts';
+export { bigramEntropy, countBigrams, type Bigrams } from './metrics/bigrams.ts';
 export {
   METRIC_KIND, PATTERN_MASKS, metricsOfKind, type MetricKind, type MetricOfKind, type PatternMetricName,
 } from './metrics/registry.ts';

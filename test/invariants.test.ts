@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../src/backend.ts';
-import { countBigrams } from '../src/metrics/bigram-kl.ts';
+import { countBigrams } from '../src/metrics/bigrams.ts';
 import { prefixMatchingMask } from '../src/metrics/prefix-matching.ts';
 import { METRIC_NAMES, scoreCheckpoint, type CheckpointScores, type MetricName } from '../src/score.ts';
 import { FIXTURE_NAMES, loadFixture } from './helpers/fixtures.ts';

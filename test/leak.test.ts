@@ -6,7 +6,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../src/backend.ts';
 import { HeadsweepError } from '../src/errors.ts';
-import { countBigrams } from '../src/metrics/bigram-kl.ts';
+import { countBigrams } from '../src/metrics/bigrams.ts';
 import { METRIC_NAMES, scoreCheckpoint } from '../src/score.ts';
 import { FIXTURE_NAMES, loadFixture, type Fixture } from './helpers/fixtures.ts';
 
