@@ -2,7 +2,7 @@
  * The sweep config: one YAML file, one strict zod schema. `SweepConfig` is inferred from
  * the schema, so the schema is the only place a key, its type and its default are written.
  *
- * Relative paths inside a config (checkpoint globs, tokens files, the output folder)
+ * Relative paths inside a config (checkpoint globs, tokens and corpus files, the output folder)
  * resolve against the folder that holds the config file, so a config works from any
  * working directory; paths given on the command line (`--out`) resolve against the
  * working directory, as command-line paths do everywhere.
@@ -10,9 +10,10 @@
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
-import { BACKENDS, METRIC_NAMES } from '../src/names.ts';
+import { BACKENDS, METRIC_NAMES, type MetricName } from '../src/names.ts';
 import { DEFAULT_RULES, RulesSchema } from '../src/classify.ts';
 import { PromptSetSpecSchema } from '../src/prompts/index.ts';
+import { TOKENIZER_NAMES } from '../src/train/tokenizer.ts';
 import { parseYamlWith, readConfigText } from '../src/yaml-config.ts';
 import { OUTPUT_FORMATS, type OutputFormat } from './sinks/index.ts';
 
@@ -56,13 +57,29 @@ export const OutputSchema = z
   ])
   .transform((o) => (typeof o === 'string' ? { dir: o, formats: ['arrow'] as OutputFormat[] } : o));
 
+/**
+ * The corpus bigram_kl compares each model's direct path with: a text file, read whole
+ * through `tokenizer` (its ids must fit every run's d_vocab).
+ */
+export const BigramSourceSchema = z.strictObject({
+  path: z.string().min(1),
+  tokenizer: z.enum(TOKENIZER_NAMES),
+});
+
+/** Every metric the config can compute: bigram_kl only when it names a corpus. */
+function defaultMetrics(bigram: unknown): MetricName[] {
+  return METRIC_NAMES.filter((m) => m !== 'bigram_kl' || bigram !== undefined);
+}
+
 export const SweepConfigSchema = z
   .strictObject({
     name: z.string().min(1),
     output: OutputSchema,
     checkpoints: z.array(CheckpointSourceSchema).min(1),
     prompt_sets: z.array(PromptSetSpecSchema).min(1),
-    metrics: z.array(z.enum(METRIC_NAMES)).min(1).default([...METRIC_NAMES]),
+    /** Default: every metric, bigram_kl only with `bigram`. */
+    metrics: z.array(z.enum(METRIC_NAMES)).min(1).optional(),
+    bigram: BigramSourceSchema.optional(),
     /** 0-based positions for icl_score (METRICS.md §6). */
     icl: z.strictObject({ early: z.number().int().min(1), late: z.number().int().min(2) }).default({ early: 50, late: 500 }),
     /** Head labels; the first matching rule wins (src/classify.ts). */
@@ -96,11 +113,15 @@ export const SweepConfigSchema = z
       else ctx.addIssue({ code: 'custom', path: ['prompt_sets', i, 'name'], message: `prompt set '${set.name}' is already defined at prompt_sets[${seen}]` });
     });
     const metrics = new Set<string>();
-    c.metrics.forEach((m, i) => {
+    c.metrics?.forEach((m, i) => {
       if (metrics.has(m)) ctx.addIssue({ code: 'custom', path: ['metrics', i], message: `metric '${m}' is listed twice` });
+      if (m === 'bigram_kl' && c.bigram === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['metrics', i], message: 'bigram_kl needs a corpus: add bigram: {path: <text file>, tokenizer: byte|char64}' });
+      }
       metrics.add(m);
     });
-  });
+  })
+  .transform((c) => ({ ...c, metrics: c.metrics ?? defaultMetrics(c.bigram) }));
 
 export type SweepConfig = z.infer<typeof SweepConfigSchema>;
 export type CheckpointSource = z.infer<typeof CheckpointSourceSchema>;

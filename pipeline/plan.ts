@@ -1,8 +1,9 @@
 /**
  * From a validated config to the list of work: every checkpoint file the globs match
  * (with its step and model config from the header), the prompt sets built for each run's
- * model, and how many checkpoints may be in flight for the memory budget. Planning reads
- * only safetensors headers and the prompt files; nothing is computed.
+ * model, the bigram counts of the corpus bigram_kl is measured against, and how many
+ * checkpoints may be in flight for the memory budget. Planning reads only safetensors
+ * headers, the prompt files and the corpus; nothing is run through a model.
  *
  * A checkpoint whose header cannot be read stays in the plan with its problem, so the
  * sweep can report it as a row in `errors` while every other checkpoint is scored.
@@ -14,8 +15,11 @@ import { glob } from 'tinyglobby';
 import { inspectCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import { parameterCount, type ModelConfig } from '../src/checkpoint/config.ts';
 import { configError, HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
+import { countBigrams, type Bigrams } from '../src/metrics/bigrams.ts';
 import { buildPromptSet, type PromptSet } from '../src/prompts/index.ts';
+import { readCorpus, TOKENIZERS, type TokenizerName } from '../src/train/tokenizer.ts';
 import { withOverrides, type ConfigOverrides, type LoadedConfig, type SweepConfig } from './config.ts';
+import { sha256File } from './hash.ts';
 
 export interface PlannedCheckpoint {
   run: string;
@@ -42,11 +46,24 @@ export interface RunPlan {
   config: ModelConfig | null;
 }
 
+/** The corpus of `bigram`, counted once for the whole sweep: every run's checkpoints are scored against the same counts. */
+export interface BigramCorpus {
+  /** Absolute path. */
+  file: string;
+  /** Hex sha256 of the file: with the tokenizer, it keys the bigram_kl values (incremental.ts). */
+  sha256: string;
+  tokenizer: TokenizerName;
+  /** [vocab, vocab] with vocab = the tokenizer's ids. */
+  bigrams: Bigrams;
+}
+
 export interface Plan {
   configFile: string;
   config: SweepConfig;
   outDir: string;
   runs: RunPlan[];
+  /** null when bigram_kl is not asked for. */
+  bigram: BigramCorpus | null;
   memoryBudgetBytes: number;
   /** Checkpoints in flight at once: at least 1, at most one per worker plus one being written. */
   maxInFlight: number;
@@ -139,6 +156,36 @@ function buildPromptSets(loaded: LoadedConfig, config: SweepConfig, run: string,
   });
 }
 
+/**
+ * Reads and counts the corpus of `bigram` when bigram_kl is asked for (a missing or
+ * unreadable file is a config error at `bigram.path`); only checks that the file is
+ * there when it is not.
+ */
+async function planBigram(loaded: LoadedConfig, config: SweepConfig): Promise<BigramCorpus | null> {
+  if (config.bigram === undefined) return null;
+  const file = resolve(loaded.dir, config.bigram.path);
+  if (!existsSync(file)) throw configError(loaded.file, 'bigram.path', `no such file: ${file}`);
+  if (!config.metrics.includes('bigram_kl')) return null;
+  const { tokenizer } = config.bigram;
+  try {
+    // The whole file is one sequence: every adjacent pair in it counts.
+    const bigrams = countBigrams([readCorpus(file, tokenizer)], TOKENIZERS[tokenizer].vocabSize);
+    if (bigrams.total === 0) throw new Error('it has fewer than two tokens, so no adjacent pairs');
+    return { file, sha256: await sha256File(file), tokenizer, bigrams };
+  } catch (err) {
+    throw configError(loaded.file, 'bigram.path', messageOf(err));
+  }
+}
+
+/** bigram_kl needs every corpus id to be one of the model's: a config error naming the run otherwise. */
+function checkBigramVocab(loaded: LoadedConfig, corpus: BigramCorpus | null, run: string, model: ModelConfig): void {
+  if (corpus === null || corpus.bigrams.vocab <= model.d_vocab) return;
+  throw configError(
+    loaded.file, 'bigram.tokenizer',
+    `tokenizer '${corpus.tokenizer}' has ${corpus.bigrams.vocab} ids but run '${run}' has d_vocab ${model.d_vocab}; bigram_kl needs a tokenizer whose ids fit every run`,
+  );
+}
+
 export interface PlanOptions {
   /** Accept a glob that matches nothing yet (a watching sweep waits for its files). */
   allowEmptyGlobs?: boolean;
@@ -154,12 +201,15 @@ export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides
     }
   });
 
+  const bigram = await planBigram(loaded, config);
+
   const runs: RunPlan[] = [];
   for (const [i, src] of config.checkpoints.entries()) {
     const paths = await resolveGlobs(loaded, i, opts.allowEmptyGlobs ?? false);
     const checkpoints = paths.map((p) => planCheckpoint(loaded, src.run, p, src.step_regex)).sort(byStepThenPath);
     const model = checkpoints.find((c) => c.config !== null)?.config ?? null;
     const promptSets = model === null ? [] : buildPromptSets(loaded, config, src.run, model);
+    if (model !== null) checkBigramVocab(loaded, bigram, src.run, model);
     for (const c of checkpoints) {
       if (c.config === null || model === null) continue;
       if (promptShape(c.config) !== promptShape(model)) {
@@ -178,7 +228,7 @@ export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides
   const largest = Math.max(1, ...runs.flatMap((r) => r.checkpoints.map((c) => c.bytes)));
   // One more than the workers keeps every worker busy while a finished result is written.
   const maxInFlight = Math.max(1, Math.min(config.workers + 1, Math.floor(memoryBudgetBytes / largest)));
-  return { configFile: loaded.file, config, outDir, runs, memoryBudgetBytes, maxInFlight };
+  return { configFile: loaded.file, config, outDir, runs, bigram, memoryBudgetBytes, maxInFlight };
 }
 
 function formatCount(n: number): string {
@@ -205,6 +255,9 @@ export function describePlan(plan: Plan): string {
   lines.push(`sweep '${c.name}' from ${plan.configFile}`);
   lines.push(`  output   ${plan.outDir} (${c.output.formats.join(', ')})`);
   lines.push(`  metrics  ${c.metrics.join(', ')}`);
+  if (plan.bigram !== null) {
+    lines.push(`  bigram   ${plan.bigram.file} (${plan.bigram.tokenizer}, ${formatCount(plan.bigram.bigrams.total)} token pairs)`);
+  }
   lines.push(`  compute  backend ${c.backend}, ${c.workers} worker(s), batch ${c.batch_size}, up to ${plan.maxInFlight} checkpoint(s) in flight (budget ${formatBytes(plan.memoryBudgetBytes)})`);
   let totalTokenLayers = 0;
   let totalHeads = 0;

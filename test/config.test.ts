@@ -22,6 +22,7 @@ afterAll(() => tmp.cleanup());
 
 const DEMO = resolve('data/demo/planted-2l');
 const NAT = resolve('data/prompts/nat.jsonl');
+const CORPUS = resolve('data/corpus/npm-readmes.txt');
 
 /** A valid config (absolute paths, so it holds wherever it is written); `edit` breaks one thing. */
 function configText(edit: (lines: string[]) => string[] = (l) => l): string {
@@ -58,6 +59,12 @@ describe('a bad config: the real CLI exits 2 and names the YAML path', () => {
       command: 'sweep',
       edit: (l) => l.map((x) => x.replace(NAT, `${NAT}.missing`)),
       expected: new RegExp(`bad\\.yaml → at prompt_sets\\[1\\]\\.path: no such file: ${NAT}\\.missing`),
+    },
+    {
+      name: 'bigram_kl without a corpus',
+      command: 'validate',
+      edit: (l) => [...l, 'metrics: [prefix_matching, bigram_kl]'],
+      expected: /bad\.yaml → at metrics\[1\]: bigram_kl needs a corpus: add bigram: \{path: <text file>, tokenizer: byte\|char64\} \(line 10\)/,
     },
     {
       name: 'glob matching nothing',
@@ -109,6 +116,17 @@ describe('more config errors, through the same functions the CLI calls', () => {
     expect(message).toMatch(/→ at icl\.late: late \(20\) must be after early \(60\)/);
   });
 
+  test('a missing bigram corpus names bigram.path', async () => {
+    const { message, exitCode } = await failure(configText((l) => [...l, `bigram: {path: "${CORPUS}.missing", tokenizer: char64}`]));
+    expect(message).toMatch(new RegExp(`→ at bigram\\.path: no such file: ${CORPUS}\\.missing$`));
+    expect(exitCode).toBe(EXIT.badConfig);
+  });
+
+  test('a bigram tokenizer with more ids than a run has names the run and bigram.tokenizer', async () => {
+    const { message } = await failure(configText((l) => [...l, `bigram: {path: "${CORPUS}", tokenizer: char64}`]));
+    expect(message).toMatch(/→ at bigram\.tokenizer: tokenizer 'char64' has 64 ids but run 'planted-2l' has d_vocab 16/);
+  });
+
   test('--workers 0 is refused with exit code 2', async () => {
     const { message, exitCode } = await failure(configText(), { workers: 0 });
     expect(message).toBe('--workers must be a whole number >= 1, got 0');
@@ -120,7 +138,11 @@ describe('good configs', () => {
   test('defaults fill every optional key; a plain output folder means arrow files', () => {
     const c = parseConfig(configText((l) => l.filter((x) => x !== 'workers: 1')), 'inline.yaml');
     expect(c.output).toEqual({ dir: 'out', formats: ['arrow'] });
-    expect(c.metrics).toEqual([...METRIC_NAMES]);
+    // Every metric but bigram_kl, which needs a corpus; with one it is among the defaults.
+    expect(c.metrics).toEqual(METRIC_NAMES.filter((m) => m !== 'bigram_kl'));
+    const withCorpus = parseConfig(configText((l) => [...l, 'bigram: {path: corpus.txt, tokenizer: byte}']), 'inline.yaml');
+    expect(withCorpus.metrics).toEqual([...METRIC_NAMES]);
+    expect(withCorpus.bigram).toEqual({ path: 'corpus.txt', tokenizer: 'byte' });
     expect(c.icl).toEqual({ early: 50, late: 500 });
     expect(c.classify).toEqual(DEFAULT_RULES);
     expect(c.batch_size).toBe(16);
