@@ -7,14 +7,17 @@
  * `step-<step>-<sha12>`). Its results are keyed by:
  *
  * - one key per prompt set, covering everything its `heads` and `checkpoint_scores`
- *   rows depend on: the version of the score definitions (`SCORE_DEFINITIONS_VERSION`),
- *   the prompt set's spec as resolved by the config schema (defaults filled in), the
- *   sha256 of the token ids it became for the run's model, the metrics that appear in
- *   those rows (all but composition; copying is among them because its values and the
- *   labels it feeds repeat in every prompt set's rows), the icl positions when icl_score
- *   is asked for, and the classify rules;
- * - one key for the weight-only composition table: the definitions version alone, or
- *   none when composition is not asked for;
+ *   rows depend on but the per-checkpoint scores: the version of the score definitions
+ *   (`SCORE_DEFINITIONS_VERSION`), the prompt set's spec as resolved by the config schema
+ *   (defaults filled in), the sha256 of the token ids it became for the run's model, the
+ *   metrics that appear in those rows (all but composition and bigram_kl; copying is
+ *   among them because its values and the labels it feeds repeat in every prompt set's
+ *   rows), the icl positions when icl_score is asked for, and the classify rules;
+ * - one key for the scores computed once per checkpoint from its weights (`weights`):
+ *   the composition table, and bigram_kl, whose value repeats on every checkpoint_scores
+ *   row. It covers the definitions version, whether composition is asked for, and for
+ *   bigram_kl the corpus file's sha256 and tokenizer; none when neither is asked for.
+ *   A new corpus thus scores bigram_kl again with no forward pass.
  * - the tfjs backend that computed them and the output formats, recorded beside the keys.
  *
  * batch_size, workers, memory_budget_mb, retries and timeouts are in no key: they change
@@ -25,11 +28,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tableFromIPC, type Table } from 'apache-arrow';
 import type { PromptSet } from '../src/prompts/types.ts';
-import type { CheckpointScores, PromptSetScores } from '../src/score.ts';
+import type { CheckpointScores, MetricName, PromptSetScores } from '../src/score.ts';
 import type { SweepConfig } from './config.ts';
 import type { WorkReason } from './events.ts';
 import { sha256File } from './hash.ts';
-import type { PlannedCheckpoint } from './plan.ts';
+import type { BigramCorpus, PlannedCheckpoint } from './plan.ts';
 import type { OutputFormat } from './sinks/index.ts';
 import { fileStamp, type CheckpointState, type KeyedSet } from './state.ts';
 import { checkpointId } from './tables.ts';
@@ -39,15 +42,15 @@ import { checkpointId } from './tables.ts';
  * with any change that alters a number or a label in the tables: every checkpoint is
  * then scored again on its next sweep.
  */
-export const SCORE_DEFINITIONS_VERSION = 1;
+export const SCORE_DEFINITIONS_VERSION = 2;
 
-/** Metrics computed per prompt set: without one of them a sweep writes no heads or checkpoint_scores rows. */
-const PER_SET_METRICS: readonly string[] = ['prefix_matching', 'duplicate_token', 'previous_token', 'mean_loss', 'icl_score'];
+/** Scores computed once per checkpoint and keyed by the weights key, not by the prompt sets'. */
+export const WEIGHTS_KEYED_METRICS: readonly MetricName[] = ['composition', 'bigram_kl'];
 
 export interface SettingsKeys {
-  /** In config order; empty when no per-prompt-set metric is asked for (no rows to key). */
+  /** In config order; empty when no metric with values in heads or checkpoint_scores rows is asked for (no rows to key). */
   promptSets: KeyedSet[];
-  /** Key of the composition table; null when composition is not asked for. */
+  /** Key of composition and bigram_kl; null when neither is asked for. */
   weights: string | null;
 }
 
@@ -75,11 +78,17 @@ export function tokensDigest(set: PromptSet): string {
   return hash.digest('hex');
 }
 
-/** The keys of a run's results under `config`; `promptSets` are the run's built prompt sets, in config order. */
-export function settingsKeys(config: SweepConfig, promptSets: readonly PromptSet[]): SettingsKeys {
+/**
+ * The keys of a run's results under `config`; `promptSets` are the run's built prompt
+ * sets, in config order; `corpus` is the plan's (non-null when bigram_kl is asked for).
+ */
+export function settingsKeys(config: SweepConfig, promptSets: readonly PromptSet[], corpus: BigramCorpus | null): SettingsKeys {
   const metrics = [...config.metrics].sort();
-  const rowMetrics = metrics.filter((m) => m !== 'composition');
-  const hasRows = metrics.some((m) => PER_SET_METRICS.includes(m));
+  const rowMetrics = metrics.filter((m) => !WEIGHTS_KEYED_METRICS.includes(m));
+  // Every metric but composition has values in heads or checkpoint_scores rows.
+  const hasRows = metrics.some((m) => m !== 'composition');
+  const weightsKeyed = metrics.some((m) => WEIGHTS_KEYED_METRICS.includes(m));
+  const bigram = metrics.includes('bigram_kl') ? { sha256: corpus!.sha256, tokenizer: corpus!.tokenizer } : null;
   return {
     promptSets: !hasRows ? [] : config.prompt_sets.map((spec, i) => ({
       name: spec.name,
@@ -92,7 +101,7 @@ export function settingsKeys(config: SweepConfig, promptSets: readonly PromptSet
         classify: config.classify,
       }),
     })),
-    weights: metrics.includes('composition') ? digest({ definitions: SCORE_DEFINITIONS_VERSION, composition: true }) : null,
+    weights: weightsKeyed ? digest({ definitions: SCORE_DEFINITIONS_VERSION, composition: metrics.includes('composition'), bigram }) : null,
   };
 }
 
@@ -101,7 +110,7 @@ export interface Work {
   reason: WorkReason;
   /** Prompt sets to score now, by name, in config order. */
   sets: string[];
-  /** Whether composition is computed now. */
+  /** Whether the weights-keyed scores (composition, bigram_kl) are computed now. */
   weights: boolean;
   /** The stored entry whose files hold the rows that are kept; null when everything is computed. */
   keep: CheckpointState | null;
@@ -169,6 +178,8 @@ export interface KeptRows {
   sets: Map<string, { scores: PromptSetScores; labels: (string | null)[] }>;
   /** [n_layers * n_heads], from the heads rows; undefined when there are none. */
   copying?: Float64Array;
+  /** From the checkpoint_scores rows, when asked for. */
+  bigram_kl?: number;
 }
 
 /** The entry's file for `table`, Arrow preferred (the formats hold the same rows); null when it has none. */
@@ -199,13 +210,17 @@ function float64Values(table: Table, name: string): Float64Array {
   return out;
 }
 
-/** Reads the rows of the prompt sets `names` of a checkpoint with `perSet` = n_layers * n_heads heads. */
-export async function readKept(out: string, state: CheckpointState, names: readonly string[], perSet: number): Promise<KeptRows> {
+/**
+ * Reads the rows of the prompt sets `names` of a checkpoint with `perSet` = n_layers *
+ * n_heads heads, and its stored bigram_kl when `bigramKl` (the same on every row).
+ */
+export async function readKept(out: string, state: CheckpointState, names: readonly string[], perSet: number, bigramKl: boolean): Promise<KeptRows> {
   const kept: KeptRows = { sets: new Map() };
-  if (names.length === 0) return kept;
+  if (names.length === 0 && !bigramKl) return kept;
   const heads = await readTable(out, state, 'heads');
   const scores = await readTable(out, state, 'checkpoint_scores');
   if (heads === null || scores === null) throw new Error(`${state.path}: the stored heads or checkpoint_scores file is missing`);
+  if (bigramKl) kept.bigram_kl = float64Values(scores, 'bigram_kl')[0];
   const headSet = heads.getChild('prompt_set')!.toArray() as string[];
   const scoreSet = scores.getChild('prompt_set')!.toArray() as string[];
   const column = Object.fromEntries(['prefix_matching', 'duplicate_token', 'previous_token', 'copying'].map((m) => [m, float64Values(heads, m)]));
@@ -213,7 +228,8 @@ export async function readKept(out: string, state: CheckpointState, names: reado
   const meanLoss = float64Values(scores, 'mean_loss');
   const icl = float64Values(scores, 'icl_score');
   for (const name of names) {
-    const start = headSet.indexOf(name);
+    // A model without layers has no heads rows, only checkpoint_scores rows.
+    const start = perSet === 0 ? 0 : headSet.indexOf(name);
     const row = scoreSet.indexOf(name);
     if (start < 0 || row < 0) throw new Error(`${state.path}: the stored files have no rows for prompt set '${name}'`);
     const block = (m: string) => column[m].slice(start, start + perSet);

@@ -46,7 +46,7 @@ export const CheckpointStateSchema = z.strictObject({
   /** The tfjs backend that computed the scores. */
   backend: z.string().nullable(),
   formats: z.array(z.enum(OUTPUT_FORMATS)),
-  /** Key of the composition scores; null when they were not asked for. */
+  /** Key of the weight scores computed once per checkpoint (composition, bigram_kl); null when neither was asked for. */
   weights: z.string().nullable(),
   /** The prompt sets in the files, in row order, with the key each was scored under. */
   prompt_sets: z.array(KeyedSetSchema),

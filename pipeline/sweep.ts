@@ -38,7 +38,7 @@ import type { ConfigOverrides, LoadedConfig, SweepConfig } from './config.ts';
 import { poolEventToSweep, type EventLog } from './events.ts';
 import { sha256File } from './hash.ts';
 import {
-  decide, mergeScores, readKept, settingsKeys, withBackend, type Decided, type SettingsKeys, type Work,
+  decide, mergeScores, readKept, settingsKeys, withBackend, WEIGHTS_KEYED_METRICS, type Decided, type KeptRows, type SettingsKeys, type Work,
 } from './incremental.ts';
 import { packageVersions, writeManifest, type Manifest } from './manifest.ts';
 import { buildPlan, plannedCheckpoints, type Plan, type PlannedCheckpoint, type RunPlan } from './plan.ts';
@@ -302,7 +302,7 @@ class SweepRun {
   async decideAll(plan: Plan, checkpoints: readonly PlannedCheckpoint[]): Promise<Item[]> {
     const keysOf = new Map<string, SettingsKeys>();
     for (const r of plan.runs) {
-      keysOf.set(r.run, r.promptSets.length > 0 ? settingsKeys(plan.config, r.promptSets) : { promptSets: [], weights: null });
+      keysOf.set(r.run, r.promptSets.length > 0 ? settingsKeys(plan.config, r.promptSets, plan.bigram) : { promptSets: [], weights: null });
     }
     const items: Item[] = [];
     for (const ck of checkpoints) {
@@ -413,11 +413,11 @@ class SweepRun {
     this.log({ event: 'checkpoint_started', run: ck.run, path: ck.path, step: ck.step, reason: work.reason, prompt_sets: work.sets, weights: work.weights });
     let outcome: Scored | null = null;
     if (needsPool(item)) {
-      let result = await this.score(run, ck, work);
+      let result = await this.score(plan, run, ck, work);
       if (result.ok && work.keep !== null && result.sha256 !== work.keep.sha256) {
         // The file changed after it was hashed: the stored rows are for other bytes.
         work = { reason: 'changed', sets: item.keys.promptSets.map((s) => s.name), weights: item.keys.weights !== null, keep: null };
-        result = await this.score(run, ck, work);
+        result = await this.score(plan, run, ck, work);
       }
       if (!result.ok) {
         await this.fail(item, at, result.stage, result.message, result.sha256);
@@ -447,20 +447,21 @@ class SweepRun {
   }
 
   /** Asks the pool for the prompt sets and weight scores `work` names. */
-  private async score(run: RunPlan, ck: PlannedCheckpoint, work: Work): Promise<CheckpointOutcome> {
+  private async score(plan: Plan, run: RunPlan, ck: PlannedCheckpoint, work: Work): Promise<CheckpointOutcome> {
     const c = this.config;
     const sets = new Set(work.sets);
     // A partial rescore asks only for what it writes: the per-prompt-set metrics (copying
     // among them, for its column and the labels) when a prompt set is due, composition
-    // when its key changed.
-    const metrics = work.keep === null ? c.metrics : c.metrics.filter((m) => (m === 'composition' ? work.weights : sets.size > 0));
+    // and bigram_kl when their key changed.
+    const metrics = work.keep === null ? c.metrics : c.metrics.filter((m) => (WEIGHTS_KEYED_METRICS.includes(m) ? work.weights : sets.size > 0));
     return this.pool!.score({
       // The backend the probe started, not `auto`: every thread must run the same
       // kernels, or the tables would depend on which thread scored a checkpoint.
       backend: this.backend!,
       file: ck.file,
       promptSets: run.promptSets.filter((s) => sets.has(s.name)),
-      score: { metrics, batchSize: c.batch_size, icl: c.icl },
+      // The counts are structured-cloned into every task (not transferred: each task needs them).
+      score: { metrics, batchSize: c.batch_size, icl: c.icl, bigrams: metrics.includes('bigram_kl') ? plan.bigram!.bigrams : undefined },
       rules: c.classify,
     }, this.stop.signal);
   }
@@ -488,9 +489,15 @@ class SweepRun {
     const start = performance.now();
     const order = item.keys.promptSets.map((s) => s.name);
     const fresh = new Set(outcome === null ? [] : work.sets);
-    const kept = keep === null ? { sets: new Map() } : await readKept(this.outDir, keep, order.filter((n) => !fresh.has(n)), model.n_layers * model.n_heads);
+    const kept: KeptRows = keep === null ? { sets: new Map() } : await readKept(
+      this.outDir, keep, order.filter((n) => !fresh.has(n)), model.n_layers * model.n_heads, !work.weights && c.metrics.includes('bigram_kl'),
+    );
     const merged = mergeScores(order, model.n_layers, model.n_heads, outcome, kept, c.metrics.includes('copying'));
-    const scores: CheckpointScores = { ...merged.scores, composition: work.weights ? outcome!.scores.composition : undefined };
+    const scores: CheckpointScores = {
+      ...merged.scores,
+      composition: work.weights ? outcome!.scores.composition : undefined,
+      bigram_kl: work.weights ? outcome!.scores.bigram_kl : kept.bigram_kl,
+    };
     const seconds = { load: outcome?.loadSeconds ?? 0, forward: scores.seconds.forward, weights: scores.seconds.weights, write: 0 };
     const info = { run: ck.run, step: ck.step, tokensSeen: ck.tokensSeen, checkpoint: ck.path, sha256, config: model, seconds };
 
@@ -506,7 +513,7 @@ class SweepRun {
       if (data !== undefined) {
         files.push(...await this.writeTable(table, ck.run, id, data));
         rows[table] = data.numRows;
-      } else if (table === 'composition' && keep !== null && item.keys.weights !== null) {
+      } else if (table === 'composition' && keep !== null && !work.weights && item.keys.weights !== null) {
         carry(table);
       }
     }

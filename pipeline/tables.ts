@@ -59,6 +59,7 @@ export const SCHEMAS: Record<TableName, Schema> = {
     required('prompt_set', new Utf8()),
     nullable('mean_loss', new Float64()),
     nullable('icl_score', new Float64()),
+    nullable('bigram_kl', new Float64()),
   ]),
   checkpoints: new Schema([
     required('run', new Utf8()),
@@ -124,7 +125,8 @@ export function checkpointId(step: number | null, sha256: string): string {
 
 /**
  * One checkpoint's rows: `heads` (prompt set × layer × head), `composition`,
- * `checkpoint_scores` (one row per prompt set) and `checkpoints` (one row). A table is
+ * `checkpoint_scores` (one row per prompt set; bigram_kl repeats on each) and
+ * `checkpoints` (one row). A table is
  * left out when the scores hold nothing for it (no prompt sets, no composition).
  *
  * labels: [promptSetIndex][layer * n_heads + head], null where a head has no label.
@@ -201,6 +203,8 @@ function checkpointScoresTable(info: CheckpointRowInfo, scores: CheckpointScores
     utf8Column(sets.map((s) => s.promptSet)),
     float64Column(Float64Array.from(sets, (s) => s.mean_loss ?? NaN)),
     float64Column(Float64Array.from(sets, (s) => s.icl_score ?? NaN)),
+    // A per-checkpoint score: the same value on every prompt set's row, as copying repeats in heads.
+    float64Column(new Float64Array(n).fill(scores.bigram_kl ?? NaN)),
   ]);
 }
 

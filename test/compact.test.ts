@@ -426,7 +426,7 @@ describe('inputs compaction refuses', () => {
     writeFileSync(file, tableToIPC(t.select(['run', 'step', 'checkpoint', 'prompt_set', 'mean_loss']), 'file'));
     await expect(compactOutput(root)).rejects.toThrow(
       `${file}: columns (run: Utf8, step: Int64?, checkpoint: Utf8, prompt_set: Utf8, mean_loss: Float64?) differ from the checkpoint_scores table of TABLES.md ` +
-        '(run: Utf8, step: Int64?, checkpoint: Utf8, prompt_set: Utf8, mean_loss: Float64?, icl_score: Float64?)',
+        '(run: Utf8, step: Int64?, checkpoint: Utf8, prompt_set: Utf8, mean_loss: Float64?, icl_score: Float64?, bigram_kl: Float64?)',
     );
     expect(readdirSync(root).filter((n) => n.startsWith('compacted'))).toEqual(['compacted']);
   });

@@ -2,7 +2,8 @@
  * Incremental sweeps through the real CLI on the demo series: a rerun with nothing new
  * scores nothing and rewrites nothing; a changed prompt set is the only work a rerun
  * does, and the result equals a clean sweep under the new settings, also when that rerun
- * is killed with SIGKILL halfway and run again.
+ * is killed with SIGKILL halfway and run again. Another corpus for bigram_kl scores
+ * bigram_kl alone again.
  */
 import { cpSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -122,5 +123,56 @@ describe("changing one prompt set's seed", () => {
     expect(eventsOf(second.events, 'checkpoint_skipped').length).toBeGreaterThanOrEqual(2);
     expect(files(killed).filter((f) => f.endsWith('.tmp'))).toEqual([]);
     expect(tableSnapshot(killed)).toEqual(tableSnapshot(CLEAN_7));
+  });
+});
+
+describe('another bigram corpus', () => {
+  const REPO = join(import.meta.dirname, '..');
+  const CORPUS = readFileSync(join(REPO, 'data', 'corpus', 'npm-readmes.txt'));
+  const ckpts = (run: string, steps: number[]) => steps.map((s) => `"${REPO}/data/checkpoints/${run}/step-${String(s).padStart(6, '0')}.safetensors"`).join(', ');
+  /** Three checkpoints of the d_vocab-64 series, bigram_kl against `corpus` (relative: it starts at the config's folder). */
+  const config = (name: string, corpus: string) => tmp.file(`${name}.yaml`, [
+    `name: ${name}`,
+    'output: unused',
+    'checkpoints:',
+    `  - {run: attn-only-0l, paths: [${ckpts('attn-only-0l', [0, 400])}]}`,
+    `  - {run: attn-only-1l, paths: [${ckpts('attn-only-1l', [1500])}]}`,
+    'prompt_sets:',
+    '  - {name: rrt, kind: repeated_random, length: 8, repeats: 2, count: 2, seed: 0}',
+    'metrics: [previous_token, mean_loss, composition, bigram_kl]',
+    `bigram: {path: ${corpus}, tokenizer: char64}`,
+    'workers: 1',
+  ].join('\n'));
+  const bigramKl = (root: string) => tableFiles(root).filter((f) => f.startsWith('checkpoint_scores/') && f.endsWith('.arrow'))
+    .map((f) => tableFromIPC(readFileSync(join(root, f))).getChild('bigram_kl')!.get(0) as number);
+
+  let cleanA: string;
+  let cleanB: string;
+  let rerun: SweepRun;
+  let root: string;
+
+  beforeAll(async () => {
+    writeFileSync(join(tmp.dir, 'corpus-a.txt'), CORPUS.subarray(0, 20_000));
+    writeFileSync(join(tmp.dir, 'corpus-b.txt'), CORPUS.subarray(20_000, 40_000));
+    const [a, b] = [config('corpus-a', 'corpus-a.txt'), config('corpus-b', 'corpus-b.txt')];
+    cleanA = join(tmp.dir, 'clean-corpus-a');
+    cleanB = join(tmp.dir, 'clean-corpus-b');
+    const runs = await Promise.all([sweep([a, '--out', cleanA]), sweep([b, '--out', cleanB])]);
+    for (const run of runs) expect(run.code, run.other.join('\n')).toBe(0);
+    root = copyOf(cleanA, 'corpus-a-then-b');
+    rerun = await sweep([b, '--out', root]);
+  });
+
+  test('scores only the weight scores again, with no prompt set, on every checkpoint', () => {
+    expect(rerun.code, rerun.other.join('\n')).toBe(0);
+    const started = eventsOf(rerun.events, 'checkpoint_started');
+    expect(started).toHaveLength(3);
+    for (const e of started) expect(e).toMatchObject({ reason: 'settings', prompt_sets: [], weights: true });
+  });
+
+  test('ends with the tables of a clean sweep against the new corpus', () => {
+    expect(bigramKl(cleanB)).toHaveLength(3);
+    bigramKl(cleanB).forEach((kl, i) => expect(kl).not.toBe(bigramKl(cleanA)[i]));
+    expect(tableSnapshot(root)).toEqual(tableSnapshot(cleanB));
   });
 });

@@ -66,6 +66,7 @@ const scores: CheckpointScores = {
     score: Float64Array.of(0.5, 0.125),
     baseline: 1 / Math.sqrt(8),
   },
+  bigram_kl: 0.75,
   seconds: { forward: 1.5, weights: 0.125 },
 };
 
@@ -174,11 +175,13 @@ describe('checkpoint tables written as Arrow IPC files', () => {
 
     expect(checkpoint_scores.numRows).toBe(2);
     expect(columnsOf(checkpoint_scores)).toEqual([
-      'run: Utf8', 'step: Int64?', 'checkpoint: Utf8', 'prompt_set: Utf8', 'mean_loss: Float64?', 'icl_score: Float64?',
+      'run: Utf8', 'step: Int64?', 'checkpoint: Utf8', 'prompt_set: Utf8', 'mean_loss: Float64?', 'icl_score: Float64?', 'bigram_kl: Float64?',
     ]);
     expect(nullable(checkpoint_scores, 'prompt_set')).toEqual(['repeated', 'random']);
     expect(nullable(checkpoint_scores, 'mean_loss')).toEqual([2.5, 3.25]);
     expect(nullable(checkpoint_scores, 'icl_score')).toEqual([null, -0.5]);
+    // One value per checkpoint, repeated on each prompt set's row.
+    expect(nullable(checkpoint_scores, 'bigram_kl')).toEqual([0.75, 0.75]);
 
     expect(checkpoints.numRows).toBe(1);
     expect(checkpoints.schema.fields.map((f) => f.name)).toEqual([
@@ -309,13 +312,13 @@ describe('manifest', () => {
     const manifest: Manifest = {
       name: 'demo', status: 'finished', config: { output: 'out/demo', workers: 2 }, config_path: 'configs/demo.yaml',
       started_at: '2025-01-01T00:00:00.000Z', finished_at: '2025-01-01T00:01:00.000Z', backend: 'wasm', workers: 2,
-      versions, counts: { checkpoints_planned: 3, scored: 2, failed: 1, rows }, exit_code: 3,
+      shard: null, versions, counts: { checkpoints_planned: 3, scored: 2, failed: 1, rows }, exit_code: 3,
     };
     await writeManifest(out, manifest);
     const text = readFileSync(join(out, 'manifest.json'), 'utf8');
     expect(JSON.parse(text)).toEqual(manifest);
     expect(Object.keys(JSON.parse(text))).toEqual([
-      'name', 'status', 'config', 'config_path', 'started_at', 'finished_at', 'backend', 'workers', 'versions', 'counts', 'exit_code',
+      'name', 'status', 'config', 'config_path', 'started_at', 'finished_at', 'backend', 'workers', 'shard', 'versions', 'counts', 'exit_code',
     ]);
     expect(filesUnder(out)).toEqual([join(out, 'manifest.json')]);
   });
