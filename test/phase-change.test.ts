@@ -4,6 +4,7 @@
  * induction-head phase change: in attn-only-2l one layer-1 head's prefix_matching on
  * repeated random tokens jumps from below 0.15 to above 0.5 within 100 steps, and the
  * loss on the repeats collapses with it; no head of the one-layer model ever gets there.
+ * The zero-layer model's bigram_kl against its training corpus falls towards 0.
  * The series are trained deterministically, so the numbers below are fixed; the bounds
  * leave room only for float32 differences between backends.
  */
@@ -15,6 +16,12 @@ import { EXIT } from '../pipeline/cli.ts';
 import { loadConfig } from '../pipeline/config.ts';
 import { buildPlan } from '../pipeline/plan.ts';
 import { runSweep, type SweepResult } from '../pipeline/sweep.ts';
+import { initBackend } from '../src/backend.ts';
+import { loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { bigramKl } from '../src/metrics/bigram-kl.ts';
+import { countBigrams } from '../src/metrics/bigrams.ts';
+import { disposeParams, uploadParams } from '../src/model/forward.ts';
+import { readCorpus } from '../src/train/tokenizer.ts';
 import { tempDir } from './helpers/safetensors.ts';
 
 const tmp = tempDir();
@@ -51,7 +58,7 @@ function bestHeadByStep(run: string, promptSet = 'rrt'): Map<number, Row> {
   return new Map([...best].sort((a, b) => a[0] - b[0]));
 }
 
-function lossByStep(run: string, promptSet: string, column: 'mean_loss' | 'icl_score'): Map<number, number> {
+function lossByStep(run: string, promptSet: string, column: 'mean_loss' | 'icl_score' | 'bigram_kl'): Map<number, number> {
   return new Map(
     tableRows('checkpoint_scores')
       .filter((r) => r.run === run && r.prompt_set === promptSet)
@@ -115,5 +122,34 @@ describe('phase-change sweep of the bundled series', () => {
     const loss = lossByStep('attn-only-0l', 'readmes', 'mean_loss');
     expect(loss.get(0)!).toBeGreaterThan(4);
     expect(loss.get(400)!).toBeLessThan(3);
+  });
+
+  test('attn-only-0l: bigram_kl falls from ~2 nats to ~0.02 and equals bigramKl on the checkpoint', async () => {
+    const kl = lossByStep('attn-only-0l', 'readmes', 'bigram_kl');
+    expect([...kl.keys()]).toEqual([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 400]);
+    // A per-checkpoint score: every prompt set's row holds the same value.
+    expect(lossByStep('attn-only-0l', 'rrt', 'bigram_kl')).toEqual(kl);
+    expect(kl.get(0)!).toBeGreaterThan(1);
+    expect(kl.get(400)!).toBeLessThan(0.1);
+    expect(kl.get(400)!).toBeGreaterThan(0);
+    // The same number straight from the library, on the main thread: only float32 rounding
+    // of the logits between the two computations, far below 1e-4.
+    await initBackend('wasm');
+    const ck = loadCheckpoint(join(import.meta.dirname, '..', 'data', 'checkpoints', 'attn-only-0l', 'step-000400.safetensors'));
+    const bigrams = countBigrams([readCorpus(join(import.meta.dirname, '..', 'data', 'corpus', 'npm-readmes.txt'), 'char64')], 64);
+    const params = uploadParams(ck.weights);
+    try {
+      expect(Math.abs(bigramKl(params, ck.config, bigrams) - kl.get(400)!)).toBeLessThan(1e-4);
+    } finally {
+      disposeParams(params);
+    }
+  });
+
+  test('attn-only-1l and -2l: bigram_kl of their direct path is scored for every checkpoint', () => {
+    for (const run of ['attn-only-1l', 'attn-only-2l']) {
+      const kl = lossByStep(run, 'readmes', 'bigram_kl');
+      expect(kl.size).toBe(22);
+      for (const [step, value] of kl) expect(value, `${run} step ${step}`).toBeGreaterThan(0);
+    }
   });
 });
