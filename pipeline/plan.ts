@@ -167,14 +167,16 @@ async function planBigram(loaded: LoadedConfig, config: SweepConfig): Promise<Bi
   if (!existsSync(file)) throw configError(loaded.file, 'bigram.path', `no such file: ${file}`);
   if (!config.metrics.includes('bigram_kl')) return null;
   const { tokenizer } = config.bigram;
+  let tokens: Int32Array;
   try {
-    // The whole file is one sequence: every adjacent pair in it counts.
-    const bigrams = countBigrams([readCorpus(file, tokenizer)], TOKENIZERS[tokenizer].vocabSize);
-    if (bigrams.total === 0) throw new Error('it has fewer than two tokens, so no adjacent pairs');
-    return { file, sha256: await sha256File(file), tokenizer, bigrams };
+    tokens = readCorpus(file, tokenizer);
   } catch (err) {
     throw configError(loaded.file, 'bigram.path', messageOf(err));
   }
+  // The whole file is one sequence: every adjacent pair in it counts.
+  const bigrams = countBigrams([tokens], TOKENIZERS[tokenizer].vocabSize);
+  if (bigrams.total === 0) throw configError(loaded.file, 'bigram.path', `${file} has fewer than two tokens, so no adjacent pairs`);
+  return { file, sha256: await sha256File(file), tokenizer, bigrams };
 }
 
 /** bigram_kl needs every corpus id to be one of the model's: a config error naming the run otherwise. */
