@@ -37,6 +37,9 @@ async function trySet(name: BackendName): Promise<boolean> {
 
 /** Activates a backend and returns the name of the one that runs. */
 export async function initBackend(choice: BackendChoice = 'auto'): Promise<BackendName> {
+  // tfjs prints advice on stderr (the cpu backend's "install tfjs-node" banner) unless
+  // PROD is set; headsweep reports the backend that ran in every manifest instead.
+  tf.env().set('PROD', true);
   if (choice !== 'auto') {
     if (!(await trySet(choice))) {
       throw new HeadsweepError(
