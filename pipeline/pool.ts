@@ -178,11 +178,19 @@ export class CheckpointPool {
     this.pool.on('error', (err: unknown) => this.onEvent({ type: 'thread_error', message: messageOf(err) }));
   }
 
-  /** Starts the backend in one worker, so a backend that cannot start stops the sweep before any checkpoint. */
+  /**
+   * Starts the backend in every thread at once (each takes a second or more to compile
+   * its kernels; started lazily, they would start one after another behind the first
+   * checkpoints), so a backend that cannot start stops the sweep before any checkpoint.
+   */
   async init(backend: BackendChoice): Promise<BackendName> {
-    const outcome = (await this.pool.run({ kind: 'init', backend } satisfies InitRequest)) as InitOutcome;
-    if (!outcome.ok) throw new HeadsweepError(outcome.message, { stage: outcome.stage, key: 'backend' });
-    return outcome.backend;
+    const request = { kind: 'init', backend } satisfies InitRequest;
+    const outcomes = (await Promise.all(Array.from({ length: this.workers }, () => this.pool.run(request)))) as InitOutcome[];
+    const failed = outcomes.find((o) => !o.ok);
+    if (failed !== undefined && !failed.ok) throw new HeadsweepError(failed.message, { stage: failed.stage, key: 'backend' });
+    const names = new Set(outcomes.map((o) => (o.ok ? o.backend : null)));
+    if (names.size !== 1) throw new HeadsweepError(`worker threads started different backends (${[...names].join(', ')})`, { stage: 'config', key: 'backend' });
+    return [...names][0]!;
   }
 
   /**
