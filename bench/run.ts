@@ -52,7 +52,7 @@ function ensureCheckpoints(c: Case): string {
   return dir;
 }
 
-function sweepConfig(c: Case, dir: string, backend: BackendChoice): string {
+function sweepConfig(c: Case, dir: string, backend: BackendChoice, batchSize: number): string {
   const file = join(DATA, `${c.name}.yaml`);
   writeFileSync(file, [
     `name: bench-${c.name}`,
@@ -64,7 +64,7 @@ function sweepConfig(c: Case, dir: string, backend: BackendChoice): string {
     // The default prompt set of the issue: 64 × (1 + 25·4) tokens.
     '  - {name: rrt, kind: repeated_random, length: 25, repeats: 4, count: 64, seed: 0}',
     'metrics: [prefix_matching, duplicate_token, previous_token, copying, composition]',
-    'batch_size: 16',
+    `batch_size: ${batchSize}`,
     `backend: ${backend}`,
     '',
   ].join('\n'));
@@ -75,9 +75,9 @@ function mean(xs: number[]): number {
   return xs.reduce((a, b) => a + b, 0) / xs.length;
 }
 
-async function benchSweep(c: Case, workers: number, backend: BackendChoice): Promise<void> {
+async function benchSweep(c: Case, workers: number, backend: BackendChoice, batchSize: number): Promise<void> {
   const dir = ensureCheckpoints(c);
-  const configFile = sweepConfig(c, dir, backend);
+  const configFile = sweepConfig(c, dir, backend, batchSize);
   const outDir = join(DATA, `out-${c.name}`);
   rmSync(outDir, { recursive: true, force: true });
   const plan = await buildPlan(loadConfig(configFile), { workers });
@@ -93,7 +93,7 @@ async function benchSweep(c: Case, workers: number, backend: BackendChoice): Pro
   const heads = c.config.n_layers * c.config.n_heads * n;
   const stage = (k: string) => mean(rows.map((r) => Number(r[k]))).toFixed(2);
   console.log(`\n${c.name}: ${c.config.n_layers} layers × ${c.config.n_heads} heads, d_model ${c.config.d_model}, d_vocab ${c.config.d_vocab}`);
-  console.log(`  backend ${result.manifest.backend}, workers ${result.manifest.workers}, checkpoints ${n} (exit ${result.exitCode})`);
+  console.log(`  backend ${result.manifest.backend}, workers ${result.manifest.workers}, batch ${batchSize}, checkpoints ${n} (exit ${result.exitCode})`);
   console.log(`  per checkpoint, one worker's time: load ${stage('load_seconds')} s, forward ${stage('forward_seconds')} s, weight scores ${stage('weight_seconds')} s, write ${stage('write_seconds')} s`);
   console.log(`  wall ${wall.toFixed(1)} s = ${(wall / n).toFixed(2)} s per checkpoint; ${(tokens / wall).toFixed(0)} tokens/s; ${(heads / wall).toFixed(1)} heads/s`);
   console.log(`  peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB (whole process, all worker threads)`);
@@ -103,6 +103,7 @@ const argv = await yargs(process.argv.slice(2))
   .option('case', { choices: ['2l', 'gpt2', 'train', 'all'] as const, default: 'all' as const })
   .option('workers', { type: 'number', default: availableParallelism() })
   .option('backend', { choices: ['auto', ...BACKENDS] as const, default: 'auto' as const })
+  .option('batch-size', { type: 'number', default: 16 })
   .strict()
   .parseAsync();
 
@@ -110,7 +111,7 @@ if (argv.case === 'all') {
   // One process per case, so each peak RSS is that case's alone.
   console.log(`headsweep bench on ${availableParallelism()} cores, Node ${process.version}`);
   for (const name of ['2l', 'gpt2', 'train']) {
-    const args = [...process.execArgv, process.argv[1], '--case', name, '--workers', String(argv.workers), '--backend', argv.backend];
+    const args = [...process.execArgv, process.argv[1], '--case', name, '--workers', String(argv.workers), '--backend', argv.backend, '--batch-size', String(argv['batch-size'])];
     const child = spawnSync(process.execPath, args, { stdio: 'inherit' });
     if (child.status !== 0) process.exitCode = child.status ?? 1;
   }
@@ -118,5 +119,5 @@ if (argv.case === 'all') {
   const { benchTraining } = await import('./train.ts');
   await benchTraining(argv.backend);
 } else {
-  await benchSweep(CASES[argv.case], argv.workers, argv.backend);
+  await benchSweep(CASES[argv.case], argv.workers, argv.backend, argv['batch-size']);
 }
