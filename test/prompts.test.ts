@@ -168,6 +168,12 @@ describe('tokens files', () => {
     expect(err.message).toBe(`prompt set 'file': ${file} line 1: expected a JSON array of integer token ids`);
   });
 
+  it('names the file and line of an id too large for int32, rather than reading it wrapped', () => {
+    const file = write('wide.jsonl', '[0, 4294967301]\n'); // 2^32 + 5 would wrap to 5, a valid id
+    const err = errorOf(() => readTokensFile({ kind: 'tokens', name: 'file', path: file }));
+    expect(err.message).toBe(`prompt set 'file': ${file} line 1: token id 4294967301 at position 1 does not fit in 32 bits`);
+  });
+
   it('rejects a file with no sequences', () => {
     const file = write('empty.jsonl', '\n\n');
     const err = errorOf(() => readTokensFile({ kind: 'tokens', name: 'file', path: file }));

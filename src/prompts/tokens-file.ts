@@ -32,6 +32,10 @@ export function readTokensFile(spec: TokensFileSpec, baseDir = process.cwd()): P
     if (!Array.isArray(value) || !value.every((v) => Number.isSafeInteger(v))) {
       throw promptError(where, `${at}: expected a JSON array of integer token ids`, file);
     }
+    // Int32Array.from wraps out-of-range ids (2^32 + 5 becomes 5), which would then pass
+    // validatePromptSet's vocabulary check, so they are rejected while the value is still whole.
+    const wide = (value as number[]).findIndex((v) => v < -(2 ** 31) || v >= 2 ** 31);
+    if (wide >= 0) throw promptError(where, `${at}: token id ${value[wide]} at position ${wide} does not fit in 32 bits`, file);
     sequences.push(Int32Array.from(value as number[]));
     lines.push(i + 1);
   });
