@@ -47,15 +47,15 @@ export function disposeParams(params: Params): void {
 function norm(c: ModelConfig, x: tf.Tensor3D, w: tf.Tensor | undefined, b: tf.Tensor | undefined): tf.Tensor3D {
   if (c.normalization_type === null) return x;
   const { mean, variance } = tf.moments(x, -1, true); // biased variance over d_model
-  const scaled = tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, c.eps))) as tf.Tensor3D;
+  const scaled = tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, c.eps))) as tf.Tensor3D; // (B, T, dm) - (B, T, 1) -> (B, T, dm)
   if (c.normalization_type === 'LNPre') return scaled;
-  return tf.add(tf.mul(scaled, w!), b!) as tf.Tensor3D;
+  return tf.add(tf.mul(scaled, w!), b!) as tf.Tensor3D; // (B, T, dm) * (dm) + (dm)
 }
 
 /** [head, d_model, d_head] -> [d_model, head·d_head] */
 function headsSideBySide(w: tf.Tensor): tf.Tensor2D {
   const [nHeads, dModel, dHead] = w.shape;
-  return tf.reshape(tf.transpose(w, [1, 0, 2]), [dModel, nHeads * dHead]);
+  return tf.reshape(tf.transpose(w, [1, 0, 2]), [dModel, nHeads * dHead]); // (H, dm, dh) -> (dm, H, dh) -> (dm, H·dh)
 }
 
 /**
@@ -65,13 +65,13 @@ function headsSideBySide(w: tf.Tensor): tf.Tensor2D {
 function project(x2d: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor, batch: number, pos: number): tf.Tensor4D {
   const [nHeads, , dHead] = w.shape;
   const flat = tf.add(tf.matMul(x2d, headsSideBySide(w)), tf.reshape(b, [nHeads * dHead])); // (B·T, dm) x (dm, H·dh)
-  return tf.transpose(tf.reshape(flat, [batch, pos, nHeads, dHead]), [0, 2, 1, 3]) as tf.Tensor4D;
+  return tf.transpose(tf.reshape(flat, [batch, pos, nHeads, dHead]), [0, 2, 1, 3]) as tf.Tensor4D; // (B, T, H, dh) -> (B, H, T, dh)
 }
 
 /** Additive causal mask: 0 on and below the diagonal, -1e9 above. [qPos, kPos] */
 function causalMask(pos: number): tf.Tensor2D {
-  const lower = tf.linalg.bandPart(tf.ones([pos, pos]), -1, 0);
-  return tf.mul(tf.sub(1, lower), -1e9) as tf.Tensor2D;
+  const lower = tf.linalg.bandPart(tf.ones([pos, pos]), -1, 0); // (T, T): 1 where kPos ≤ qPos
+  return tf.mul(tf.sub(1, lower), -1e9) as tf.Tensor2D; // (T, T)
 }
 
 /**
@@ -111,16 +111,16 @@ export function forward(params: Params, c: ModelConfig, tokens: tf.Tensor2D, opt
     const zFlat = tf.reshape(tf.transpose(z, [0, 2, 1, 3]), [batch * pos, c.n_heads * c.d_head]); // (B·T, H·dh)
     const wO = tf.reshape(params[`${p}.attn.W_O`], [c.n_heads * c.d_head, c.d_model]); // (H·dh, dm): sums over heads
     const attnOut = tf.add(tf.matMul(zFlat, wO), params[`${p}.attn.b_O`]); // (B·T, dm)
-    x = tf.add(x, tf.reshape(attnOut, [batch, pos, c.d_model]));
+    x = tf.add(x, tf.reshape(attnOut, [batch, pos, c.d_model])); // (B, T, dm)
   }
 
   if (!opts.logits) return { patterns };
-  const xf = norm(c, x, params['ln_final.w'], params['ln_final.b']);
+  const xf = norm(c, x, params['ln_final.w'], params['ln_final.b']); // (B, T, dm)
   const logits = tf.add(
     tf.matMul(tf.reshape(xf, [batch * pos, c.d_model]), params['unembed.W_U']), // (B·T, dm) x (dm, V)
     params['unembed.b_U'],
   );
-  return { patterns, logits: tf.reshape(logits, [batch, pos, c.d_vocab]) as tf.Tensor3D };
+  return { patterns, logits: tf.reshape(logits, [batch, pos, c.d_vocab]) as tf.Tensor3D }; // (B·T, V) -> (B, T, V)
 }
 
 /**
@@ -135,7 +135,7 @@ export function tokenLosses(logits: tf.Tensor3D, tokens: tf.Tensor2D): tf.Tensor
   const lse = tf.logSumExp(pred, -1); // (B·(T-1))
   // Gather the target logit by flat index rather than a one-hot product: a one-hot of a
   // 50k vocabulary would cost batch·pos·d_vocab floats.
-  const flatIdx = tf.add(tf.mul(tf.range(0, n, 1, 'int32'), tf.scalar(vocab, 'int32')), tf.cast(targets, 'int32'));
-  const picked = tf.gather(tf.reshape(pred, [n * vocab]), flatIdx);
-  return tf.reshape(tf.sub(lse, picked), [batch, pos - 1]) as tf.Tensor2D;
+  const flatIdx = tf.add(tf.mul(tf.range(0, n, 1, 'int32'), tf.scalar(vocab, 'int32')), tf.cast(targets, 'int32')); // (B·(T-1)): row·V + target
+  const picked = tf.gather(tf.reshape(pred, [n * vocab]), flatIdx); // (B·(T-1)·V) -> (B·(T-1))
+  return tf.reshape(tf.sub(lse, picked), [batch, pos - 1]) as tf.Tensor2D; // (B, T-1)
 }
