@@ -10,7 +10,7 @@ import { bigramKl } from './metrics/bigram-kl.ts';
 import type { Bigrams } from './metrics/bigrams.ts';
 import { compositionScores } from './metrics/composition.ts';
 import { copyingScores } from './metrics/copying.ts';
-import { addLossBatch, batchLosses, checkIclPositions, emptyLossTotals, lossScores } from './metrics/loss.ts';
+import { addLossBatch, batchLosses, checkIclPositions, emptyLossTotals, lossScores, type IclPositions } from './metrics/loss.ts';
 import { maskedHeadSums } from './metrics/pattern.ts';
 import { PATTERN_MASKS, metricsOfKind, type MetricOfKind, type PatternMetricName } from './metrics/registry.ts';
 import { disposeParams, forward, uploadParams, type Params } from './model/forward.ts';
@@ -26,7 +26,7 @@ export interface ScoreOptions {
   /** Sequences per forward batch. */
   batchSize: number;
   /** 0-based positions for icl_score (METRICS.md §6). */
-  icl: { early: number; late: number };
+  icl: IclPositions;
   /** The corpus bigram_kl compares the direct path with; needed only when bigram_kl is asked for. */
   bigrams?: Bigrams;
 }
@@ -124,7 +124,7 @@ interface ForwardRequest {
   patterns: PatternMetricName[];
   loss: MetricOfKind<'loss'>[];
   batchSize: number;
-  icl: ScoreOptions['icl'];
+  icl: IclPositions;
 }
 
 async function scorePromptSet(params: Params, c: ModelConfig, set: PromptSet, req: ForwardRequest): Promise<PromptSetScores> {
