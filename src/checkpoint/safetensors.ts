@@ -84,7 +84,7 @@ function readExactly(fd: number, file: string, buf: Uint8Array, position: number
 }
 
 /** Reads and validates the header of an open file. Throws a HeadsweepError naming `file`. */
-export function readHeader(fd: number, file: string): SafetensorsHeader {
+function readHeader(fd: number, file: string): SafetensorsHeader {
   const stat = fstatSync(fd);
   if (!stat.isFile()) {
     throw checkpointError(file, stat.isDirectory() ? 'is a directory, not a safetensors file' : 'is not a regular file');

@@ -24,7 +24,7 @@ function fmix32(h: number): number {
 }
 
 /** A 32-bit seed for the stream (seed, label, ...indices). */
-export function streamSeed(seed: number, label: string, ...indices: number[]): number {
+function streamSeed(seed: number, label: string, ...indices: number[]): number {
   let h = fmix32(seed >>> 0);
   for (let i = 0; i < label.length; i++) h = fmix32(h ^ label.charCodeAt(i));
   for (const n of indices) h = fmix32(h ^ fmix32(n >>> 0) ^ 0x9e3779b9);

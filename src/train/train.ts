@@ -64,7 +64,7 @@ function stateName(step: number): string {
 }
 
 /** The TransformerLens config written into every checkpoint's metadata. */
-export function tlConfig(c: TrainConfig): ModelConfig & { model_name: string; seed: number } {
+function tlConfig(c: TrainConfig): ModelConfig & { model_name: string; seed: number } {
   return { ...c.model, model_name: c.run, seed: c.seed };
 }
 
