@@ -39,4 +39,15 @@ describe('no tensor leak', () => {
     await expect(run).rejects.toBeInstanceOf(HeadsweepError);
     expect(tf.memory().numTensors).toBe(before);
   });
+
+  it('a score that fails after the weights are uploaded and the forward passes ran leaves numTensors unchanged', async () => {
+    // Validation fails before any upload, so only a later failure exercises the disposal on error:
+    // bigram_kl runs last and rejects a corpus with more ids than the model's d_vocab.
+    const fx = loadFixture('random-1l-none-shortformer');
+    const before = tf.memory().numTensors;
+    const bigrams = countBigrams(fx.promptSets.flatMap((s) => s.sequences), 61); // d_vocab is 60
+    const run = scoreCheckpoint(fx.checkpoint, fx.promptSets, { metrics: METRIC_NAMES, batchSize: 3, icl: fx.icl, bigrams });
+    await expect(run).rejects.toThrow("bigram_kl: the corpus has 61 token ids but the model's d_vocab is 60");
+    expect(tf.memory().numTensors).toBe(before);
+  });
 });
