@@ -52,6 +52,11 @@ export function configError(file: string, path: string, reason: string): Headswe
   return new HeadsweepError(`${file}${at}: ${reason}`, { stage: 'config', file, key: path });
 }
 
+/** zod issues as `key.path: message` lines (`(root)` for the value itself), for messages that list every problem. */
+export function issueLines(issues: readonly { path: readonly PropertyKey[]; message: string }[]): string[] {
+  return issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+}
+
 /** Turns anything thrown into a one-line message for logs and the errors table. */
 export function messageOf(err: unknown): string {
   if (err instanceof Error) return err.message;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { issueLines } from '../errors.ts';
 
 /**
  * Model config in TransformerLens `HookedTransformerConfig` names (METRICS.md §1).
@@ -33,7 +34,7 @@ export function parseModelConfig(raw: unknown): { ok: true; config: ModelConfig 
   if (!parsed.success) {
     return {
       ok: false,
-      problems: parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`),
+      problems: issueLines(parsed.error.issues),
     };
   }
   const config = parsed.data;

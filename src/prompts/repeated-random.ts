@@ -16,7 +16,7 @@
  *      write [BOS?] + block × repeats.
  */
 import type { ModelConfig } from '../checkpoint/config.ts';
-import { promptError } from '../errors.ts';
+import { issueLines, promptError } from '../errors.ts';
 import { sampleDistinct, seededRng } from './rng.ts';
 import { RepeatedRandomSpecSchema, type PromptSet, type RepeatedRandomSpec } from './types.ts';
 
@@ -24,7 +24,7 @@ export function repeatedRandom(raw: RepeatedRandomSpec, c: ModelConfig): PromptS
   const where = `prompt set '${raw.name}'`;
   const parsed = RepeatedRandomSpecSchema.safeParse(raw);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+    const problems = issueLines(parsed.error.issues);
     throw promptError(where, `invalid repeated_random spec: ${problems.join('; ')}`);
   }
   const spec = parsed.data;

@@ -15,7 +15,7 @@ import { resolve } from 'node:path';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { z } from 'zod';
 import type { ModelConfig } from '../checkpoint/config.ts';
-import { promptError } from '../errors.ts';
+import { issueLines, promptError } from '../errors.ts';
 import { TOKENIZERS, TOKENIZER_NAMES } from '../train/tokenizer.ts';
 import { seededRng } from './rng.ts';
 import type { PromptSet } from './types.ts';
@@ -44,7 +44,7 @@ export function textPromptSet(raw: TextSpec, c: ModelConfig, baseDir = process.c
   const where = `prompt set '${raw.name}'`;
   const parsed = TextSpecSchema.safeParse(raw);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+    const problems = issueLines(parsed.error.issues);
     throw promptError(where, `invalid text spec: ${problems.join('; ')}`);
   }
   const spec = parsed.data;
