@@ -41,6 +41,7 @@ import { shardLabel, shardOfManifestFile, type Shard } from './shard.ts';
 import { arrowFileBytes } from './sinks/arrow.ts';
 import { writeFileAtomic } from './sinks/atomic.ts';
 import { writeTableFile } from './sinks/index.ts';
+import { parquetTable } from './sinks/parquet.ts';
 import { SCHEMAS, TABLE_NAMES, type TableName } from './tables.ts';
 
 export const COMPACTED_DIR = 'compacted';
@@ -246,13 +247,6 @@ async function readPartition(file: string, table: TableName): Promise<Table> {
     );
   }
   return data;
-}
-
-/** parquet-wasm is imported lazily, as in the Parquet sink: only Parquet-only sweeps need it here. */
-async function parquetTable(bytes: Uint8Array): Promise<Table> {
-  const { readParquet } = await import('parquet-wasm');
-  // parquet-wasm hands back Arrow IPC stream bytes; the Arrow schema it stored comes back with them.
-  return tableFromIPC(readParquet(bytes).intoIPCStream());
 }
 
 function describeSchema(schema: Schema): string {

@@ -34,6 +34,7 @@ import type { WorkReason } from './events.ts';
 import { sha256File } from './hash.ts';
 import type { BigramCorpus, PlannedCheckpoint } from './plan.ts';
 import type { OutputFormat } from './sinks/index.ts';
+import { parquetTable } from './sinks/parquet.ts';
 import { fileStamp, type CheckpointState, type KeyedSet } from './state.ts';
 import { checkpointId } from './tables.ts';
 
@@ -189,9 +190,7 @@ async function readTable(out: string, state: CheckpointState, table: string): Pr
   if (arrow !== undefined) return tableFromIPC(readFileSync(join(out, arrow)));
   const parquet = files.find((f) => f.endsWith('.parquet'));
   if (parquet === undefined) return null;
-  // As in the Parquet sink: parquet-wasm is loaded only by sweeps that need it.
-  const { readParquet } = await import('parquet-wasm');
-  return tableFromIPC(readParquet(readFileSync(join(out, parquet))).intoIPCStream());
+  return parquetTable(readFileSync(join(out, parquet)));
 }
 
 /**

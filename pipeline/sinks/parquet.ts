@@ -4,7 +4,7 @@
  * required, so there is no init call; it is imported lazily so sweeps that write only
  * Arrow never pay for that compile (a few MB) in each worker.
  */
-import { tableToIPC, type Table } from 'apache-arrow';
+import { tableFromIPC, tableToIPC, type Table } from 'apache-arrow';
 
 export async function parquetFileBytes(table: Table): Promise<Uint8Array> {
   const { Table: WasmTable, WriterPropertiesBuilder, Compression, writeParquet } = await import('parquet-wasm');
@@ -14,4 +14,11 @@ export async function parquetFileBytes(table: Table): Promise<Uint8Array> {
   const properties = new WriterPropertiesBuilder().setCompression(Compression.ZSTD).build();
   // Both arguments are moved into wasm and freed there.
   return writeParquet(wasmTable, properties);
+}
+
+/** The table in a Parquet file's bytes, with the Arrow schema the writer above stored in it. */
+export async function parquetTable(bytes: Uint8Array): Promise<Table> {
+  const { readParquet } = await import('parquet-wasm');
+  // parquet-wasm hands back Arrow IPC stream bytes.
+  return tableFromIPC(readParquet(bytes).intoIPCStream());
 }
