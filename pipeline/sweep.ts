@@ -44,10 +44,8 @@ import { packageVersions, writeManifest, type Manifest } from './manifest.ts';
 import { buildPlan, plannedCheckpoints, type Plan, type PlannedCheckpoint, type RunPlan } from './plan.ts';
 import { CheckpointPool, type CheckpointOutcome, type PoolEvent } from './pool.ts';
 import { checkpointKey, inShard, manifestFileName, shardLabel, shardOfManifestFile, type Shard } from './shard.ts';
-import { arrowFileBytes } from './sinks/arrow.ts';
 import { writeFileAtomic } from './sinks/atomic.ts';
-import { tableFilePath, writeTableFile, type OutputFormat } from './sinks/index.ts';
-import { parquetFileBytes } from './sinks/parquet.ts';
+import { tableFileBytes, tableFilePath, writeTableFile } from './sinks/index.ts';
 import {
   fileStamp, readState, removeStaleTemps, STATE_DIR, stateFile, writeState, type CheckpointState,
 } from './state.ts';
@@ -365,7 +363,7 @@ class SweepRun {
     const data = promptsTable(r.run, r.promptSets);
     for (const format of this.config.output.formats) {
       const path = tableFilePath(this.outDir, 'prompts', r.run, 'prompts', format);
-      const bytes = format === 'arrow' ? arrowFileBytes(data) : await parquetFileBytes(data);
+      const bytes = await tableFileBytes(data, format);
       if (existsSync(path) && readFileSync(path).equals(bytes)) continue;
       await writeFileAtomic(path, bytes);
     }

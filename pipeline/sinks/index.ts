@@ -18,6 +18,11 @@ const ENCODERS: Record<OutputFormat, (table: Table) => Uint8Array | Promise<Uint
   parquet: parquetFileBytes,
 };
 
+/** The bytes of `table` as a file in `format`. */
+export async function tableFileBytes(table: Table, format: OutputFormat): Promise<Uint8Array> {
+  return ENCODERS[format](table);
+}
+
 /** `<out>/<table>/run=<run>/<fileStem>.<format>`: the final path of one table file. */
 export function tableFilePath(out: string, table: TableName, run: string, fileStem: string, format: OutputFormat): string {
   for (const [what, part] of [['run', run], ['file stem', fileStem]]) {
@@ -38,7 +43,7 @@ export async function writeTableFile(
   const paths: string[] = [];
   for (const format of formats) {
     const path = tableFilePath(out, table, run, fileStem, format);
-    await writeFileAtomic(path, await ENCODERS[format](data));
+    await writeFileAtomic(path, await tableFileBytes(data, format));
     paths.push(path);
   }
   return paths;
