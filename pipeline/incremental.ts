@@ -132,8 +132,13 @@ function sameSets(a: readonly KeyedSet[], b: readonly KeyedSet[]): boolean {
   return a.length === b.length && a.every((s, i) => s.name === b[i].name && s.key === b[i].key);
 }
 
+/** Everything `keys` covers, computed afresh. */
+export function allWork(reason: WorkReason, keys: SettingsKeys): Work {
+  return { reason, sets: keys.promptSets.map((s) => s.name), weights: keys.weights !== null, keep: null };
+}
+
 function fullWork(reason: WorkReason, keys: SettingsKeys): Decision {
-  return { kind: 'work', work: { reason, sets: keys.promptSets.map((s) => s.name), weights: keys.weights !== null, keep: null } };
+  return { kind: 'work', work: allWork(reason, keys) };
 }
 
 /**

@@ -38,7 +38,7 @@ import type { ConfigOverrides, LoadedConfig, SweepConfig } from './config.ts';
 import { poolEventToSweep, type EventLog } from './events.ts';
 import { sha256File } from './hash.ts';
 import {
-  decide, mergeScores, readKept, settingsKeys, withBackend, WEIGHTS_KEYED_METRICS, type Decided, type KeptRows, type SettingsKeys, type Work,
+  allWork, decide, mergeScores, readKept, settingsKeys, withBackend, WEIGHTS_KEYED_METRICS, type Decided, type KeptRows, type SettingsKeys, type Work,
 } from './incremental.ts';
 import { packageVersions, writeManifest, type Manifest } from './manifest.ts';
 import { buildPlan, plannedCheckpoints, type Plan, type PlannedCheckpoint, type RunPlan } from './plan.ts';
@@ -414,7 +414,7 @@ class SweepRun {
       let result = await this.score(plan, run, ck, work);
       if (result.ok && work.keep !== null && result.sha256 !== work.keep.sha256) {
         // The file changed after it was hashed: the stored rows are for other bytes.
-        work = { reason: 'changed', sets: item.keys.promptSets.map((s) => s.name), weights: item.keys.weights !== null, keep: null };
+        work = allWork('changed', item.keys);
         result = await this.score(plan, run, ck, work);
       }
       if (!result.ok) {
