@@ -24,16 +24,7 @@ function clock(seconds: number): string {
   return h > 0 ? `${h}:${mmss}` : mmss;
 }
 
-/** What the sweep reports to; `Progress` prints, a test can listen. */
-export interface ProgressSink {
-  /** A line that is not progress (start, warnings). */
-  note(line: string): void;
-  checkpointDone(c: CheckpointDone): void;
-  /** The sweep is over: no more calls follow. */
-  finish(): void;
-}
-
-export class Progress implements ProgressSink {
+export class Progress {
   private done = 0;
   private failed = 0;
   private heads = 0;
