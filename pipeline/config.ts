@@ -124,7 +124,6 @@ export const SweepConfigSchema = z
   .transform((c) => ({ ...c, metrics: c.metrics ?? defaultMetrics(c.bigram) }));
 
 export type SweepConfig = z.infer<typeof SweepConfigSchema>;
-export type CheckpointSource = z.infer<typeof CheckpointSourceSchema>;
 export type BackendOption = SweepConfig['backend'];
 
 /** A config as read from disk, with where it came from (for resolving and for messages). */
@@ -146,7 +145,7 @@ export function loadConfig(file: string): LoadedConfig {
   return { file, dir: dirname(resolve(file)), config: parseConfig(readConfigText(file), file) };
 }
 
-/** Command-line values that replace config values (already checked by yargs). */
+/** Command-line values that replace config values (checked by `overridesFromArgs` in commands/validate.ts). */
 export interface ConfigOverrides {
   /** Resolved against the working directory. */
   out?: string;
