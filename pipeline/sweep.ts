@@ -51,7 +51,7 @@ import {
 } from './state.ts';
 import { ReadinessTracker, type Readiness } from './watch.ts';
 import {
-  checkpointId, checkpointTables, errorsTable, promptsTable, TABLE_NAMES, type TableName,
+  checkpointId, checkpointsTable, checkpointTables, errorsTable, promptsTable, TABLE_NAMES, type TableName,
 } from './tables.ts';
 
 /** A head in the end-of-sweep summary. */
@@ -518,7 +518,7 @@ class SweepRun {
     if (outcome !== null) {
       // The checkpoints row reports the time its score tables took to build and write.
       seconds.write = (performance.now() - start) / 1000;
-      const row = checkpointTables(info, { ...scores, promptSets: [], composition: undefined }, []).checkpoints!;
+      const row = checkpointsTable(info);
       files.push(...await this.writeTable('checkpoints', ck.run, id, row));
       rows.checkpoints = 1;
     } else {

@@ -225,7 +225,8 @@ function compositionTable(info: CheckpointRowInfo, scores: CheckpointScores): Ta
   ]);
 }
 
-function checkpointsTable(info: CheckpointRowInfo): Table {
+/** The checkpoint's one `checkpoints` row: its model config and the seconds each stage took. */
+export function checkpointsTable(info: CheckpointRowInfo): Table {
   const c = info.config;
   const int = (v: number) => int32Column(Int32Array.of(v));
   const float = (v: number) => float64Column(Float64Array.of(v));
