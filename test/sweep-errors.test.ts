@@ -88,7 +88,7 @@ test('a checkpoint that breaks after planning fails in its worker, with the same
   expect(result.exitCode).toBe(EXIT.partial);
   expect(result.errors).toEqual([{ run: 'r', path: 'ckpts/step01000.safetensors', stage: 'load', message: expect.stringMatching(new RegExp(`^${bad}: `)) }]);
   const out = join(tmp.dir, 'broken-later', 'out');
-  // The worker hashed the bytes it found before it failed to load them.
+  // A load failure comes back with no sha256 (worker.ts); the sweep hashes the bytes it finds to name the file.
   expect(readdirSync(join(out, 'errors', 'run=r'))).toEqual([`step-000001000-${sha12(bad)}.arrow`]);
   expect(tableRows(out, 'errors').map((r) => r.stage)).toEqual(['load']);
   expect(tableRows(out, 'checkpoints').map((r) => r.step)).toEqual([0n, 2000n]);
