@@ -1,6 +1,7 @@
 /**
- * Builds the bundled demo series in data/demo/ and the demo prompts in data/prompts/,
- * until a trained series replaces them (`npx tsx pipeline/scripts/make-demo-data.ts`).
+ * Builds the small hand-made series in data/demo/ and the prompts in data/prompts/ that
+ * the sweep tests run on (`npx tsx pipeline/scripts/make-demo-data.ts`); `npm run sweep`
+ * scores the trained series in data/checkpoints instead.
  *
  * - `planted-2l`: five checkpoints that move in a straight line from seeded noise to the
  *   hand-built induction model of test/fixtures/planted-induction-2l (METRICS.md §7):
