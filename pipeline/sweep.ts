@@ -320,6 +320,8 @@ class SweepRun {
   async pass(plan: Plan, items: readonly Item[], waiting: number): Promise<number> {
     const all = plannedCheckpoints(plan);
     this.byFile = new Map(all.map((ck) => [ck.file, ck]));
+    // Output position of each checkpoint, looked up once per item rather than searched.
+    const position = new Map(all.map((ck, i) => [ck, i]));
     const backend = this.backend!;
     for (const item of items) {
       if (item.decided !== null) item.decided.decision = withBackend(item.decided.decision, item.keys, backend);
@@ -343,7 +345,7 @@ class SweepRun {
       // wait for the queue to drain rather than for each task's promise.
       for (const item of items) {
         void queue.add(async () => {
-          if (await this.handle(plan, item, all.indexOf(item.ck))) done++;
+          if (await this.handle(plan, item, position.get(item.ck)!)) done++;
         });
       }
       await queue.onIdle();
