@@ -4,7 +4,7 @@
  * Two ways a file goes bad: already broken when the sweep plans (the real CLI), and
  * broken between planning and scoring, so the worker is the one that finds out.
  */
-import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
@@ -16,31 +16,18 @@ import { buildPlan } from '../pipeline/plan.ts';
 import { runSweep } from '../pipeline/sweep.ts';
 import { headsweep } from './helpers/cli.ts';
 import { tempDir } from './helpers/safetensors.ts';
+import { demoCheckpoint, smallSeries } from './helpers/small-series.ts';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 
-const DEMO = join(import.meta.dirname, '..', 'data', 'demo', 'planted-2l');
-
 /** A folder with steps 0 and 2000 of the demo series and step 1000 cut to `keep` bytes (or whole). */
 function series(name: string, keep?: number): { config: string; bad: string } {
   const dir = join(tmp.dir, name);
-  mkdirSync(join(dir, 'ckpts'), { recursive: true });
-  for (const step of ['00000', '02000']) copyFileSync(join(DEMO, `step${step}.safetensors`), join(dir, 'ckpts', `step${step}.safetensors`));
+  const config = smallSeries(dir, name, { 'step00000.safetensors': '00000', 'step02000.safetensors': '02000' }, ['workers: 1']);
   const bad = join(dir, 'ckpts', 'step01000.safetensors');
-  const bytes = readFileSync(join(DEMO, 'step01000.safetensors'));
+  const bytes = readFileSync(demoCheckpoint('01000'));
   writeFileSync(bad, keep === undefined ? bytes : bytes.subarray(0, keep));
-  const config = join(dir, 'sweep.yaml');
-  writeFileSync(config, [
-    `name: ${name}`,
-    'output: out',
-    'checkpoints:',
-    '  - {run: r, paths: ["ckpts/*.safetensors"], step_regex: "step(\\\\d+)"}',
-    'prompt_sets:',
-    '  - {name: rrt, kind: repeated_random, length: 12, repeats: 4, count: 2, seed: 0}',
-    'metrics: [prefix_matching, previous_token, copying]',
-    'workers: 1',
-  ].join('\n'));
   return { config, bad };
 }
 

@@ -9,7 +9,7 @@
  * on the checkpoints whose file names ask for it. The CLI is pointed at it through
  * HEADSWEEP_WORKER, as a user would.
  */
-import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, expect, test } from 'vitest';
 import { EXIT } from '../pipeline/cli.ts';
@@ -19,6 +19,7 @@ import { CheckpointPool, type CheckpointOutcome, type PoolEvent } from '../pipel
 import { runSweep } from '../pipeline/sweep.ts';
 import { headsweep } from './helpers/cli.ts';
 import { tempDir } from './helpers/safetensors.ts';
+import { smallSeries } from './helpers/small-series.ts';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
@@ -26,7 +27,6 @@ afterEach(() => {
   delete process.env.HEADSWEEP_WORKER;
 });
 
-const DEMO = join(import.meta.dirname, '..', 'data', 'demo', 'planted-2l');
 const FAULTY = join(import.meta.dirname, 'fixtures', 'workers', 'faulty.mjs');
 
 /**
@@ -35,21 +35,7 @@ const FAULTY = join(import.meta.dirname, 'fixtures', 'workers', 'faulty.mjs');
  */
 function series(name: string, files: Record<string, string>): { dir: string; config: string; ckpt: (file: string) => string } {
   const dir = join(tmp.dir, name);
-  mkdirSync(join(dir, 'ckpts'), { recursive: true });
-  for (const [file, step] of Object.entries(files)) copyFileSync(join(DEMO, `step${step}.safetensors`), join(dir, 'ckpts', file));
-  const config = join(dir, 'sweep.yaml');
-  writeFileSync(config, [
-    `name: ${name}`,
-    'output: out',
-    'checkpoints:',
-    '  - {run: r, paths: ["ckpts/*.safetensors"], step_regex: "step(\\\\d+)"}',
-    'prompt_sets:',
-    '  - {name: rrt, kind: repeated_random, length: 12, repeats: 4, count: 2, seed: 0}',
-    'metrics: [prefix_matching, previous_token, copying]',
-    'workers: 2',
-    'retries: 1',
-    'task_timeout_s: 2',
-  ].join('\n'));
+  const config = smallSeries(dir, name, files, ['workers: 2', 'retries: 1', 'task_timeout_s: 2']);
   return { dir, config, ckpt: (file) => join(dir, 'ckpts', file) };
 }
 
