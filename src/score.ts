@@ -202,7 +202,10 @@ async function inStage<T>(stage: Stage, file: string, work: () => T | Promise<T>
   try {
     return await work();
   } catch (err) {
-    if (err instanceof HeadsweepError) throw err;
+    if (err instanceof HeadsweepError && err.file !== undefined) throw err;
+    // An error that names no file (a metric's own check) gets the checkpoint's path, so
+    // its row in `errors` says which checkpoint it was.
+    if (err instanceof HeadsweepError) throw new HeadsweepError(`${file}: ${err.message}`, { stage: err.stage, file, key: err.key, cause: err });
     throw new HeadsweepError(`${file}: ${stage} failed: ${messageOf(err)}`, { stage, file, cause: err });
   }
 }

@@ -48,6 +48,8 @@ describe('no tensor leak', () => {
     const bigrams = countBigrams(fx.promptSets.flatMap((s) => s.sequences), 61); // d_vocab is 60
     const run = scoreCheckpoint(fx.checkpoint, fx.promptSets, { metrics: METRIC_NAMES, batchSize: 3, icl: fx.icl, bigrams });
     await expect(run).rejects.toThrow("bigram_kl: the corpus has 61 token ids but the model's d_vocab is 60");
+    // The metric's own error names no file; the scorer puts the checkpoint in front of it.
+    await expect(run).rejects.toMatchObject({ file: fx.checkpoint.path, message: `${fx.checkpoint.path}: bigram_kl: the corpus has 61 token ids but the model's d_vocab is 60` });
     expect(tf.memory().numTensors).toBe(before);
   });
 });
