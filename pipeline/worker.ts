@@ -12,11 +12,24 @@
 import { parentPort } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { initBackend, type BackendChoice, type BackendName } from '../src/backend.ts';
-import { loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { closeCheckpoint, loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { ReadBuffer } from '../src/checkpoint/safetensors.ts';
 import { labelHeads } from '../src/classify.ts';
 import { HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
 import { scoreCheckpoint, type CheckpointScores } from '../src/score.ts';
 import type { CheckpointOutcome, CheckpointRequest, InitOutcome, InitRequest, WorkerNote, WorkerRequest } from './pool.ts';
+
+/**
+ * This thread's checkpoints are read into one reused buffer (see ReadBuffer): a thread
+ * scores one checkpoint at a time and is done with its host weights before the next.
+ */
+const readBuffer = new ReadBuffer();
+
+/**
+ * Left in the file and read a slice at a time while scoring (see LoadOptions): they are
+ * most of a checkpoint's bytes and scoring never needs them whole.
+ */
+const VOCABULARY_MATRICES = ['embed.W_E', 'unembed.W_U'];
 
 let started: { choice: BackendChoice; name: Promise<BackendName> } | null = null;
 
@@ -78,7 +91,7 @@ export async function scoreTask(req: CheckpointRequest): Promise<CheckpointOutco
   let checkpoint;
   try {
     // Loading hashes the file in the same pass, so its bytes are read once.
-    checkpoint = loadCheckpoint(req.file);
+    checkpoint = loadCheckpoint(req.file, { readBuffer, leaveInFile: VOCABULARY_MATRICES });
   } catch (err) {
     return failure(err, 'load', backendName, null);
   }
@@ -92,6 +105,8 @@ export async function scoreTask(req: CheckpointRequest): Promise<CheckpointOutco
     labels = labelHeads(scores, req.rules);
   } catch (err) {
     return failure(err, 'score', backendName, sha256);
+  } finally {
+    closeCheckpoint(checkpoint);
   }
   const outcome: CheckpointOutcome = { ok: true, backend: backendName, sha256, config: checkpoint.config, scores, labels, loadSeconds };
   // piscina moves an object that carries its transfer list under these two symbols.

@@ -3,7 +3,8 @@
  * all its prompt sets, with weights uploaded once.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { Checkpoint } from './checkpoint/checkpoint.ts';
+import { weightBlock, weightOf, type Checkpoint } from './checkpoint/checkpoint.ts';
+import { expectedShapes } from './checkpoint/config.ts';
 import type { ModelConfig } from './checkpoint/config.ts';
 import { HeadsweepError, messageOf, type Stage } from './errors.ts';
 import { bigramKl } from './metrics/bigram-kl.ts';
@@ -96,12 +97,18 @@ export async function scoreCheckpoint(ck: Checkpoint, promptSets: readonly Promp
   for (const set of promptSets) validatePromptSet(set, c);
 
   const result: CheckpointScores = { nLayers: c.n_layers, nHeads: c.n_heads, promptSets: [], seconds: { forward: 0, weights: 0 } };
-  const params = uploadParams(ck.weights);
+  // The vocabulary-sized matrices hold most of a checkpoint's bytes and are uploaded only
+  // for what reads them on the device: the unembedding for logits, both for bigram_kl.
+  // The forward pass looks embeddings up on the host, and copying streams them in slices.
+  const onDevice = new Set(expectedShapes(c).keys());
+  if (!wantsBigramKl) onDevice.delete('embed.W_E');
+  if (!wantsBigramKl && request.loss.length === 0) for (const key of ['unembed.W_U', 'unembed.b_U']) onDevice.delete(key);
+  const params = uploadParams(new Map([...onDevice].map((key) => [key, weightOf(ck, key)])));
   try {
     if (request.patterns.length > 0 || request.loss.length > 0) {
       const start = performance.now();
       for (const set of promptSets) {
-        result.promptSets.push(await inStage('forward', ck.path, () => scorePromptSet(params, c, set, request)));
+        result.promptSets.push(await inStage('forward', ck.path, () => scorePromptSet(params, ck, set, request)));
       }
       result.seconds.forward = (performance.now() - start) / 1000;
     } else {
@@ -109,7 +116,7 @@ export async function scoreCheckpoint(ck: Checkpoint, promptSets: readonly Promp
     }
     const weightMetrics = metricsOfKind(opts.metrics, 'weights');
     const start = performance.now();
-    if (weightMetrics.includes('copying')) result.copying = await inStage('score', ck.path, () => copyingScores(params, c));
+    if (weightMetrics.includes('copying')) result.copying = await inStage('score', ck.path, () => copyingScores(params, ck));
     if (weightMetrics.includes('composition')) result.composition = await inStage('score', ck.path, () => compositionScores(params, c));
     if (wantsBigramKl) result.bigram_kl = await inStage('score', ck.path, () => bigramKl(params, c, bigrams!));
     result.seconds.weights = (performance.now() - start) / 1000;
@@ -127,7 +134,8 @@ interface ForwardRequest {
   icl: IclPositions;
 }
 
-async function scorePromptSet(params: Params, c: ModelConfig, set: PromptSet, req: ForwardRequest): Promise<PromptSetScores> {
+async function scorePromptSet(params: Params, ck: Checkpoint, set: PromptSet, req: ForwardRequest): Promise<PromptSetScores> {
+  const c = ck.config;
   const heads = c.n_layers * c.n_heads;
   const patternLayers = req.patterns.length > 0 ? Array.from({ length: c.n_layers }, (_, l) => l) : [];
   const wantLogits = req.loss.length > 0;
@@ -141,11 +149,11 @@ async function scorePromptSet(params: Params, c: ModelConfig, set: PromptSet, re
     // One download per batch: per metric, per layer, the [head] sums; then the token losses.
     const reduced = tf.tidy(() => {
       const tokens = tf.tensor2d(concat(batch), [nSeq, pos], 'int32'); // (B, T)
-      const out = forward(params, c, tokens, { patternLayers, logits: wantLogits });
+      const tokenEmbeddings = tf.tensor3d(embedOnHost(ck, batch), [nSeq, pos, c.d_model]); // (B, T, dm)
+      const out = forward(params, c, tokens, { patternLayers, logits: wantLogits, tokenEmbeddings, inference: true });
       const parts: tf.Tensor1D[] = [];
       for (const m of masks) {
-        const mask = tf.tensor3d(m.mask, [nSeq, pos, pos]); // (B, T, T)
-        for (const pattern of out.patterns) parts.push(maskedHeadSums(pattern, mask)); // (H)
+        for (const pattern of out.patterns) parts.push(maskedHeadSums(pattern, m)); // (H)
       }
       if (out.logits) parts.push(batchLosses(out.logits, tokens)); // (B·(T-1))
       return tf.concat(parts); // (M·L·H [+ B·(T-1)])
@@ -188,6 +196,23 @@ function* equalLengthBatches(sequences: readonly Int32Array[], size: number): Ge
   for (const group of byLength.values()) {
     for (let i = 0; i < group.length; i += size) yield group.slice(i, i + size);
   }
+}
+
+/** W_E[tokens] looked up on the host, each distinct token's row read once: [batch][pos] -> [batch·pos·d_model], row-major */
+function embedOnHost(ck: Checkpoint, batch: readonly Int32Array[]): Float32Array {
+  const dm = ck.config.d_model;
+  const rows = new Map<number, Float32Array>();
+  const out = new Float32Array(batch.length * batch[0].length * dm);
+  let at = 0;
+  for (const seq of batch) {
+    for (const t of seq) {
+      let row = rows.get(t);
+      if (row === undefined) rows.set(t, (row = weightBlock(ck, 'embed.W_E', t, 1, 0, dm))); // (dm)
+      out.set(row, at);
+      at += dm;
+    }
+  }
+  return out;
 }
 
 /** [batch][pos] -> [batch·pos], row-major */

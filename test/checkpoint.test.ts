@@ -7,10 +7,10 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { inspectCheckpoint, loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { closeCheckpoint, inspectCheckpoint, loadCheckpoint, weightBlock, weightOf } from '../src/checkpoint/checkpoint.ts';
 import { expectedShapes, parameterCount, parseModelConfig, type ModelConfig } from '../src/checkpoint/config.ts';
 import {
-  bf16ToF32, f16ToF32, f32ToBF16, f32ToF16, readTensor, withSafetensors, writeSafetensors, type TensorToWrite,
+  bf16ToF32, f16ToF32, f32ToBF16, f32ToF16, ReadBuffer, readTensor, withSafetensors, writeSafetensors, type TensorToWrite, type WriteDType,
 } from '../src/checkpoint/safetensors.ts';
 import { HeadsweepError } from '../src/errors.ts';
 import { TINY_CONFIG, TINY_SHAPES, assemble, buildParts, tempDir, tinyTensors } from './helpers/safetensors.ts';
@@ -300,6 +300,73 @@ describe('TransformerLens buffers', () => {
     expect(loadCheckpoint(path).sha256).toBe(expected);
     expect(loadCheckpoint('test/fixtures/planted-induction-2l.safetensors').sha256)
       .toBe(createHash('sha256').update(readFileSync('test/fixtures/planted-induction-2l.safetensors')).digest('hex'));
+  });
+});
+
+describe('reading into a reused buffer, and leaving weights in the file', () => {
+  const VOCAB = ['embed.W_E', 'unembed.W_U'];
+
+  /** The tiny tensors with every value distinct per file, so a stale read would show. */
+  function writeTiny(name: string, offset: number, dtype: WriteDType = 'F32'): { path: string; tensors: Record<string, TensorToWrite> } {
+    const tensors = Object.fromEntries(Object.entries(tinyTensors()).map(([k, t]) => [k, { ...t, data: t.data.map((x) => x + offset), dtype }]));
+    const path = tmp.file(name);
+    writeSafetensors(path, tensors, TINY_METADATA);
+    return { path, tensors };
+  }
+
+  test('two checkpoints read one after another into one ReadBuffer each load exactly their own weights and hash', () => {
+    const a = writeTiny('reuse-a.safetensors', 100);
+    const b = writeTiny('reuse-b.safetensors', 200);
+    const buffer = new ReadBuffer();
+    for (const f of [a, b, a]) {
+      const ck = loadCheckpoint(f.path, { readBuffer: buffer });
+      expect(ck.sha256).toBe(createHash('sha256').update(readFileSync(f.path)).digest('hex'));
+      for (const [name, t] of Object.entries(f.tensors)) expect(Array.from(ck.weights.get(name)!.data), name).toEqual(Array.from(t.data));
+    }
+  });
+
+  test.each(['F32', 'F16', 'BF16'] as const)('%s: weights left in the file are hashed, absent from weights, and read back in any block', (dtype) => {
+    const f = writeTiny(`leave-${dtype}.safetensors`, 3, dtype);
+    const whole = loadCheckpoint(f.path);
+    const ck = loadCheckpoint(f.path, { readBuffer: new ReadBuffer(), leaveInFile: VOCAB });
+    try {
+      expect(ck.sha256).toBe(whole.sha256);
+      expect([...ck.weights.keys()]).toEqual([...whole.weights.keys()].filter((k) => !VOCAB.includes(k)));
+      for (const key of VOCAB) {
+        const t = whole.weights.get(key)!;
+        const [rows, cols] = t.shape;
+        expect(Array.from(weightOf(ck, key).data), key).toEqual(Array.from(t.data));
+        // Every block: whole rows (one read) and column ranges (one read per row).
+        for (let r = 0; r < rows; r++) {
+          for (let c = 0; c < cols; c++) {
+            const block = weightBlock(ck, key, r, rows - r, c, cols - c);
+            const expected = Array.from({ length: (rows - r) * (cols - c) }, (_, i) => t.data[(r + Math.floor(i / (cols - c))) * cols + c + (i % (cols - c))]);
+            expect(Array.from(block), `${key} [${r}:, ${c}:]`).toEqual(expected);
+            expect(Array.from(weightBlock(whole, key, r, rows - r, c, cols - c)), `${key} [${r}:, ${c}:] in memory`).toEqual(expected);
+          }
+        }
+      }
+    } finally {
+      closeCheckpoint(ck);
+    }
+  });
+
+  test('a closed checkpoint says so when a weight left in its file is asked for; closing again is a no-op', () => {
+    const f = writeTiny('leave-closed.safetensors', 0);
+    const ck = loadCheckpoint(f.path, { leaveInFile: VOCAB });
+    closeCheckpoint(ck);
+    closeCheckpoint(ck);
+    expect(() => weightOf(ck, 'embed.W_E')).toThrow(`${f.path}: weight 'embed.W_E' is neither loaded nor left in an open file`);
+  });
+
+  test('a block outside the tensor is refused', () => {
+    const f = writeTiny('leave-outside.safetensors', 0);
+    const ck = loadCheckpoint(f.path, { leaveInFile: VOCAB });
+    try {
+      expect(() => weightBlock(ck, 'embed.W_E', 4, 2, 0, 4)).toThrow("block [4+2, 0+4] is outside 'embed.W_E' [5, 4]");
+    } finally {
+      closeCheckpoint(ck);
+    }
   });
 });
 

@@ -30,7 +30,7 @@ describe('planted-induction-2l', () => {
     const expected = JSON.parse(readFileSync(join(FIXTURES, 'planted-induction-2l.expected.json'), 'utf8')) as ExpectedPatterns;
     const { n_layers: nLayers, n_heads: nHeads } = ckpt.config;
     const params = uploadParams(ckpt.weights);
-    const copying = copyingScores(params, ckpt.config);
+    const copying = copyingScores(params, ckpt);
     disposeParams(params);
     // The golden pattern scores of each prompt set, with the copying scores computed here.
     const perHead = (heads: ExpectedPatterns['prompt_sets'][string]['heads'], metric: 'prefix_matching' | 'duplicate_token' | 'previous_token') => {

@@ -27,9 +27,9 @@ beforeAll(async () => {
 });
 
 /** The keys of row `q` of a [batch, qPos, kPos] mask that are 1. */
-function marked(m: { mask: Float32Array; pos: number }, b: number, q: number): number[] {
-  const row = m.mask.subarray((b * m.pos + q) * m.pos, (b * m.pos + q + 1) * m.pos);
-  return Array.from(row.keys()).filter((k) => row[k] === 1);
+function marked(m: { cells: Int32Array; pos: number }, b: number, q: number): number[] {
+  const rowStart = (b * m.pos + q) * m.pos;
+  return Array.from(m.cells.filter((cell) => cell >= rowStart && cell < rowStart + m.pos), (cell) => cell - rowStart);
 }
 
 describe('pattern masks on a hand-written sequence', () => {

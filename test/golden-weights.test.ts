@@ -39,7 +39,7 @@ function scoreFixture(name: string): Computed {
   const expected = JSON.parse(readFileSync(join(FIXTURES, `${name}.expected.json`), 'utf8')) as ExpectedWeights;
   const before = tf.memory().numTensors;
   const params = uploadParams(ckpt.weights);
-  const copying = copyingScores(params, ckpt.config);
+  const copying = copyingScores(params, ckpt);
   const composition = compositionScores(params, ckpt.config);
   disposeParams(params);
   return { nHeads: ckpt.config.n_heads, copying, composition, expected, leaked: tf.memory().numTensors - before };

@@ -3,7 +3,10 @@
  * mixed lengths pools its parts, and the wasm and cpu backends agree.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { initBackend } from '../src/backend.ts';
+import { initBackend, tf } from '../src/backend.ts';
+import { closeCheckpoint, loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { ReadBuffer } from '../src/checkpoint/safetensors.ts';
+import { stackedMatMul } from '../src/model/pieces.ts';
 import { countBigrams } from '../src/metrics/bigrams.ts';
 import { prefixMatchingMask } from '../src/metrics/prefix-matching.ts';
 import { METRIC_NAMES, scoreCheckpoint, type CheckpointScores, type MetricName } from '../src/score.ts';
@@ -64,6 +67,43 @@ describe('a prompt set of mixed lengths', () => {
     expect(got.mean_loss).toBeCloseTo((parts[0].mean_loss! * la + parts[1].mean_loss! * lb) / (la + lb), 6);
     // The 49-token sequences do not reach late = 60, so neither does the mixed set.
     expect(got.icl_score).toBeNull();
+  });
+});
+
+describe('where the weights live', () => {
+  it.each(FIXTURE_NAMES)('W_E and W_U left in the file score exactly as weights in memory, every metric: %s', async (name) => {
+    const fx = loadFixture(name);
+    const bigrams = countBigrams(fx.promptSets.flatMap((s) => s.sequences), fx.checkpoint.config.d_vocab);
+    const opts = { metrics: METRIC_NAMES, batchSize: 4, icl: fx.icl, bigrams };
+    const inFile = loadCheckpoint(fx.checkpoint.path, { readBuffer: new ReadBuffer(), leaveInFile: ['embed.W_E', 'unembed.W_U'] });
+    try {
+      expect(inFile.weights.has('embed.W_E')).toBe(false);
+      expect(maxDifference(await scoreCheckpoint(fx.checkpoint, fx.promptSets, opts), await scoreCheckpoint(inFile, fx.promptSets, opts))).toBe(0);
+    } finally {
+      closeCheckpoint(inFile);
+    }
+  });
+});
+
+describe('stacked matrix products', () => {
+  it('cut apart on wasm, each piece equals the batched product within 1e-5 (relative to the largest entry)', () => {
+    // Attention-like shapes, odd sizes on purpose; values from a fixed generator.
+    const [n, m, k, p] = [6, 13, 7, 11];
+    const fill = (size: number, seed: number) => Float32Array.from({ length: size }, (_, i) => Math.sin(seed * 1000 + i * 0.37));
+    const a = tf.tensor3d(fill(n * m * k, 1), [n, m, k]);
+    const b = tf.tensor3d(fill(n * k * p, 2), [n, k, p]);
+    try {
+      const piecewise = tf.tidy(() => stackedMatMul(a, b));
+      const batched = tf.tidy(() => tf.matMul(a, b));
+      expect(piecewise.shape).toEqual([n, m, p]);
+      const [got, want] = [piecewise.dataSync(), batched.dataSync()];
+      tf.dispose([piecewise, batched]);
+      const scale = Math.max(...want.map(Math.abs));
+      expect(Math.max(...got.map((x, i) => Math.abs(x - want[i]))) / scale).toBeLessThanOrEqual(1e-5);
+    } finally {
+      a.dispose();
+      b.dispose();
+    }
   });
 });
 

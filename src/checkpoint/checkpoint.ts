@@ -11,7 +11,19 @@ import { dirname, join } from 'node:path';
 import { checkpointError, shapeMismatch } from '../errors.ts';
 import { expectedShapes, isIgnoredBuffer, parseModelConfig, type ModelConfig } from './config.ts';
 import { createHash } from 'node:crypto';
-import { decodeFloats, FLOAT_DTYPES, readHeaderBytes, readTensorBytes, withSafetensors, type HostTensor, type SafetensorsHeader } from './safetensors.ts';
+import {
+  alignedSize,
+  decodeFloats,
+  FLOAT_DTYPES,
+  readHeaderBytes,
+  readExactly,
+  readTensorBytes,
+  TensorFile,
+  withSafetensors,
+  type HostTensor,
+  type ReadBuffer,
+  type SafetensorsHeader,
+} from './safetensors.ts';
 
 /** TL state-dict name → float32 host tensor. */
 export type Weights = Map<string, HostTensor>;
@@ -25,7 +37,10 @@ export interface Checkpoint {
   step: number | null;
   tokensSeen: number | null;
   metadata: Record<string, string>;
+  /** Every required weight, except those loaded with `leaveInFile`. */
   weights: Weights;
+  /** The open file, for the weights left in it; present only when some were (see LoadOptions). */
+  file?: TensorFile;
 }
 
 export interface CheckpointInfo {
@@ -126,11 +141,64 @@ export function inspectCheckpoint(file: string): CheckpointInfo {
   });
 }
 
+export interface LoadOptions {
+  /**
+   * Read the tensors into this reused buffer instead of fresh memory. The F32 weights
+   * returned are then views of it and stay valid only until the next load into the same
+   * buffer; a pool thread that scores one checkpoint at a time passes its own.
+   */
+  readBuffer?: ReadBuffer;
+  /**
+   * Weights to leave in the file: hashed like the rest, not kept in `weights`, and read
+   * in blocks through `Checkpoint.file` instead, which keeps the file open until
+   * `closeCheckpoint`. For the vocabulary-sized matrices, which scoring reads only a
+   * slice at a time: not holding them saves their memory and its first touch, which
+   * costs about as much as reading them (see ReadBuffer).
+   */
+  leaveInFile?: readonly string[];
+}
+
+/** Closes the file of a checkpoint loaded with `leaveInFile`; a no-op otherwise, and when called again. */
+export function closeCheckpoint(ck: Checkpoint): void {
+  const file = ck.file;
+  ck.file = undefined;
+  file?.close();
+}
+
+/** A required weight, whole: from memory, or read from the file it was left in. */
+export function weightOf(ck: Checkpoint, key: string): HostTensor {
+  const t = ck.weights.get(key);
+  if (t !== undefined) return t;
+  if (ck.file === undefined) throw checkpointError(ck.path, `weight '${key}' is neither loaded nor left in an open file`, key);
+  return ck.file.readAll(key);
+}
+
+/**
+ * rows [row, row + rows) × columns [col, col + cols) of a 2-D weight, float32 row-major,
+ * into `into` when given, from memory or from the file it was left in. -> [rows · cols]
+ */
+export function weightBlock(ck: Checkpoint, key: string, row: number, rows: number, col: number, cols: number, into?: Float32Array): Float32Array {
+  const t = ck.weights.get(key);
+  if (t === undefined) {
+    if (ck.file === undefined) throw checkpointError(ck.path, `weight '${key}' is neither loaded nor left in an open file`, key);
+    return ck.file.readBlock(key, row, rows, col, cols, into);
+  }
+  const width = t.shape[1];
+  const out = into ?? new Float32Array(rows * cols);
+  if (cols === width) out.set(t.data.subarray(row * width, (row + rows) * width));
+  else for (let r = 0; r < rows; r++) out.set(t.data.subarray((row + r) * width + col, (row + r) * width + col + cols), r * cols);
+  return out;
+}
+
+/** Bytes hashed per read for the weights left in the file. */
+const HASH_CHUNK = 8 << 20;
+
 /** Loads every weight the config requires; each tensor is read from disk exactly once. */
-export function loadCheckpoint(file: string): Checkpoint {
-  return withSafetensors(file, (fd, header) => {
+export function loadCheckpoint(file: string, opts: LoadOptions = {}): Checkpoint {
+  return withSafetensors(file, (fd, header, keepOpen) => {
     const { config } = resolveConfig(file, header.metadata);
     const expected = checkKeys(file, header, config);
+    const leave = new Set((opts.leaveInFile ?? []).filter((key) => expected.has(key)));
     const step = parseCount(file, header.metadata, 'step');
     const tokensSeen = parseCount(file, header.metadata, 'tokens_seen');
     // One pass over the file: tensors are read in storage order (the reader has checked
@@ -139,13 +207,31 @@ export function loadCheckpoint(file: string): Checkpoint {
     const hash = createHash('sha256').update(readHeaderBytes(fd, file, header));
     const weights: Weights = new Map();
     const inFileOrder = [...header.tensors.entries()].sort((a, b) => a[1].begin - b[1].begin);
+    const kept = inFileOrder.filter(([key]) => !leave.has(key));
+    const into = opts.readBuffer;
+    into?.reset(kept.reduce((n, [, info]) => n + alignedSize(info.end - info.begin), leave.size > 0 ? HASH_CHUNK : 0));
+    const chunk = leave.size > 0 ? (into?.take(HASH_CHUNK) ?? new Uint8Array(HASH_CHUNK)) : undefined;
     for (const [key, info] of inFileOrder) {
-      const bytes = readTensorBytes(fd, file, header, key);
+      if (leave.has(key)) {
+        // Hashed through a small buffer; nothing of it is kept.
+        for (let at = info.begin; at < info.end; at += HASH_CHUNK) {
+          const part = chunk!.subarray(0, Math.min(HASH_CHUNK, info.end - at));
+          readExactly(fd, file, part, header.dataStart + at, `tensor '${key}'`);
+          hash.update(part);
+        }
+        continue;
+      }
+      const bytes = readTensorBytes(fd, file, header, key, into);
       hash.update(bytes);
       if (expected.has(key)) weights.set(key, decodeFloats(file, key, info, bytes));
     }
     // The config's key order (TL order) is what callers iterate in.
-    const ordered: Weights = new Map([...expected.keys()].map((key) => [key, weights.get(key)!]));
-    return { path: file, sha256: hash.digest('hex'), config, step, tokensSeen, metadata: header.metadata, weights: ordered };
+    const ordered: Weights = new Map([...expected.keys()].filter((key) => !leave.has(key)).map((key) => [key, weights.get(key)!]));
+    const ck: Checkpoint = { path: file, sha256: hash.digest('hex'), config, step, tokensSeen, metadata: header.metadata, weights: ordered };
+    if (leave.size > 0) {
+      ck.file = new TensorFile(fd, file, header);
+      keepOpen();
+    }
+    return ck;
   });
 }

@@ -69,7 +69,7 @@ function formatShape(shape: readonly number[]): string {
   return `[${shape.join(', ')}]`;
 }
 
-function readExactly(fd: number, file: string, buf: Uint8Array, position: number, what: string): void {
+export function readExactly(fd: number, file: string, buf: Uint8Array, position: number, what: string): void {
   let done = 0;
   while (done < buf.byteLength) {
     let n: number;
@@ -306,12 +306,51 @@ export function f32ToBF16(values: Float32Array): Uint16Array {
   return out;
 }
 
-/** Reads a tensor's bytes exactly as stored (little-endian), into a buffer of its own. */
-export function readTensorBytes(fd: number, file: string, header: SafetensorsHeader, key: string): Uint8Array {
+/**
+ * Where tensor bytes are read to: a fresh buffer per tensor by default, or slices of one
+ * buffer that a long-lived reader keeps for every file it loads.
+ *
+ * Why reuse: on the machines headsweep runs on, the first touch of freshly allocated
+ * memory costs about as much as reading the file (a 200 MB checkpoint read into new
+ * buffers took ~0.7 s, into a buffer already touched ~0.03 s). A pool thread that loads
+ * one checkpoint after another therefore reads each into the same memory.
+ */
+export class ReadBuffer {
+  private bytes = new Uint8Array(0);
+  private used = 0;
+
+  /**
+   * Starts a new file needing up to `total` bytes (slices included): everything taken
+   * from this buffer before is overwritten from here on.
+   */
+  reset(total: number): void {
+    if (this.bytes.byteLength < total) this.bytes = new Uint8Array(total);
+    this.used = 0;
+  }
+
+  /** The next `n` bytes, starting on an 8-byte boundary so every dtype can be viewed in place. */
+  take(n: number): Uint8Array {
+    const start = alignedSize(this.used);
+    if (start + n > this.bytes.byteLength) throw new Error(`ReadBuffer: ${n} bytes asked past the ${this.bytes.byteLength} reserved`);
+    this.used = start + n;
+    return this.bytes.subarray(start, start + n);
+  }
+}
+
+/** `n` rounded up to a multiple of 8: the room one slice of a ReadBuffer takes. */
+export function alignedSize(n: number): number {
+  return Math.ceil(n / 8) * 8;
+}
+
+/**
+ * Reads a tensor's bytes exactly as stored (little-endian), into a buffer of its own or,
+ * when `into` is given, into the next slice of that reused buffer.
+ */
+export function readTensorBytes(fd: number, file: string, header: SafetensorsHeader, key: string, into?: ReadBuffer): Uint8Array {
   const info = header.tensors.get(key);
   if (!info) throw checkpointError(file, `missing tensor '${key}'`, key);
-  // A buffer of its own starts aligned for every dtype, so decoding can view it in place.
-  const bytes = new Uint8Array(info.end - info.begin);
+  // Either way the bytes start aligned for every dtype, so decoding can view them in place.
+  const bytes = into ? into.take(info.end - info.begin) : new Uint8Array(info.end - info.begin);
   readExactly(fd, file, bytes, header.dataStart + info.begin, `tensor '${key}'`);
   return bytes;
 }
@@ -335,6 +374,68 @@ export function decodeFloats(file: string, key: string, info: TensorInfo, bytes:
   }
 }
 
+/**
+ * Blocks of 2-D float tensors read from an open safetensors file on demand, for matrices
+ * not worth holding in memory whole: a model's W_E and W_U are most of its bytes, and
+ * scoring reads only some rows of W_E (the prompt tokens) and one vocabulary slice of
+ * each at a time (copying). The file stays open, so what is read is the file that was
+ * hashed even if a new checkpoint is renamed over its path meanwhile.
+ */
+export class TensorFile {
+  constructor(
+    private readonly fd: number,
+    readonly file: string,
+    private readonly header: SafetensorsHeader,
+  ) {}
+
+  /**
+   * rows [row, row + rows) × columns [col, col + cols) of a 2-D tensor, as float32,
+   * row-major, into `into` when given. -> [rows · cols]
+   */
+  readBlock(key: string, row: number, rows: number, col: number, cols: number, into?: Float32Array): Float32Array {
+    const info = this.header.tensors.get(key);
+    if (!info) throw checkpointError(this.file, `missing tensor '${key}'`, key);
+    const [height, width] = info.shape;
+    if (info.shape.length !== 2 || row < 0 || col < 0 || row + rows > height || col + cols > width) {
+      throw new Error(`TensorFile: block [${row}+${rows}, ${col}+${cols}] is outside '${key}' ${formatShape(info.shape)}`);
+    }
+    const size = DTYPE_BYTES[info.dtype];
+    const out = into ?? new Float32Array(rows * cols);
+    // Whole rows are one read; a column range is one read per row.
+    const [runs, runLength] = cols === width ? [1, rows * cols] : [rows, cols];
+    for (let r = 0; r < runs; r++) {
+      const at = this.header.dataStart + info.begin + ((row + r) * width + col) * size;
+      const what = `tensor '${key}'`;
+      if (info.dtype === 'F32') {
+        // Straight into the output: no buffer in between to allocate and touch.
+        readExactly(this.fd, this.file, new Uint8Array(out.buffer, out.byteOffset + r * runLength * 4, runLength * 4), at, what);
+      } else {
+        const bytes = this.scratch(runLength * size);
+        readExactly(this.fd, this.file, bytes, at, what);
+        out.set(decodeFloats(this.file, key, { ...info, shape: [runLength] }, bytes).data, r * runLength);
+      }
+    }
+    return out;
+  }
+
+  private scratchBytes = new Uint8Array(0);
+
+  /** A reused byte buffer of `n` bytes for reads that need decoding. */
+  private scratch(n: number): Uint8Array {
+    if (this.scratchBytes.byteLength < n) this.scratchBytes = new Uint8Array(n);
+    return this.scratchBytes.subarray(0, n);
+  }
+
+  /** The whole tensor, as `readTensor` would have read it. */
+  readAll(key: string): HostTensor {
+    return readTensor(this.fd, this.file, this.header, key);
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
 /** Reads one floating-point tensor as float32. */
 export function readTensor(fd: number, file: string, header: SafetensorsHeader, key: string): HostTensor {
   const info = header.tensors.get(key);
@@ -352,8 +453,11 @@ export function readHeaderBytes(fd: number, file: string, header: SafetensorsHea
   return bytes;
 }
 
-/** Opens a file, reads and validates its header, runs `fn`, and always closes the file. */
-export function withSafetensors<T>(file: string, fn: (fd: number, header: SafetensorsHeader) => T): T {
+/**
+ * Opens a file, reads and validates its header, runs `fn`, and closes the file, unless
+ * `fn` called `keepOpen` (it then owns the descriptor: a TensorFile it returns).
+ */
+export function withSafetensors<T>(file: string, fn: (fd: number, header: SafetensorsHeader, keepOpen: () => void) => T): T {
   let fd: number;
   try {
     fd = openSync(file, 'r');
@@ -362,10 +466,13 @@ export function withSafetensors<T>(file: string, fn: (fd: number, header: Safete
     const reason = code === 'ENOENT' ? 'no such file' : `cannot open (${code ?? (err as Error).message})`;
     throw checkpointError(file, reason, undefined, err);
   }
+  let kept = false;
   try {
-    return fn(fd, readHeader(fd, file));
+    return fn(fd, readHeader(fd, file), () => {
+      kept = true;
+    });
   } finally {
-    closeSync(fd);
+    if (!kept) closeSync(fd);
   }
 }
 

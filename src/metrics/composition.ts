@@ -8,86 +8,137 @@
  * with OV = A B (A = R(W_V^h) [d_model, d_head], B = W_O^h [d_head, d_model]) and
  * QK = C Dᵀ (C = R(W_Q^h), D = R(W_K^h)), ||.|| the Frobenius norm.
  *
- * No [d_model, d_model] matrix is ever formed: for a product X M Yᵀ of rank-d_head factors,
- * ||X M Yᵀ||² = tr(Mᵀ (XᵀX) M (YᵀY)), so every norm is a sum over d_head × d_head Gram
- * matrices, and the cross terms M for all head pairs of two layers come from one matMul.
+ * No [d_model, d_model] matrix is ever formed. Every numerator is ||A1 (B1 X2) Y2ᵀ|| for
+ * rank-d_head factors (Q: X2 = C2, Y2 = D2; K: X2 = D2, Y2 = C2; V: X2 = A2, Y2 = B2ᵀ),
+ * and with Gram matrices A1ᵀA1 = L1 L1ᵀ and Y2ᵀY2 = L2 L2ᵀ,
+ *
+ *   ||A1 B1 X2 Y2ᵀ||² = tr(X2ᵀB1ᵀ (A1ᵀA1) B1 X2 (Y2ᵀY2)) = ||(L1ᵀ B1)(X2 L2)||²,
+ *
+ * so each head's side is folded into one d_head-row factor once, and the numerators of
+ * every head pair of two layers, all three kinds, are the [d_head, d_head] blocks of a
+ * single 2-D product. That product is the whole cost (d_model · (H·d_head)² · 3 per layer
+ * pair), and it is the shape the wasm backend runs fastest.
  */
+import { CholeskyDecomposition, EigenvalueDecomposition, Matrix } from 'ml-matrix';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ModelConfig } from '../checkpoint/config.ts';
 import type { Params } from '../model/forward.ts';
+import { stackedMatMul } from '../model/pieces.ts';
 import type { CompositionKind, CompositionScores } from '../score.ts';
 import { foldReading } from './fold.ts';
 
 const KINDS: readonly CompositionKind[] = ['Q', 'K', 'V'];
 
-/** One layer's factors and their Gram matrices. */
-// A type alias, not an interface, so tf.tidy can return it (aliases get an implicit index signature).
+/** One layer's folded factors, each head's side of every product it takes part in. */
 type LayerFactors = {
-  /** W_O: [head, d_head, d_model] */
-  wO: tf.Tensor3D;
-  /** R(W_Q), R(W_K), R(W_V): [head, d_model, d_head] */
-  rQ: tf.Tensor3D;
-  rK: tf.Tensor3D;
-  rV: tf.Tensor3D;
-  /** AᵀA = R(W_V)ᵀR(W_V), B Bᵀ = W_O W_Oᵀ, CᵀC, DᵀD: [head, d_head, d_head] */
-  gramV: tf.Tensor3D;
-  gramO: tf.Tensor3D;
-  gramQ: tf.Tensor3D;
-  gramK: tf.Tensor3D;
-  /** ||OV|| and ||QK|| (= ||QKᵀ||): [head] */
-  normOV: tf.Tensor1D;
-  normQK: tf.Tensor1D;
+  /** L_Vᵀ W_O per head, heads stacked: [head·d_head, d_model] (this layer as the source). */
+  src: tf.Tensor2D;
+  /** R(W_Q) L_K, R(W_K) L_Q, R(W_V) L_O, kinds then heads side by side: [d_model, 3·head·d_head] (this layer as the destination). */
+  dst: tf.Tensor2D;
+  /** ||OV|| and ||QK|| (= ||QKᵀ||) per head. */
+  normOV: Float64Array;
+  normQK: Float64Array;
 };
 
+/** xᵀ per head: [head, r, c] -> [head, c, r] */
+function transposeHeads(x: tf.Tensor3D): tf.Tensor3D {
+  return tf.transpose(x, [0, 2, 1]);
+}
+
+/**
+ * A factor L with L Lᵀ = G for a symmetric positive semi-definite G, in float64: the
+ * Cholesky factor, or U diag(√λ) from the eigendecomposition when G is singular (a head
+ * with a zero or rank-deficient weight), where Cholesky stops.
+ */
+function gramFactor(g: Matrix): Matrix {
+  const cholesky = new CholeskyDecomposition(g);
+  if (cholesky.isPositiveDefinite()) return cholesky.lowerTriangularMatrix;
+  const evd = new EigenvalueDecomposition(g, { assumeSymmetric: true });
+  const roots = evd.realEigenvalues.map((l) => Math.sqrt(Math.max(l, 0))); // rounding can leave a zero slightly negative
+  return evd.eigenvectorMatrix.mulRowVector(roots);
+}
+
+/** grams: [head, d, d] on the device -> one float64 matrix per head on the host */
+function hostGrams(grams: tf.Tensor3D): Matrix[] {
+  const [nHeads, d] = grams.shape;
+  const data = grams.dataSync();
+  return Array.from({ length: nHeads }, (_, h) => {
+    const g = Matrix.from1DArray(d, d, Array.from(data.subarray(h * d * d, (h + 1) * d * d)));
+    // Symmetrise: the float32 product leaves the two triangles a rounding apart.
+    return g.add(g.transpose()).mul(0.5);
+  });
+}
+
+/** Σ_ij G1[i,j] G2[i,j] = tr(G1 G2) for symmetric G1, G2: ||X Yᵀ||² from XᵀX and YᵀY. */
+function traceOfProduct(g1: Matrix, g2: Matrix): number {
+  let sum = 0;
+  for (let i = 0; i < g1.rows; i++) for (let j = 0; j < g1.columns; j++) sum += g1.get(i, j) * g2.get(i, j);
+  return sum;
+}
+
+/** Stacked factors [head, d, d] (transposed first when asked) as a device tensor. */
+function uploadFactors(factors: Matrix[], transpose: boolean): tf.Tensor3D {
+  const d = factors[0].rows;
+  const out = new Float32Array(factors.length * d * d);
+  factors.forEach((f, h) => out.set((transpose ? f.transpose() : f).to1DArray(), h * d * d));
+  return tf.tensor3d(out, [factors.length, d, d]);
+}
+
 function layerFactors(params: Params, c: ModelConfig, l: number): LayerFactors {
+  const { n_heads: nHeads, d_model: dModel, d_head: dHead } = c;
   const p = `blocks.${l}.attn`;
-  const wO = params[`${p}.W_O`] as tf.Tensor3D; // (H, dh, dm)
-  const rQ = foldReading(params, c, l, params[`${p}.W_Q`]) as tf.Tensor3D; // (H, dm, dh)
-  const rK = foldReading(params, c, l, params[`${p}.W_K`]) as tf.Tensor3D; // (H, dm, dh)
-  const rV = foldReading(params, c, l, params[`${p}.W_V`]) as tf.Tensor3D; // (H, dm, dh)
-  const gramV: tf.Tensor3D = tf.matMul(rV, rV, true, false); // (H, dh, dm) x (H, dm, dh) -> (H, dh, dh)
-  const gramO: tf.Tensor3D = tf.matMul(wO, wO, false, true); // (H, dh, dm) x (H, dm, dh) -> (H, dh, dh)
-  const gramQ: tf.Tensor3D = tf.matMul(rQ, rQ, true, false); // (H, dh, dh)
-  const gramK: tf.Tensor3D = tf.matMul(rK, rK, true, false); // (H, dh, dh)
-  // ||X Yᵀ||² = tr((XᵀX)(YᵀY)) = Σ (XᵀX) ∘ (YᵀY), both Gram matrices being symmetric.
-  const normOV = tf.sqrt(tf.sum(tf.mul(gramV, gramO), [1, 2])) as tf.Tensor1D; // (H)
-  const normQK = tf.sqrt(tf.sum(tf.mul(gramQ, gramK), [1, 2])) as tf.Tensor1D; // (H)
-  return { wO, rQ, rK, rV, gramV, gramO, gramQ, gramK, normOV, normQK };
+  // Gram matrices on the device, factored on the host.
+  const grams = tf.tidy(() => {
+    const wO = params[`${p}.W_O`] as tf.Tensor3D; // (H, dh, dm)
+    const [rQ, rK, rV] = (['W_Q', 'W_K', 'W_V'] as const).map((w) => foldReading(params, c, l, params[`${p}.${w}`]) as tf.Tensor3D); // (H, dm, dh)
+    return {
+      q: stackedMatMul(transposeHeads(rQ), rQ), // CᵀC: (H, dh, dm) x (H, dm, dh) -> (H, dh, dh)
+      k: stackedMatMul(transposeHeads(rK), rK), // DᵀD
+      v: stackedMatMul(transposeHeads(rV), rV), // AᵀA
+      o: stackedMatMul(wO, transposeHeads(wO)), // B Bᵀ
+    };
+  });
+  let host: Record<'q' | 'k' | 'v' | 'o', Matrix[]>;
+  try {
+    host = { q: hostGrams(grams.q), k: hostGrams(grams.k), v: hostGrams(grams.v), o: hostGrams(grams.o) };
+  } finally {
+    for (const g of Object.values(grams)) g.dispose();
+  }
+  const normOV = Float64Array.from(host.v, (gv, h) => Math.sqrt(traceOfProduct(gv, host.o[h])));
+  const normQK = Float64Array.from(host.q, (gq, h) => Math.sqrt(traceOfProduct(gq, host.k[h])));
+  const factor = (grams: Matrix[]) => grams.map(gramFactor);
+  const [lQ, lK, lV, lO] = [factor(host.q), factor(host.k), factor(host.v), factor(host.o)];
+
+  const { src, dst } = tf.tidy(() => {
+    const wO = params[`${p}.W_O`] as tf.Tensor3D; // (H, dh, dm)
+    const [rQ, rK, rV] = (['W_Q', 'W_K', 'W_V'] as const).map((w) => foldReading(params, c, l, params[`${p}.${w}`]) as tf.Tensor3D); // (H, dm, dh)
+    const src = tf.reshape(stackedMatMul(uploadFactors(lV, true), wO), [nHeads * dHead, dModel]) as tf.Tensor2D; // (H, dh, dh) x (H, dh, dm) -> (H·dh, dm)
+    const sideBySide = (x: tf.Tensor3D, l2: Matrix[]) => {
+      const folded = stackedMatMul(x, uploadFactors(l2, false)); // (H, dm, dh) x (H, dh, dh) -> (H, dm, dh)
+      return tf.reshape(tf.transpose(folded, [1, 0, 2]), [dModel, nHeads * dHead]); // (dm, H·dh)
+    };
+    const dst = tf.concat([sideBySide(rQ, lK), sideBySide(rK, lQ), sideBySide(rV, lO)], 1) as tf.Tensor2D; // (dm, 3·H·dh): kinds Q, K, V
+    return { src, dst };
+  });
+  return { src, dst, normOV, normQK };
 }
 
 /**
- * ||A1 (B1 X2) Y2ᵀ||² for every head pair of two layers, where A1ᵀA1 = gramLeft and
- * Y2ᵀY2 = gramRight: Σ (gramLeft M) ∘ (M gramRight) with M = B1^h1 X2^h2.
- * b1: [H1, d_head, d_model], x2: [H2, d_model, d_head], gramLeft: [H1, d_head, d_head],
- * gramRight: [H2, d_head, d_head] -> [H1, H2]
+ * Squared numerators of every (src head, kind, dst head) of one layer pair: the
+ * [d_head, d_head] blocks of src·dst, each reduced to its sum of squares.
+ * -> [src_head, kind, dst_head]
  */
-function pairNormsSquared(b1: tf.Tensor3D, x2: tf.Tensor3D, gramLeft: tf.Tensor3D, gramRight: tf.Tensor3D): tf.Tensor2D {
-  const [h1, dHead, dModel] = b1.shape;
-  const h2 = x2.shape[0];
-  const x2Side = tf.reshape(tf.transpose(x2, [1, 0, 2]), [dModel, h2 * dHead]); // (dm, H2·dh)
-  const m = tf.matMul(tf.reshape(b1, [h1 * dHead, dModel]), x2Side); // (H1·dh, dm) x (dm, H2·dh) -> (H1·dh, H2·dh)
-  const left = tf.matMul(gramLeft, tf.reshape(m, [h1, dHead, h2 * dHead])); // (H1, dh, dh) x (H1, dh, H2·dh) -> (H1, dh, H2·dh)
-  const mByDst = tf.transpose(tf.reshape(m, [h1 * dHead, h2, dHead]), [1, 0, 2]); // (H2, H1·dh, dh)
-  const right = tf.matMul(mByDst, gramRight); // (H2, H1·dh, dh) x (H2, dh, dh) -> (H2, H1·dh, dh)
-  const rightBySrc = tf.reshape(tf.transpose(right, [1, 0, 2]), [h1, dHead, h2 * dHead]); // (H1, dh, H2·dh)
-  const product = tf.reshape(tf.mul(left, rightBySrc), [h1, dHead, h2, dHead]); // (H1, dh, H2, dh)
-  return tf.sum(product, [1, 3]) as tf.Tensor2D; // (H1, H2)
-}
-
-/**
- * Q, K, V scores of every head of layer 1 (src) into every head of layer 2 (dst).
- * -> [kind Q/K/V, src_head, dst_head]
- */
-function layerPairScores(src: LayerFactors, dst: LayerFactors): tf.Tensor3D {
-  const ratio = (normSq: tf.Tensor2D, dstNorm: tf.Tensor1D): tf.Tensor2D => {
-    // Rounding can leave a true zero slightly negative; the norm of a zero product is 0.
-    const norm = tf.sqrt(tf.relu(normSq)); // (H1, H2)
-    return tf.div(norm, tf.outerProduct(src.normOV, dstNorm)) as tf.Tensor2D; // (H1, H2) / (H1, H2)
-  };
-  const q = ratio(pairNormsSquared(src.wO, dst.rQ, src.gramV, dst.gramK), dst.normQK); // OV1 C2 D2ᵀ
-  const k = ratio(pairNormsSquared(src.wO, dst.rK, src.gramV, dst.gramQ), dst.normQK); // OV1 D2 C2ᵀ
-  const v = ratio(pairNormsSquared(src.wO, dst.rV, src.gramV, dst.gramO), dst.normOV); // OV1 A2 B2
-  return tf.stack([q, k, v]) as tf.Tensor3D; // (3, H1, H2)
+function pairNormsSquared(src: LayerFactors, dst: LayerFactors, nHeads: number, dHead: number): Float32Array {
+  const sums = tf.tidy(() => {
+    const product = tf.matMul(src.src, dst.dst); // (H1·dh, dm) x (dm, 3·H2·dh) -> (H1·dh, 3·H2·dh)
+    const blocks = tf.reshape(tf.square(product), [nHeads, dHead, KINDS.length * nHeads, dHead]); // (H1, dh, 3·H2, dh)
+    return tf.sum(blocks, [1, 3]); // (H1, 3·H2)
+  });
+  try {
+    return sums.dataSync() as Float32Array;
+  } finally {
+    sums.dispose();
+  }
 }
 
 /**
@@ -95,29 +146,36 @@ function layerPairScores(src: LayerFactors, dst: LayerFactors): tf.Tensor3D {
  * ordered by src_layer, src_head, dst_layer, dst_head, kind (Q, K, V).
  */
 export function compositionScores(params: Params, c: ModelConfig): CompositionScores {
-  const { n_layers: nLayers, n_heads: nHeads } = c;
+  const { n_layers: nLayers, n_heads: nHeads, d_head: dHead } = c;
   const layerPairs: [number, number][] = [];
   for (let l1 = 0; l1 < nLayers; l1++) for (let l2 = l1 + 1; l2 < nLayers; l2++) layerPairs.push([l1, l2]);
 
-  // (layer pair, kind, H1, H2). Each layer pair is reduced and downloaded in its own tidy:
-  // a pair's intermediates are (H·d_head)² floats per kind, and keeping those of all 66
-  // pairs of a 12-layer model alive at once would not fit the wasm heap.
+  // (layer pair, src head, kind, dst head); each pair reduced and downloaded on its own,
+  // so only one pair's product is ever on the device.
   const pairSize = KINDS.length * nHeads * nHeads;
-  const scores = new Float32Array(layerPairs.length * pairSize);
+  const scores = new Float64Array(layerPairs.length * pairSize);
   if (layerPairs.length > 0) {
-    const factors = Array.from({ length: nLayers }, (_, l) => tf.tidy(() => layerFactors(params, c, l)));
+    const factors: LayerFactors[] = [];
     try {
+      for (let l = 0; l < nLayers; l++) factors.push(layerFactors(params, c, l));
       layerPairs.forEach(([l1, l2], i) => {
-        const pair = tf.tidy(() => layerPairScores(factors[l1], factors[l2])); // (3, H1, H2)
-        try {
-          scores.set(pair.dataSync(), i * pairSize);
-        } finally {
-          pair.dispose();
+        const normSq = pairNormsSquared(factors[l1], factors[l2], nHeads, dHead);
+        for (let h1 = 0; h1 < nHeads; h1++) {
+          KINDS.forEach((kind, k) => {
+            for (let h2 = 0; h2 < nHeads; h2++) {
+              const j = (h1 * KINDS.length + k) * nHeads + h2;
+              const dstNorm = kind === 'V' ? factors[l2].normOV[h2] : factors[l2].normQK[h2];
+              // Rounding can leave a true zero slightly negative; the norm of a zero product is 0.
+              scores[i * pairSize + j] = Math.sqrt(Math.max(normSq[j], 0)) / (factors[l1].normOV[h1] * dstNorm);
+            }
+          });
         }
       });
     } finally {
-      // W_O is the caller's parameter tensor, passed through; everything else was made here.
-      for (const f of factors) for (const [name, t] of Object.entries(f)) if (name !== 'wO') t.dispose();
+      for (const f of factors) {
+        f.src.dispose();
+        f.dst.dispose();
+      }
     }
   }
 
@@ -136,7 +194,7 @@ export function compositionScores(params: Params, c: ModelConfig): CompositionSc
   for (let l1 = 0; l1 < nLayers; l1++) {
     for (let h1 = 0; h1 < nHeads; h1++) {
       for (let l2 = l1 + 1; l2 < nLayers; l2++) {
-        const base = pairIndex(l1, l2) * KINDS.length * nHeads * nHeads;
+        const base = pairIndex(l1, l2) * pairSize;
         for (let h2 = 0; h2 < nHeads; h2++) {
           KINDS.forEach((kind, k) => {
             out.src_layer[r] = l1;
@@ -144,7 +202,7 @@ export function compositionScores(params: Params, c: ModelConfig): CompositionSc
             out.dst_layer[r] = l2;
             out.dst_head[r] = h2;
             out.kind[r] = kind;
-            out.score[r] = scores[base + (k * nHeads + h1) * nHeads + h2];
+            out.score[r] = scores[base + (h1 * KINDS.length + k) * nHeads + h2];
             r++;
           });
         }

@@ -6,13 +6,14 @@
  *   score = Σ_{batches} Σ_{b, q, k} pattern[b, head, q, k] · mask[b, q, k]  /  Σ_{batches} count
  *
  * so the masks are built on the host, the masked sums run in tfjs (patterns never leave
- * the device), and the caller pools sums and counts in float64 across batches.
+ * the device), and the caller pools sums and counts in float64 across batches. A mask
+ * marks a handful of keys per query out of pos, so it is kept as the list of its cells.
  */
 import * as tf from '@tensorflow/tfjs-core';
 
 export interface PatternMask {
-  /** mask: [batch, qPos, kPos], row-major; 1 where the score reads the pattern. */
-  mask: Float32Array;
+  /** The cells where the mask is 1, as flat indices (b·pos + q)·pos + k of [batch, qPos, kPos], increasing. */
+  cells: Int32Array;
   batch: number;
   pos: number;
   /** (sequence, query) pairs the mean runs over. */
@@ -33,29 +34,40 @@ export type MarkRow = (q: number, earlier: readonly number[], row: Float32Array)
 export function buildMask(tokens: readonly Int32Array[], mark: MarkRow): PatternMask {
   const batch = tokens.length;
   const pos = tokens[0].length;
-  const mask = new Float32Array(batch * pos * pos);
+  const cells: number[] = [];
+  const row = new Float32Array(pos);
   let count = 0;
   tokens.forEach((seq, b) => {
     const seen = new Map<number, number[]>(); // token id -> its positions so far
     for (let q = 0; q < pos; q++) {
       const earlier = seen.get(seq[q]) ?? [];
-      const row = mask.subarray((b * pos + q) * pos, (b * pos + q + 1) * pos);
+      row.fill(0);
       if (mark(q, earlier, row)) count++;
+      for (let k = 0; k < pos; k++) if (row[k] !== 0) cells.push((b * pos + q) * pos + k);
       seen.set(seq[q], [...earlier, q]);
     }
   });
-  return { mask, batch, pos, count };
+  return { cells: Int32Array.from(cells), batch, pos, count };
 }
 
 /**
- * Per-head sum of the pattern where the mask is 1, as one batched matMul so no
- * [batch, head, qPos, kPos] product is ever materialised.
- * pattern: [batch, head, qPos, kPos], mask: [batch, qPos, kPos] -> [head]
+ * Per-head sum of the pattern over the mask's cells, gathered on the device so no
+ * [batch, head, qPos, kPos] product is ever formed and the pattern is never read back.
+ * pattern: [batch, head, qPos, kPos] -> [head]
  */
-export function maskedHeadSums(pattern: tf.Tensor4D, mask: tf.Tensor3D): tf.Tensor1D {
+export function maskedHeadSums(pattern: tf.Tensor4D, mask: PatternMask): tf.Tensor1D {
   const [batch, nHeads, pos] = pattern.shape;
-  const flat = tf.reshape(pattern, [batch, nHeads, pos * pos]); // (B, H, T·T)
-  const column = tf.reshape(mask, [batch, pos * pos, 1]); // (B, T·T, 1)
-  const perSequence = tf.matMul(flat, column); // (B, H, T·T) x (B, T·T, 1) -> (B, H, 1)
-  return tf.reshape(tf.sum(perSequence, 0), [nHeads]); // (H)
+  const plane = pos * pos;
+  const cells = mask.cells;
+  // Cell (b, q, k) of head h sits at ((b·H + h)·pos + q)·pos + k = cell + (b·(H-1) + h)·pos².
+  const index = new Int32Array(nHeads * cells.length);
+  for (let h = 0; h < nHeads; h++) {
+    for (let i = 0; i < cells.length; i++) {
+      const b = Math.floor(cells[i] / plane);
+      index[h * cells.length + i] = cells[i] + (b * (nHeads - 1) + h) * plane;
+    }
+  }
+  const flat = tf.reshape(pattern, [batch * nHeads * plane]); // (B·H·T·T)
+  const picked = tf.reshape(tf.gather(flat, tf.tensor1d(index, 'int32')), [nHeads, cells.length]); // (H, cells)
+  return tf.sum(picked, 1) as tf.Tensor1D; // (H)
 }

@@ -3,14 +3,18 @@
  * semantics (row vectors, `x W`), reading top-down in the order data flows:
  * embed → (norm → attention) per layer → final norm → unembed.
  *
- * It is written only in differentiable tfjs ops, so the trainer runs the same code
- * under `tf.variableGrads`. Per-head weights are laid side by side
- * (`[d_model, head·d_head]`) so each projection is one large 2-D matMul, the
- * formulation the wasm backend runs fastest.
+ * It is written in differentiable tfjs ops, so the trainer runs the same code under
+ * `tf.variableGrads`. Per-head weights are laid side by side (`[d_model, head·d_head]`)
+ * so each projection is one large 2-D matMul, the formulation the wasm backend runs
+ * fastest. The scorer passes `inference: true`, which runs the per-(sequence, head)
+ * attention products as separate 2-D matrices (pieces.ts) and frees each layer's
+ * intermediates as it goes; that path reads tensors back to the host, so it is not
+ * differentiable.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { ModelConfig } from '../checkpoint/config.ts';
 import type { Weights } from '../checkpoint/checkpoint.ts';
+import { stackedMatMul } from './pieces.ts';
 
 /** TL state-dict name → tensor (weights on the active backend, or trainable variables). */
 export type Params = Record<string, tf.Tensor>;
@@ -20,6 +24,18 @@ export interface ForwardOptions {
   patternLayers?: readonly number[];
   /** Compute logits (needs every layer and the unembedding). Default: false. */
   logits?: boolean;
+  /**
+   * W_E[tokens], [batch, pos, d_model], when the caller looked the embeddings up itself
+   * (the scorer does, on the host, so the vocabulary-sized W_E never goes to the device).
+   * Default: gathered here from `embed.W_E`.
+   */
+  tokenEmbeddings?: tf.Tensor3D;
+  /**
+   * Run the per-(sequence, head) attention products as separate matrices (see
+   * pieces.ts): faster on wasm, but not differentiable. Default: false, one batched
+   * matMul, which is what training differentiates.
+   */
+  inference?: boolean;
 }
 
 export interface ForwardOutput {
@@ -29,10 +45,13 @@ export interface ForwardOutput {
   logits?: tf.Tensor3D;
 }
 
-/** Uploads host weights once per checkpoint; the caller disposes them with `disposeParams`. */
-export function uploadParams(weights: Weights): Params {
+/**
+ * Uploads host weights once per checkpoint, those `keep` accepts (default: all); the
+ * caller disposes them with `disposeParams`.
+ */
+export function uploadParams(weights: Weights, keep: (name: string) => boolean = () => true): Params {
   const params: Params = {};
-  for (const [name, t] of weights) params[name] = tf.tensor(t.data, t.shape, 'float32');
+  for (const [name, t] of weights) if (keep(name)) params[name] = tf.tensor(t.data, t.shape, 'float32');
   return params;
 }
 
@@ -84,34 +103,49 @@ function causalMask(pos: number): tf.Tensor2D {
  */
 export function forward(params: Params, c: ModelConfig, tokens: tf.Tensor2D, opts: ForwardOptions = {}): ForwardOutput {
   const [batch, pos] = tokens.shape;
+  const { n_heads: nHeads, d_head: dHead } = c;
   const patternLayers = opts.patternLayers ?? [];
   const lastLayer = opts.logits ? c.n_layers - 1 : Math.max(-1, ...patternLayers);
   const patterns: tf.Tensor4D[] = [];
 
   const posEmbed = tf.slice(params['pos_embed.W_pos'], [0, 0], [pos, c.d_model]); // (T, dm)
-  let x = tf.gather(params['embed.W_E'], tokens) as tf.Tensor3D; // (B, T, dm)
+  let x = opts.tokenEmbeddings ?? (tf.gather(params['embed.W_E'], tokens) as tf.Tensor3D); // (B, T, dm)
+  const bmm = opts.inference ? stackedMatMul : (a: tf.Tensor3D, b: tf.Tensor3D) => tf.matMul(a, b);
   if (c.positional_embedding_type === 'standard') x = tf.add(x, posEmbed);
   const mask = lastLayer >= 0 ? causalMask(pos) : undefined;
 
+  // Inference frees each layer's intermediates as soon as the layer is done, so the
+  // device holds one layer's worth at a time (a 12-layer model would otherwise keep all
+  // twelve until the caller's tidy ends). Training keeps them: backprop reads them.
+  const layerScope = opts.inference ? <T extends tf.TensorContainer>(f: () => T) => tf.tidy(f) : <T>(f: () => T) => f();
   for (let l = 0; l <= lastLayer; l++) {
     const p = `blocks.${l}`;
-    const xn = norm(c, x, params[`${p}.ln1.w`], params[`${p}.ln1.b`]); // (B, T, dm)
-    const qkIn = c.positional_embedding_type === 'shortformer' ? tf.add(xn, posEmbed) : xn;
-    const qkIn2d = tf.reshape(qkIn, [batch * pos, c.d_model]) as tf.Tensor2D;
-    const q = project(qkIn2d, params[`${p}.attn.W_Q`], params[`${p}.attn.b_Q`], batch, pos); // (B, H, T, dh)
-    const k = project(qkIn2d, params[`${p}.attn.W_K`], params[`${p}.attn.b_K`], batch, pos); // (B, H, T, dh)
-    const scores = tf.add(tf.div(tf.matMul(q, k, false, true), Math.sqrt(c.d_head)), mask!); // (B, H, T, dh) x (B, H, dh, T) -> (B, H, T, T)
-    const pattern = tf.softmax(scores) as tf.Tensor4D; // (B, H, T, T)
-    if (patternLayers.includes(l)) patterns.push(pattern);
-    if (l === lastLayer && !opts.logits) break;
+    const withValues = l < lastLayer || opts.logits === true;
+    const resid = x;
+    const out = layerScope(() => {
+      const xn = norm(c, resid, params[`${p}.ln1.w`], params[`${p}.ln1.b`]); // (B, T, dm)
+      const qkIn = c.positional_embedding_type === 'shortformer' ? tf.add(xn, posEmbed) : xn;
+      const qkIn2d = tf.reshape(qkIn, [batch * pos, c.d_model]) as tf.Tensor2D;
+      const q = project(qkIn2d, params[`${p}.attn.W_Q`], params[`${p}.attn.b_Q`], batch, pos); // (B, H, T, dh)
+      const k = project(qkIn2d, params[`${p}.attn.W_K`], params[`${p}.attn.b_K`], batch, pos); // (B, H, T, dh)
+      const kT = tf.reshape(tf.transpose(k, [0, 1, 3, 2]), [batch * nHeads, dHead, pos]) as tf.Tensor3D; // (B·H, dh, T)
+      const qk = bmm(tf.reshape(q, [batch * nHeads, pos, dHead]) as tf.Tensor3D, kT); // (B·H, T, dh) x (B·H, dh, T) -> (B·H, T, T)
+      const scores = tf.add(tf.div(tf.reshape(qk, [batch, nHeads, pos, pos]), Math.sqrt(dHead)), mask!); // (B, H, T, T) + (T, T)
+      const pattern = tf.softmax(scores) as tf.Tensor4D; // (B, H, T, T)
+      if (!withValues) return { pattern };
 
-    const xn2d = tf.reshape(xn, [batch * pos, c.d_model]) as tf.Tensor2D;
-    const v = project(xn2d, params[`${p}.attn.W_V`], params[`${p}.attn.b_V`], batch, pos); // (B, H, T, dh)
-    const z = tf.matMul(pattern, v); // (B, H, T, T) x (B, H, T, dh) -> (B, H, T, dh)
-    const zFlat = tf.reshape(tf.transpose(z, [0, 2, 1, 3]), [batch * pos, c.n_heads * c.d_head]); // (B·T, H·dh)
-    const wO = tf.reshape(params[`${p}.attn.W_O`], [c.n_heads * c.d_head, c.d_model]); // (H·dh, dm): sums over heads
-    const attnOut = tf.add(tf.matMul(zFlat, wO), params[`${p}.attn.b_O`]); // (B·T, dm)
-    x = tf.add(x, tf.reshape(attnOut, [batch, pos, c.d_model])); // (B, T, dm)
+      const xn2d = tf.reshape(xn, [batch * pos, c.d_model]) as tf.Tensor2D;
+      const v = project(xn2d, params[`${p}.attn.W_V`], params[`${p}.attn.b_V`], batch, pos); // (B, H, T, dh)
+      const z = bmm(tf.reshape(pattern, [batch * nHeads, pos, pos]) as tf.Tensor3D, tf.reshape(v, [batch * nHeads, pos, dHead]) as tf.Tensor3D); // (B·H, T, T) x (B·H, T, dh) -> (B·H, T, dh)
+      const zFlat = tf.reshape(tf.transpose(tf.reshape(z, [batch, nHeads, pos, dHead]), [0, 2, 1, 3]), [batch * pos, nHeads * dHead]); // (B, T, H, dh) -> (B·T, H·dh)
+      const wO = tf.reshape(params[`${p}.attn.W_O`], [nHeads * dHead, c.d_model]); // (H·dh, dm): sums over heads
+      const attnOut = tf.add(tf.matMul(zFlat, wO), params[`${p}.attn.b_O`]); // (B·T, dm)
+      return { pattern, x: tf.add(resid, tf.reshape(attnOut, [batch, pos, c.d_model])) as tf.Tensor3D }; // (B, T, dm)
+    });
+    if (patternLayers.includes(l)) patterns.push(out.pattern);
+    else if (opts.inference) out.pattern.dispose();
+    if (out.x === undefined) break;
+    x = out.x;
   }
 
   if (!opts.logits) return { patterns };
