@@ -114,29 +114,36 @@ export function forward(params: Params, c: ModelConfig, tokens: tf.Tensor2D, opt
   if (c.positional_embedding_type === 'standard') x = tf.add(x, posEmbed);
   const mask = lastLayer >= 0 ? causalMask(pos) : undefined;
 
-  // Inference frees each layer's intermediates as soon as the layer is done, so the
-  // device holds one layer's worth at a time (a 12-layer model would otherwise keep all
-  // twelve until the caller's tidy ends). Training keeps them: backprop reads them.
-  const layerScope = opts.inference ? <T extends tf.TensorContainer>(f: () => T) => tf.tidy(f) : <T>(f: () => T) => f();
+  // Inference frees intermediates as soon as the step that made them is done, so the
+  // device holds a few [batch, pos, ·] tensors at a time (growing the wasm heap is costly
+  // here, ~6 ms per MB, and a 12-layer model would otherwise keep all twelve layers'
+  // until the caller's tidy ends). Training keeps them: backprop reads them.
+  const scope = opts.inference ? <T extends tf.TensorContainer>(f: () => T) => tf.tidy(f) : <T>(f: () => T) => f();
   for (let l = 0; l <= lastLayer; l++) {
     const p = `blocks.${l}`;
     const withValues = l < lastLayer || opts.logits === true;
     const resid = x;
-    const out = layerScope(() => {
-      const xn = norm(c, resid, params[`${p}.ln1.w`], params[`${p}.ln1.b`]); // (B, T, dm)
-      const qkIn = c.positional_embedding_type === 'shortformer' ? tf.add(xn, posEmbed) : xn;
-      const qkIn2d = tf.reshape(qkIn, [batch * pos, c.d_model]) as tf.Tensor2D;
-      const q = project(qkIn2d, params[`${p}.attn.W_Q`], params[`${p}.attn.b_Q`], batch, pos); // (B, H, T, dh)
-      const k = project(qkIn2d, params[`${p}.attn.W_K`], params[`${p}.attn.b_K`], batch, pos); // (B, H, T, dh)
-      const kT = tf.reshape(tf.transpose(k, [0, 1, 3, 2]), [batch * nHeads, dHead, pos]) as tf.Tensor3D; // (B·H, dh, T)
-      const qk = bmm(tf.reshape(q, [batch * nHeads, pos, dHead]) as tf.Tensor3D, kT); // (B·H, T, dh) x (B·H, dh, T) -> (B·H, T, T)
-      const scores = tf.add(tf.div(tf.reshape(qk, [batch, nHeads, pos, pos]), Math.sqrt(dHead)), mask!); // (B, H, T, T) + (T, T)
-      const pattern = tf.softmax(scores) as tf.Tensor4D; // (B, H, T, T)
+    const out = scope(() => {
+      const xn = scope(() => norm(c, resid, params[`${p}.ln1.w`], params[`${p}.ln1.b`])); // (B, T, dm)
+      const pattern = scope(() => {
+        const qkIn = c.positional_embedding_type === 'shortformer' ? tf.add(xn, posEmbed) : xn;
+        const qkIn2d = tf.reshape(qkIn, [batch * pos, c.d_model]) as tf.Tensor2D;
+        const q = scope(() => tf.reshape(project(qkIn2d, params[`${p}.attn.W_Q`], params[`${p}.attn.b_Q`], batch, pos), [batch * nHeads, pos, dHead])) as tf.Tensor3D; // (B·H, T, dh)
+        const kT = scope(() => {
+          const k = project(qkIn2d, params[`${p}.attn.W_K`], params[`${p}.attn.b_K`], batch, pos); // (B, H, T, dh)
+          return tf.reshape(tf.transpose(k, [0, 1, 3, 2]), [batch * nHeads, dHead, pos]) as tf.Tensor3D; // (B·H, dh, T)
+        });
+        const qk = bmm(q, kT); // (B·H, T, dh) x (B·H, dh, T) -> (B·H, T, T)
+        const scores = tf.add(tf.div(tf.reshape(qk, [batch, nHeads, pos, pos]), Math.sqrt(dHead)), mask!); // (B, H, T, T) + (T, T)
+        return tf.softmax(scores) as tf.Tensor4D; // (B, H, T, T)
+      });
       if (!withValues) return { pattern };
 
-      const xn2d = tf.reshape(xn, [batch * pos, c.d_model]) as tf.Tensor2D;
-      const v = project(xn2d, params[`${p}.attn.W_V`], params[`${p}.attn.b_V`], batch, pos); // (B, H, T, dh)
-      const z = bmm(tf.reshape(pattern, [batch * nHeads, pos, pos]) as tf.Tensor3D, tf.reshape(v, [batch * nHeads, pos, dHead]) as tf.Tensor3D); // (B·H, T, T) x (B·H, T, dh) -> (B·H, T, dh)
+      const z = scope(() => {
+        const xn2d = tf.reshape(xn, [batch * pos, c.d_model]) as tf.Tensor2D;
+        const v = project(xn2d, params[`${p}.attn.W_V`], params[`${p}.attn.b_V`], batch, pos); // (B, H, T, dh)
+        return bmm(tf.reshape(pattern, [batch * nHeads, pos, pos]) as tf.Tensor3D, tf.reshape(v, [batch * nHeads, pos, dHead]) as tf.Tensor3D); // (B·H, T, T) x (B·H, T, dh) -> (B·H, T, dh)
+      });
       const zFlat = tf.reshape(tf.transpose(tf.reshape(z, [batch, nHeads, pos, dHead]), [0, 2, 1, 3]), [batch * pos, nHeads * dHead]); // (B, T, H, dh) -> (B·T, H·dh)
       const wO = tf.reshape(params[`${p}.attn.W_O`], [nHeads * dHead, c.d_model]); // (H·dh, dm): sums over heads
       const attnOut = tf.add(tf.matMul(zFlat, wO), params[`${p}.attn.b_O`]); // (B·T, dm)
