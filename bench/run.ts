@@ -5,7 +5,10 @@
  * bench/.data (ignored by git) and reused.
  *
  *   npm run bench                      both cases, default workers (available cores)
- *   npm run bench -- --case 2l --workers 1 --backend cpu
+ *   npm run bench -- --case 2l --workers 1 --backend cpu --repeat 5
+ *
+ * Each sweep starts a cold pool, as a nightly run does; the median of `--repeat` sweeps
+ * is printed with the spread, since a shared 2-core machine varies by ±15% run to run.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -75,27 +78,59 @@ function mean(xs: number[]): number {
   return xs.reduce((a, b) => a + b, 0) / xs.length;
 }
 
-async function benchSweep(c: Case, workers: number, backend: BackendChoice, batchSize: number): Promise<void> {
+/** One sweep of a case's checkpoints from a cold pool. */
+interface SweepRun {
+  wall: number;
+  /** Seconds per checkpoint once every worker had finished its first (null with one checkpoint per worker). */
+  warm: number | null;
+  /** Mean per-checkpoint stage seconds, from the checkpoints table. */
+  stages: Record<'load' | 'forward' | 'weight' | 'write', number>;
+  backend: string;
+  workers: number;
+  n: number;
+  exitCode: number;
+}
+
+async function sweepOnce(c: Case, workers: number, backend: BackendChoice, batchSize: number): Promise<SweepRun> {
   const dir = ensureCheckpoints(c);
   const configFile = sweepConfig(c, dir, backend, batchSize);
   const outDir = join(DATA, `out-${c.name}`);
   rmSync(outDir, { recursive: true, force: true });
   const plan = await buildPlan(loadConfig(configFile), { workers });
 
+  const finished: number[] = [];
   const started = performance.now();
-  const result = await runSweep(plan);
+  const result = await runSweep(plan, { log: (e) => e.event === 'checkpoint_finished' && finished.push(performance.now()) });
   const wall = (performance.now() - started) / 1000;
 
   const files = readdirSync(join(outDir, 'checkpoints', `run=${c.name}`)).filter((f) => f.endsWith('.arrow'));
   const rows = files.map((f) => tableFromIPC(readFileSync(join(outDir, 'checkpoints', `run=${c.name}`, f))).get(0)!.toJSON());
-  const n = rows.length;
+  const stage = (k: string) => mean(rows.map((r) => Number(r[`${k}_seconds`])));
+  const threads = result.manifest.workers;
+  // Every worker's first checkpoint pays its start-up (heap growth, compilation); after
+  // the first `threads` finish, what is left runs warm.
+  const warm = rows.length > threads ? (wall - (finished[threads - 1] - started) / 1000) / (rows.length - threads) : null;
+  return {
+    wall, warm, n: rows.length, backend: result.manifest.backend, workers: threads, exitCode: result.exitCode,
+    stages: { load: stage('load'), forward: stage('forward'), weight: stage('weight'), write: stage('write') },
+  };
+}
+
+/** Sweeps a case `repeat` times from a cold pool and prints the median run, and the spread. */
+async function benchSweep(c: Case, workers: number, backend: BackendChoice, batchSize: number, repeat: number): Promise<void> {
+  const runs: SweepRun[] = [];
+  for (let i = 0; i < repeat; i++) runs.push(await sweepOnce(c, workers, backend, batchSize));
+  runs.sort((a, b) => a.wall - b.wall);
+  const median = runs[Math.floor((runs.length - 1) / 2)];
+  const { n, stages } = median;
   const tokens = 64 * 101 * n;
   const heads = c.config.n_layers * c.config.n_heads * n;
-  const stage = (k: string) => mean(rows.map((r) => Number(r[k]))).toFixed(2);
+  const perCheckpoint = (r: SweepRun) => (r.wall / r.n).toFixed(2);
   console.log(`\n${c.name}: ${c.config.n_layers} layers × ${c.config.n_heads} heads, d_model ${c.config.d_model}, d_vocab ${c.config.d_vocab}`);
-  console.log(`  backend ${result.manifest.backend}, workers ${result.manifest.workers}, batch ${batchSize}, checkpoints ${n} (exit ${result.exitCode})`);
-  console.log(`  per checkpoint, one worker's time: load ${stage('load_seconds')} s, forward ${stage('forward_seconds')} s, weight scores ${stage('weight_seconds')} s, write ${stage('write_seconds')} s`);
-  console.log(`  wall ${wall.toFixed(1)} s = ${(wall / n).toFixed(2)} s per checkpoint; ${(tokens / wall).toFixed(0)} tokens/s; ${(heads / wall).toFixed(1)} heads/s`);
+  console.log(`  backend ${median.backend}, workers ${median.workers}, batch ${batchSize}, checkpoints ${n} (exit ${median.exitCode}), median of ${runs.length} sweeps`);
+  console.log(`  per checkpoint, one worker's time: load ${stages.load.toFixed(2)} s, forward ${stages.forward.toFixed(2)} s, weight scores ${stages.weight.toFixed(2)} s, write ${stages.write.toFixed(2)} s`);
+  console.log(`  wall ${median.wall.toFixed(1)} s = ${perCheckpoint(median)} s per checkpoint (all ${runs.length}: ${runs.map(perCheckpoint).join(', ')}); ${(tokens / median.wall).toFixed(0)} tokens/s; ${(heads / median.wall).toFixed(1)} heads/s`);
+  if (median.warm !== null) console.log(`  after each worker's first checkpoint: ${median.warm.toFixed(2)} s per checkpoint`);
   console.log(`  peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB (whole process, all worker threads)`);
 }
 
@@ -103,7 +138,8 @@ const argv = await yargs(process.argv.slice(2))
   .option('case', { choices: ['2l', 'gpt2', 'train', 'all'] as const, default: 'all' as const })
   .option('workers', { type: 'number', default: availableParallelism() })
   .option('backend', { choices: ['auto', ...BACKENDS] as const, default: 'auto' as const })
-  .option('batch-size', { type: 'number', default: 16 })
+  .option('batch-size', { type: 'number', default: 8, description: 'sequences per forward pass (the config default)' })
+  .option('repeat', { type: 'number', description: 'sweeps per case (the median is reported); default 3, 1 for gpt2' })
   .strict()
   .parseAsync();
 
@@ -112,6 +148,7 @@ if (argv.case === 'all') {
   console.log(`headsweep bench on ${availableParallelism()} cores, Node ${process.version}`);
   for (const name of ['2l', 'gpt2', 'train']) {
     const args = [...process.execArgv, process.argv[1], '--case', name, '--workers', String(argv.workers), '--backend', argv.backend, '--batch-size', String(argv['batch-size'])];
+    if (argv.repeat !== undefined) args.push('--repeat', String(argv.repeat));
     const child = spawnSync(process.execPath, args, { stdio: 'inherit' });
     if (child.status !== 0) process.exitCode = child.status ?? 1;
   }
@@ -119,5 +156,5 @@ if (argv.case === 'all') {
   const { benchTraining } = await import('./train.ts');
   await benchTraining(argv.backend);
 } else {
-  await benchSweep(CASES[argv.case], argv.workers, argv.backend, argv['batch-size']);
+  await benchSweep(CASES[argv.case], argv.workers, argv.backend, argv['batch-size'], argv.repeat ?? (argv.case === 'gpt2' ? 1 : 3));
 }

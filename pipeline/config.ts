@@ -87,7 +87,7 @@ export const SweepConfigSchema = z
     /** Worker threads; default: every core the process may use. */
     workers: positiveInt.default(() => availableParallelism()),
     /** Sequences per forward batch. */
-    batch_size: positiveInt.default(16),
+    batch_size: positiveInt.default(8),
     backend: z.enum(['auto', ...BACKENDS]).default('auto'),
     /** Bytes of checkpoints in flight at once; default a quarter of the machine's memory. */
     memory_budget_mb: positiveInt.optional(),

@@ -145,7 +145,7 @@ describe('good configs', () => {
     expect(withCorpus.bigram).toEqual({ path: 'corpus.txt', tokenizer: 'byte' });
     expect(c.icl).toEqual({ early: 50, late: 500 });
     expect(c.classify).toEqual(DEFAULT_RULES);
-    expect(c.batch_size).toBe(16);
+    expect(c.batch_size).toBe(8);
     expect(c.backend).toBe('auto');
     expect(c.workers).toBeGreaterThanOrEqual(1);
     expect(c.prompt_sets[0]).toMatchObject({ kind: 'repeated_random', length: 12, repeats: 4, count: 4, seed: 0 });
@@ -214,8 +214,8 @@ describe('good configs', () => {
     expect(roomy.maxInFlight).toBe(4); // one per worker and one being written
     const largest = Math.max(...roomy.runs[0].checkpoints.map((c) => c.bytes));
     // planted-2l (108,496 parameters): three float32 copies of the weights, plus one batch of
-    // 16 sequences × 49 tokens: patterns of 2 layers × 2 heads, logits twice, 8 residual streams.
-    expect(largest).toBe(3 * 4 * 108_496 + 16 * 4 * (2 * 2 * 49 * 49 + 2 * 49 * 16 + 8 * 49 * 96));
+    // 8 sequences (the default) × 49 tokens: patterns of 2 layers × 2 heads, logits twice, 8 residual streams.
+    expect(largest).toBe(3 * 4 * 108_496 + 8 * 4 * (2 * 2 * 49 * 49 + 2 * 49 * 16 + 8 * 49 * 96));
     const tight = await plan(['workers: 3', `memory_budget_mb: ${Math.ceil((2 * largest) / 2 ** 20)}`]);
     expect(tight.maxInFlight).toBe(2);
     expect((await plan(['workers: 3', 'memory_budget_mb: 1'])).maxInFlight).toBe(1);
