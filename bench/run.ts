@@ -127,7 +127,7 @@ async function benchSweep(c: Case, workers: number, backend: BackendChoice, batc
   const heads = c.config.n_layers * c.config.n_heads * n;
   const perCheckpoint = (r: SweepRun) => (r.wall / r.n).toFixed(2);
   console.log(`\n${c.name}: ${c.config.n_layers} layers × ${c.config.n_heads} heads, d_model ${c.config.d_model}, d_vocab ${c.config.d_vocab}`);
-  console.log(`  backend ${median.backend}, workers ${median.workers}, batch ${batchSize}, checkpoints ${n} (exit ${median.exitCode}), median of ${runs.length} sweeps`);
+  console.log(`  backend ${median.backend}, workers ${median.workers}, batch ${batchSize}, checkpoints ${n} (exit ${median.exitCode}), median of ${runs.length} sweep${runs.length === 1 ? "" : "s"}`);
   console.log(`  per checkpoint, one worker's time: load ${stages.load.toFixed(2)} s, forward ${stages.forward.toFixed(2)} s, weight scores ${stages.weight.toFixed(2)} s, write ${stages.write.toFixed(2)} s`);
   console.log(`  wall ${median.wall.toFixed(1)} s = ${perCheckpoint(median)} s per checkpoint (all ${runs.length}: ${runs.map(perCheckpoint).join(', ')}); ${(tokens / median.wall).toFixed(0)} tokens/s; ${(heads / median.wall).toFixed(1)} heads/s`);
   if (median.warm !== null) console.log(`  after each worker's first checkpoint: ${median.warm.toFixed(2)} s per checkpoint`);
