@@ -90,7 +90,7 @@ export async function scoreTask(req: CheckpointRequest): Promise<CheckpointOutco
   const loadStart = performance.now();
   let checkpoint;
   try {
-    // Loading hashes the file in the same pass, so its bytes are read once.
+    // Loading hashes the file in the same pass; W_E and W_U stay in it, read in slices later.
     checkpoint = loadCheckpoint(req.file, { readBuffer, leaveInFile: VOCABULARY_MATRICES });
   } catch (err) {
     return failure(err, 'load', backendName, null);

@@ -359,11 +359,12 @@ describe('reading into a reused buffer, and leaving weights in the file', () => 
     expect(() => weightOf(ck, 'embed.W_E')).toThrow(`${f.path}: weight 'embed.W_E' is neither loaded nor left in an open file`);
   });
 
-  test('a block outside the tensor is refused', () => {
+  test('a block outside the tensor is refused, in the file and in memory alike', () => {
     const f = writeTiny('leave-outside.safetensors', 0);
     const ck = loadCheckpoint(f.path, { leaveInFile: VOCAB });
     try {
       expect(() => weightBlock(ck, 'embed.W_E', 4, 2, 0, 4)).toThrow("block [4+2, 0+4] is outside 'embed.W_E' [5, 4]");
+      expect(() => weightBlock(loadCheckpoint(f.path), 'unembed.W_U', 0, 4, 3, 3)).toThrow("block [0+4, 3+3] is outside 'unembed.W_U' [4, 5]");
     } finally {
       closeCheckpoint(ck);
     }

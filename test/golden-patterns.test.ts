@@ -10,7 +10,8 @@
  * means for icl_score.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { initBackend } from '../src/backend.ts';
+import { initBackend, tf } from '../src/backend.ts';
+import { maskedHeadSums } from '../src/metrics/pattern.ts';
 import { duplicateTokenMask } from '../src/metrics/duplicate-token.ts';
 import { prefixMatchingMask } from '../src/metrics/prefix-matching.ts';
 import { previousTokenMask } from '../src/metrics/previous-token.ts';
@@ -58,6 +59,35 @@ describe('pattern masks on a hand-written sequence', () => {
     expect(marked(m, 1, 0)).toEqual([]);
     expect([1, 2, 3, 4, 5].map((q) => marked(m, 1, q))).toEqual([[0], [1], [2], [3], [4]]);
     expect(m.count).toBe(10);
+  });
+});
+
+describe('a batch where no query counts', () => {
+  it('adds exactly nothing to a score (no sum over an empty mask, which wasm leaves uninitialised)', () => {
+    const pattern = tf.fill([2, 3, 4, 4], 0.25) as tf.Tensor4D;
+    const empty = duplicateTokenMask([Int32Array.of(1, 2, 3, 4), Int32Array.of(5, 6, 7, 8)]);
+    expect(empty.cells.length).toBe(0);
+    try {
+      // Freed memory full of a recognisable value, which an uninitialised output would show.
+      for (let i = 0; i < 8; i++) tf.fill([64], 1e6).dataSync();
+      for (let i = 0; i < 8; i++) {
+        const sums = tf.tidy(() => maskedHeadSums(pattern, empty));
+        expect(Array.from(sums.dataSync())).toEqual([0, 0, 0]);
+        sums.dispose();
+      }
+    } finally {
+      pattern.dispose();
+    }
+  });
+
+  it('leaves the score of the batches that do count unchanged', async () => {
+    const fx = loadFixture('random-2l-ln-standard');
+    const counting = fx.promptSets[0].sequences.slice(0, 3);
+    const distinct = [0, 1, 2].map((s) => Int32Array.from({ length: 40 }, (_, i) => (i + s) % 40)); // no token repeats within a sequence
+    const opts = { metrics: ['duplicate_token', 'prefix_matching'] as MetricName[], batchSize: 3, icl: fx.icl };
+    const [alone] = (await scoreCheckpoint(fx.checkpoint, [{ name: 'a', sequences: counting }], opts)).promptSets;
+    const [mixed] = (await scoreCheckpoint(fx.checkpoint, [{ name: 'b', sequences: [...distinct, ...counting] }], opts)).promptSets;
+    for (const m of ['duplicate_token', 'prefix_matching'] as const) expect(Array.from(mixed[m]!)).toEqual(Array.from(alone[m]!));
   });
 });
 

@@ -13,6 +13,7 @@ import { expectedShapes, isIgnoredBuffer, parseModelConfig, type ModelConfig } f
 import { createHash } from 'node:crypto';
 import {
   alignedSize,
+  checkBlock,
   decodeFloats,
   FLOAT_DTYPES,
   readHeaderBytes,
@@ -183,6 +184,7 @@ export function weightBlock(ck: Checkpoint, key: string, row: number, rows: numb
     if (ck.file === undefined) throw checkpointError(ck.path, `weight '${key}' is neither loaded nor left in an open file`, key);
     return ck.file.readBlock(key, row, rows, col, cols, into);
   }
+  checkBlock(key, t.shape, row, rows, col, cols);
   const width = t.shape[1];
   const out = into ?? new Float32Array(rows * cols);
   if (cols === width) out.set(t.data.subarray(row * width, (row + rows) * width));
@@ -193,7 +195,11 @@ export function weightBlock(ck: Checkpoint, key: string, row: number, rows: numb
 /** Bytes hashed per read for the weights left in the file. */
 const HASH_CHUNK = 8 << 20;
 
-/** Loads every weight the config requires; each tensor is read from disk exactly once. */
+/**
+ * Loads every weight the config requires; each tensor kept in memory is read from disk
+ * exactly once (the hash is taken in the same pass), those left in the file once for the
+ * hash and then as blocks when asked for.
+ */
 export function loadCheckpoint(file: string, opts: LoadOptions = {}): Checkpoint {
   return withSafetensors(file, (fd, header, keepOpen) => {
     const { config } = resolveConfig(file, header.metadata);

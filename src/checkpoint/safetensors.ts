@@ -374,6 +374,14 @@ export function decodeFloats(file: string, key: string, info: TensorInfo, bytes:
   }
 }
 
+/** Refuses a block [row, row + rows) × [col, col + cols) that is not inside a 2-D tensor of `shape`. */
+export function checkBlock(key: string, shape: readonly number[], row: number, rows: number, col: number, cols: number): void {
+  const [height, width] = shape;
+  if (shape.length !== 2 || row < 0 || col < 0 || rows < 0 || cols < 0 || row + rows > height || col + cols > width) {
+    throw new Error(`block [${row}+${rows}, ${col}+${cols}] is outside '${key}' ${formatShape(shape)}`);
+  }
+}
+
 /**
  * Blocks of 2-D float tensors read from an open safetensors file on demand, for matrices
  * not worth holding in memory whole: a model's W_E and W_U are most of its bytes, and
@@ -395,10 +403,8 @@ export class TensorFile {
   readBlock(key: string, row: number, rows: number, col: number, cols: number, into?: Float32Array): Float32Array {
     const info = this.header.tensors.get(key);
     if (!info) throw checkpointError(this.file, `missing tensor '${key}'`, key);
-    const [height, width] = info.shape;
-    if (info.shape.length !== 2 || row < 0 || col < 0 || row + rows > height || col + cols > width) {
-      throw new Error(`TensorFile: block [${row}+${rows}, ${col}+${cols}] is outside '${key}' ${formatShape(info.shape)}`);
-    }
+    checkBlock(key, info.shape, row, rows, col, cols);
+    const width = info.shape[1];
     const size = DTYPE_BYTES[info.dtype];
     const out = into ?? new Float32Array(rows * cols);
     // Whole rows are one read; a column range is one read per row.

@@ -24,9 +24,10 @@ export interface PatternMask {
 export type PatternMaskFn = (tokens: readonly Int32Array[]) => PatternMask;
 
 /**
- * Marks the keys one query reads, in `row` (that query's [kPos] slice of the mask), and
- * says whether the query counts towards the mean. `earlier` is P(q): the positions k < q
- * holding the same token as q, in increasing order.
+ * Marks the keys one query reads by setting them to 1 in `row` (a zeroed [kPos] row; any
+ * non-zero entry counts as 1, the masks being 0/1), and says whether the query counts
+ * towards the mean. `earlier` is P(q): the positions k < q holding the same token as q,
+ * in increasing order.
  */
 export type MarkRow = (q: number, earlier: readonly number[], row: Float32Array) => boolean;
 
@@ -59,6 +60,9 @@ export function maskedHeadSums(pattern: tf.Tensor4D, mask: PatternMask): tf.Tens
   const [batch, nHeads, pos] = pattern.shape;
   const plane = pos * pos;
   const cells = mask.cells;
+  // A batch where no query counts (no repeated token) adds exactly nothing. Not a sum over
+  // an empty axis: the wasm backend returns uninitialised memory for that.
+  if (cells.length === 0) return tf.zeros([nHeads]);
   // Cell (b, q, k) of head h sits at ((b·H + h)·pos + q)·pos + k = cell + (b·(H-1) + h)·pos².
   const index = new Int32Array(nHeads * cells.length);
   for (let h = 0; h < nHeads; h++) {

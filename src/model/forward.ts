@@ -114,10 +114,11 @@ export function forward(params: Params, c: ModelConfig, tokens: tf.Tensor2D, opt
   if (c.positional_embedding_type === 'standard') x = tf.add(x, posEmbed);
   const mask = lastLayer >= 0 ? causalMask(pos) : undefined;
 
-  // Inference frees intermediates as soon as the step that made them is done, so the
-  // device holds a few [batch, pos, ·] tensors at a time (growing the wasm heap is costly
-  // here, ~6 ms per MB, and a 12-layer model would otherwise keep all twelve layers'
-  // until the caller's tidy ends). Training keeps them: backprop reads them.
+  // Inference frees intermediates as soon as the step that made them is done, so besides
+  // the patterns asked for the device holds a few [batch, pos, ·] tensors at a time
+  // (growing the wasm heap is costly here, ~6 ms per MB, and a 12-layer model would
+  // otherwise keep all twelve layers' until the caller's tidy ends). Training keeps
+  // them: backprop reads them.
   const scope = opts.inference ? <T extends tf.TensorContainer>(f: () => T) => tf.tidy(f) : <T>(f: () => T) => f();
   for (let l = 0; l <= lastLayer; l++) {
     const p = `blocks.${l}`;
@@ -152,16 +153,21 @@ export function forward(params: Params, c: ModelConfig, tokens: tf.Tensor2D, opt
     if (patternLayers.includes(l)) patterns.push(out.pattern);
     else if (opts.inference) out.pattern.dispose();
     if (out.x === undefined) break;
+    // The caller's embeddings are the caller's to free.
+    if (opts.inference && x !== opts.tokenEmbeddings) x.dispose();
     x = out.x;
   }
 
   if (!opts.logits) return { patterns };
-  const xf = norm(c, x, params['ln_final.w'], params['ln_final.b']); // (B, T, dm)
-  const logits = tf.add(
-    tf.matMul(tf.reshape(xf, [batch * pos, c.d_model]), params['unembed.W_U']), // (B·T, dm) x (dm, V)
-    params['unembed.b_U'],
-  );
-  return { patterns, logits: tf.reshape(logits, [batch, pos, c.d_vocab]) as tf.Tensor3D }; // (B·T, V) -> (B, T, V)
+  const logits = scope(() => {
+    const xf = norm(c, x, params['ln_final.w'], params['ln_final.b']); // (B, T, dm)
+    const flat = tf.add(
+      tf.matMul(tf.reshape(xf, [batch * pos, c.d_model]), params['unembed.W_U']), // (B·T, dm) x (dm, V)
+      params['unembed.b_U'],
+    );
+    return tf.reshape(flat, [batch, pos, c.d_vocab]) as tf.Tensor3D; // (B·T, V) -> (B, T, V)
+  });
+  return { patterns, logits };
 }
 
 /**
