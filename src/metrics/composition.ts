@@ -87,40 +87,41 @@ function uploadFactors(factors: Matrix[], transpose: boolean): tf.Tensor3D {
 function layerFactors(params: Params, c: ModelConfig, l: number): LayerFactors {
   const { n_heads: nHeads, d_model: dModel, d_head: dHead } = c;
   const p = `blocks.${l}.attn`;
-  // Gram matrices on the device, factored on the host.
-  const grams = tf.tidy(() => {
-    const wO = params[`${p}.W_O`] as tf.Tensor3D; // (H, dh, dm)
-    const [rQ, rK, rV] = (['W_Q', 'W_K', 'W_V'] as const).map((w) => foldReading(params, c, l, params[`${p}.${w}`]) as tf.Tensor3D); // (H, dm, dh)
-    return {
+  const wO = params[`${p}.W_O`] as tf.Tensor3D; // (H, dh, dm)
+  // R(W_Q), R(W_K), R(W_V): (H, dm, dh) each, made once for the Gram matrices and the factors.
+  const [rQ, rK, rV] = tf.tidy(() => (['W_Q', 'W_K', 'W_V'] as const).map((w) => foldReading(params, c, l, params[`${p}.${w}`]) as tf.Tensor3D));
+  try {
+    // Gram matrices on the device, factored on the host.
+    const grams = tf.tidy(() => ({
       q: stackedMatMul(transposeHeads(rQ), rQ), // CᵀC: (H, dh, dm) x (H, dm, dh) -> (H, dh, dh)
       k: stackedMatMul(transposeHeads(rK), rK), // DᵀD
       v: stackedMatMul(transposeHeads(rV), rV), // AᵀA
       o: stackedMatMul(wO, transposeHeads(wO)), // B Bᵀ
-    };
-  });
-  let host: Record<'q' | 'k' | 'v' | 'o', Matrix[]>;
-  try {
-    host = { q: hostGrams(grams.q), k: hostGrams(grams.k), v: hostGrams(grams.v), o: hostGrams(grams.o) };
-  } finally {
-    for (const g of Object.values(grams)) g.dispose();
-  }
-  const normOV = Float64Array.from(host.v, (gv, h) => Math.sqrt(traceOfProduct(gv, host.o[h])));
-  const normQK = Float64Array.from(host.q, (gq, h) => Math.sqrt(traceOfProduct(gq, host.k[h])));
-  const factor = (grams: Matrix[]) => grams.map(gramFactor);
-  const [lQ, lK, lV, lO] = [factor(host.q), factor(host.k), factor(host.v), factor(host.o)];
+    }));
+    let host: Record<'q' | 'k' | 'v' | 'o', Matrix[]>;
+    try {
+      host = { q: hostGrams(grams.q), k: hostGrams(grams.k), v: hostGrams(grams.v), o: hostGrams(grams.o) };
+    } finally {
+      for (const g of Object.values(grams)) g.dispose();
+    }
+    const normOV = Float64Array.from(host.v, (gv, h) => Math.sqrt(traceOfProduct(gv, host.o[h])));
+    const normQK = Float64Array.from(host.q, (gq, h) => Math.sqrt(traceOfProduct(gq, host.k[h])));
+    const [lQ, lK, lV, lO] = [host.q, host.k, host.v, host.o].map((g) => g.map(gramFactor));
 
-  const { src, dst } = tf.tidy(() => {
-    const wO = params[`${p}.W_O`] as tf.Tensor3D; // (H, dh, dm)
-    const [rQ, rK, rV] = (['W_Q', 'W_K', 'W_V'] as const).map((w) => foldReading(params, c, l, params[`${p}.${w}`]) as tf.Tensor3D); // (H, dm, dh)
-    const src = tf.reshape(stackedMatMul(uploadFactors(lV, true), wO), [nHeads * dHead, dModel]) as tf.Tensor2D; // (H, dh, dh) x (H, dh, dm) -> (H·dh, dm)
-    const sideBySide = (x: tf.Tensor3D, l2: Matrix[]) => {
-      const folded = stackedMatMul(x, uploadFactors(l2, false)); // (H, dm, dh) x (H, dh, dh) -> (H, dm, dh)
-      return tf.reshape(tf.transpose(folded, [1, 0, 2]), [dModel, nHeads * dHead]); // (dm, H·dh)
-    };
-    const dst = tf.concat([sideBySide(rQ, lK), sideBySide(rK, lQ), sideBySide(rV, lO)], 1) as tf.Tensor2D; // (dm, 3·H·dh): kinds Q, K, V
-    return { src, dst };
-  });
-  return { src, dst, normOV, normQK };
+    const { src, dst } = tf.tidy(() => {
+      const src = tf.reshape(stackedMatMul(uploadFactors(lV, true), wO), [nHeads * dHead, dModel]) as tf.Tensor2D; // (H, dh, dh) x (H, dh, dm) -> (H·dh, dm)
+      const sideBySide = (x: tf.Tensor3D, l2: Matrix[]) => {
+        const folded = stackedMatMul(x, uploadFactors(l2, false)); // (H, dm, dh) x (H, dh, dh) -> (H, dm, dh)
+        return tf.reshape(tf.transpose(folded, [1, 0, 2]), [dModel, nHeads * dHead]); // (dm, H·dh)
+      };
+      const dst = tf.concat([sideBySide(rQ, lK), sideBySide(rK, lQ), sideBySide(rV, lO)], 1) as tf.Tensor2D; // (dm, 3·H·dh): kinds Q, K, V
+      return { src, dst };
+    });
+    return { src, dst, normOV, normQK };
+  } finally {
+    // With no norm R(W) is W itself, the caller's parameter, which stays.
+    for (const r of [rQ, rK, rV]) if (!Object.values(params).includes(r)) r.dispose();
+  }
 }
 
 /**
