@@ -15,7 +15,7 @@ import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import yargs from 'yargs';
-import { parameterCount, type ModelConfig } from '../src/checkpoint/config.ts';
+import { modelConfig, parameterCount, type ModelConfig } from '../src/model/config.ts';
 import { writeSafetensors } from '../src/checkpoint/safetensors.ts';
 import { BACKENDS, type BackendChoice } from '../src/names.ts';
 import { initWeights } from '../src/train/init.ts';
@@ -36,9 +36,9 @@ const LN_STANDARD = { attn_only: true, normalization_type: 'LN', positional_embe
 
 const CASES: Record<string, Case> = {
   // The attn-only-2L research model shape (TransformerLens `attn-only-2l`).
-  '2l': { name: 'attn-only-2l', checkpoints: 4, config: { n_layers: 2, n_heads: 8, d_model: 512, d_head: 64, d_vocab: 48262, n_ctx: 1024, ...LN_STANDARD } },
+  '2l': { name: 'attn-only-2l', checkpoints: 4, config: modelConfig({ n_layers: 2, n_heads: 8, d_model: 512, d_head: 64, d_vocab: 48262, n_ctx: 1024, ...LN_STANDARD }) },
   // GPT-2 small's attention stack without MLPs.
-  gpt2: { name: 'attn-only-gpt2-small', checkpoints: 2, config: { n_layers: 12, n_heads: 12, d_model: 768, d_head: 64, d_vocab: 50257, n_ctx: 1024, ...LN_STANDARD } },
+  gpt2: { name: 'attn-only-gpt2-small', checkpoints: 2, config: modelConfig({ n_layers: 12, n_heads: 12, d_model: 768, d_head: 64, d_vocab: 50257, n_ctx: 1024, ...LN_STANDARD }) },
 };
 
 /** Seeded random checkpoints, written once. */

@@ -13,7 +13,7 @@ import { totalmem } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { glob } from 'tinyglobby';
 import { inspectCheckpoint } from '../src/checkpoint/checkpoint.ts';
-import { parameterCount, type ModelConfig } from '../src/checkpoint/config.ts';
+import { parameterCount, type ModelConfig } from '../src/model/config.ts';
 import { configError, HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
 import { countBigrams, type Bigrams } from '../src/metrics/bigrams.ts';
 import { buildPromptSet, type PromptSet } from '../src/prompts/index.ts';

@@ -21,7 +21,7 @@ import { pathToFileURL } from 'node:url';
 import type { ResourceLimits } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { BackendChoice, BackendName } from '../src/backend.ts';
-import type { ModelConfig } from '../src/checkpoint/config.ts';
+import type { ModelConfig } from '../src/model/config.ts';
 import type { Rule } from '../src/classify.ts';
 import { HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
 import { bundledWorker } from './worker-bundle.ts';

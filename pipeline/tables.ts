@@ -12,7 +12,7 @@ import {
   Field, Float64, Int32, Int64, List, makeData, RecordBatch, Schema, Struct, Table, Utf8,
   util, type Data, type DataType,
 } from 'apache-arrow';
-import type { ModelConfig } from '../src/checkpoint/config.ts';
+import type { ModelConfig } from '../src/model/config.ts';
 import { HeadsweepError } from '../src/errors.ts';
 import type { PromptSet } from '../src/prompts/types.ts';
 import type { CheckpointScores } from '../src/score.ts';

@@ -9,8 +9,10 @@ export {
   inspectCheckpoint, loadCheckpoint, type Checkpoint, type CheckpointInfo, type Weights,
 } from './checkpoint/checkpoint.ts';
 export {
-  MODEL_CONFIG_FIELDS, ModelConfigSchema, expectedShapes, parameterCount, parseModelConfig, type ModelConfig,
-} from './checkpoint/config.ts';
+  ACT_FNS, MODEL_CONFIG_FIELDS, NORMALIZATION_TYPES, POSITIONAL_EMBEDDING_TYPES, TlConfigSchema, expectedShapes, expectedTensors, kvHeads,
+  modelConfig, parameterCount, parseModelConfig, type ActFn, type ModelConfig, type NormalizationType, type PositionalEmbeddingType,
+  type TensorSpec, type TlConfig,
+} from './model/config.ts';
 export {
   readTensor, withSafetensors, writeSafetensors,
   type DType, type HostTensor, type SafetensorsHeader, type TensorInfo, type TensorToWrite, type WriteDType,

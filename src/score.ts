@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { weightBlock, weightOf, type Checkpoint } from './checkpoint/checkpoint.ts';
-import { expectedShapes, type ModelConfig } from './checkpoint/config.ts';
+import { expectedShapes, type ModelConfig } from './model/config.ts';
 import { HeadsweepError, messageOf, type Stage } from './errors.ts';
 import { bigramKl } from './metrics/bigram-kl.ts';
 import type { Bigrams } from './metrics/bigrams.ts';

@@ -247,7 +247,7 @@ describe('the config', () => {
 
   test('a model that is not attention-only', () => {
     const parts = buildParts(tinyTensors(), { config: JSON.stringify({ ...TINY_CONFIG, attn_only: false }) });
-    expectLoadError(tmp.file('config-mlp.safetensors', assemble(parts)), /attn_only must be true/);
+    expectLoadError(tmp.file('config-mlp.safetensors', assemble(parts)), /act_fn: required for a model with MLPs/);
   });
 
   test('a BOS token id outside the vocabulary', () => {

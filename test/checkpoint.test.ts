@@ -8,7 +8,7 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { closeCheckpoint, inspectCheckpoint, loadCheckpoint, weightBlock, weightOf } from '../src/checkpoint/checkpoint.ts';
-import { expectedShapes, parameterCount, parseModelConfig, type ModelConfig } from '../src/checkpoint/config.ts';
+import { expectedShapes, parameterCount, parseModelConfig, type ModelConfig } from '../src/model/config.ts';
 import {
   bf16ToF32, f16ToF32, f32ToBF16, f32ToF16, ReadBuffer, readTensor, withSafetensors, writeSafetensors, type TensorToWrite, type WriteDType,
 } from '../src/checkpoint/safetensors.ts';
@@ -52,7 +52,7 @@ describe('writeSafetensors → loadCheckpoint round trip', () => {
     expect(ckpt.metadata).toEqual(TINY_METADATA);
     expect(ckpt.step).toBe(1000);
     expect(ckpt.tokensSeen).toBe(2048000);
-    expect(ckpt.config).toEqual(TINY_CONFIG);
+    expect(ckpt.config).toEqual({ ...TINY_CONFIG, d_mlp: null, act_fn: null, gated_mlp: false, parallel_attn_mlp: false, rotary_dim: null, rotary_base: 10000, rotary_adjacent_pairs: false, n_key_value_heads: null, scale_attn_by_inverse_layer_idx: false });
     expect([...ckpt.weights.keys()].sort()).toEqual(Object.keys(TINY_SHAPES).sort());
     for (const [name, t] of Object.entries(tensors)) {
       expect(ckpt.weights.get(name)!.shape, name).toEqual(t.shape);
@@ -243,7 +243,7 @@ describe('the config', () => {
     const path = join(dir, 'step-5.safetensors');
     writeSafetensors(path, tinyTensors(), { step: '5' });
     const ckpt = loadCheckpoint(path);
-    expect(ckpt.config).toEqual(TINY_CONFIG);
+    expect(ckpt.config).toEqual({ ...TINY_CONFIG, d_mlp: null, act_fn: null, gated_mlp: false, parallel_attn_mlp: false, rotary_dim: null, rotary_base: 10000, rotary_adjacent_pairs: false, n_key_value_heads: null, scale_attn_by_inverse_layer_idx: false });
     expect(ckpt.step).toBe(5);
     expect(ckpt.tokensSeen).toBeNull();
     expect(inspectCheckpoint(path).configSource).toBe(join(dir, 'config.json'));

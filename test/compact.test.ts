@@ -12,7 +12,7 @@ import { join, relative } from 'node:path';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import { tableFromIPC, tableToIPC, util, type Table } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ModelConfig } from '../src/checkpoint/config.ts';
+import { modelConfig, type ModelConfig } from '../src/model/config.ts';
 import type { CheckpointScores } from '../src/score.ts';
 import type { PromptSet } from '../src/prompts/types.ts';
 import { main } from '../pipeline/cli.ts';
@@ -39,7 +39,7 @@ interface Ckpt {
   failure?: string;
 }
 
-const model = (n_layers: number, n_heads: number, positional: 'standard' | 'shortformer'): ModelConfig => ({
+const model = (n_layers: number, n_heads: number, positional: 'standard' | 'shortformer'): ModelConfig => modelConfig({
   n_layers, n_heads, d_model: 4 * n_heads, d_head: 4, d_vocab: 20, n_ctx: 16,
   attn_only: true, normalization_type: positional === 'standard' ? 'LN' : null, positional_embedding_type: positional, eps: 1e-5,
 });

@@ -78,6 +78,8 @@ describe('headsweep inspect on a good checkpoint', () => {
     expect(info.config).toEqual({
       n_layers: 2, n_heads: 2, d_model: 96, d_head: 64, d_vocab: 16, n_ctx: 64, attn_only: true,
       normalization_type: null, positional_embedding_type: 'standard', eps: 1e-5, bos_token_id: 0,
+      // Resolved: the fields the header leaves out, at METRICS.md §1's defaults.
+      d_mlp: null, act_fn: null, gated_mlp: false, parallel_attn_mlp: false, rotary_dim: null, rotary_base: 10000, rotary_adjacent_pairs: false, n_key_value_heads: null, scale_attn_by_inverse_layer_idx: false,
     });
     expect(info.metadata).toEqual({ format: 'headsweep-fixture' });
     expect(info.tensors).toEqual(PLANTED_TENSORS.map(([name, shape]) => ({ name, dtype: 'F32', shape, ignored: false })));

@@ -9,16 +9,16 @@ import { join } from 'node:path';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import { tableFromIPC } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ModelConfig } from '../src/checkpoint/config.ts';
+import { modelConfig, type ModelConfig } from '../src/model/config.ts';
 import type { CheckpointScores } from '../src/score.ts';
 import { writeTableFile } from '../pipeline/sinks/index.ts';
 import { checkpointId, checkpointTables, promptsTable, type CheckpointRowInfo, type TableName } from '../pipeline/tables.ts';
 
 const SHA = '0123456789ab' + 'f'.repeat(52);
-const config: ModelConfig = {
+const config: ModelConfig = modelConfig({
   n_layers: 1, n_heads: 3, d_model: 6, d_head: 2, d_vocab: 10, n_ctx: 8,
   attn_only: true, normalization_type: 'LN', positional_embedding_type: 'standard', eps: 1e-5,
-};
+});
 const info: CheckpointRowInfo = {
   run: 'demo', step: 42, tokensSeen: 5_000_000_000, checkpoint: 'ckpts/a.safetensors', sha256: SHA, config,
   seconds: { load: 0.5, forward: 2, weights: 0.25, write: 0.125 },

@@ -7,17 +7,17 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { ModelConfig } from '../src/checkpoint/config.ts';
+import { modelConfig, type ModelConfig } from '../src/model/config.ts';
 import { HeadsweepError } from '../src/errors.ts';
 import {
   buildPromptSet, readTokensFile, repeatedRandom, sampleDistinct, seededRng, validatePromptSet,
   type RepeatedRandomSpec,
 } from '../src/prompts/index.ts';
 
-const MODEL: ModelConfig = {
+const MODEL: ModelConfig = modelConfig({
   n_layers: 1, n_heads: 1, d_model: 4, d_head: 4, d_vocab: 100, n_ctx: 128,
   attn_only: true, normalization_type: null, positional_embedding_type: 'standard', eps: 1e-5, bos_token_id: 0,
-};
+});
 const spec = (over: Partial<RepeatedRandomSpec> = {}): RepeatedRandomSpec => ({ kind: 'repeated_random', name: 'rr', count: 6, seed: 42, ...over });
 
 /** The error `fn` throws, checked to be a HeadsweepError. */

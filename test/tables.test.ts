@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tableFromIPC, Type, type Schema, type Table } from 'apache-arrow';
 import { beforeEach, describe, expect, it } from 'vitest';
-import type { ModelConfig } from '../src/checkpoint/config.ts';
+import { modelConfig, type ModelConfig } from '../src/model/config.ts';
 import type { CheckpointScores } from '../src/score.ts';
 import { packageVersions, writeManifest, type Manifest } from '../pipeline/manifest.ts';
 import { writeFileAtomic } from '../pipeline/sinks/atomic.ts';
@@ -20,10 +20,10 @@ import {
 
 const SHA = 'ab12cd34ef56' + '0'.repeat(52);
 
-const config: ModelConfig = {
+const config: ModelConfig = modelConfig({
   n_layers: 2, n_heads: 2, d_model: 8, d_head: 4, d_vocab: 16, n_ctx: 12,
   attn_only: true, normalization_type: null, positional_embedding_type: 'shortformer', eps: 1e-5,
-};
+});
 
 const info: CheckpointRowInfo = {
   run: 'demo',

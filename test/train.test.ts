@@ -12,6 +12,7 @@ import { loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import { bigramKl } from '../src/metrics/bigram-kl.ts';
 import { bigramEntropy, countBigrams } from '../src/metrics/bigrams.ts';
 import { disposeParams, forward, tokenLosses, uploadParams } from '../src/model/forward.ts';
+import { modelConfig } from '../src/model/config.ts';
 import { textPromptSet } from '../src/prompts/text.ts';
 import { enableTraining } from '../src/train/autodiff.ts';
 import { checkpointSteps, parseTrainConfig, TrainConfigSchema, type LoadedTrainConfig } from '../src/train/config.ts';
@@ -212,7 +213,7 @@ describe('data', () => {
   });
 
   test('text prompt sets: seeded windows of the corpus after BOS, checked against the vocabulary', () => {
-    const model = { n_layers: 2, n_heads: 4, d_model: 64, d_head: 16, d_vocab: 64, n_ctx: 96, attn_only: true, normalization_type: 'LN', positional_embedding_type: 'standard', eps: 1e-5, bos_token_id: 0 } as const;
+    const model = modelConfig({ n_layers: 2, n_heads: 4, d_model: 64, d_head: 16, d_vocab: 64, n_ctx: 96, attn_only: true, normalization_type: 'LN', positional_embedding_type: 'standard', eps: 1e-5, bos_token_id: 0 });
     const spec = { kind: 'text', name: 'readmes', path: CORPUS, tokenizer: 'char64', length: 80, count: 3, seed: 5 } as const;
     const set = textPromptSet(spec, model);
     expect(set.sequences).toHaveLength(3);

@@ -8,7 +8,7 @@
 import type { CommandModule } from 'yargs';
 import { command, type CliState } from '../cli.ts';
 import { inspectCheckpoint, type CheckpointInfo } from '../../src/checkpoint/checkpoint.ts';
-import { MODEL_CONFIG_FIELDS, parameterCount } from '../../src/checkpoint/config.ts';
+import { MODEL_CONFIG_FIELDS, parameterCount } from '../../src/model/config.ts';
 
 interface InspectArgs {
   checkpoint: string;

@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { checkpointError, shapeMismatch } from '../errors.ts';
-import { expectedShapes, isIgnoredBuffer, parseModelConfig, type ModelConfig } from './config.ts';
+import { expectedTensors, isIgnoredBuffer, parseModelConfig, type ModelConfig, type TensorSpec } from '../model/config.ts';
 import { createHash } from 'node:crypto';
 import {
   alignedSize,
@@ -99,11 +99,15 @@ function resolveConfig(file: string, metadata: Record<string, string>): { config
   return { config: parsed.config, source };
 }
 
-/** Checks every required key, shape and dtype; returns the required shapes in TL order. */
-function checkKeys(file: string, header: SafetensorsHeader, config: ModelConfig): Map<string, number[]> {
-  const expected = expectedShapes(config);
-  for (const [key, shape] of expected) {
+/**
+ * Checks every key, shape and dtype; returns the tensors the config implies in TL order
+ * (optional ones included, present in the file or not).
+ */
+function checkKeys(file: string, header: SafetensorsHeader, config: ModelConfig): Map<string, TensorSpec> {
+  const expected = expectedTensors(config);
+  for (const [key, { shape, optional }] of expected) {
     const info = header.tensors.get(key);
+    if (!info && optional) continue;
     if (!info) throw checkpointError(file, `missing tensor '${key}' (shape [${shape.join(', ')}] expected by the config)`, key);
     if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
       throw shapeMismatch(file, key, shape, info.shape);
@@ -126,7 +130,8 @@ export function inspectCheckpoint(file: string): CheckpointInfo {
     const { config, source } = resolveConfig(file, header.metadata);
     const expected = checkKeys(file, header, config);
     const ignored = [...header.tensors.keys()].filter((name) => !expected.has(name));
-    const tensors = [...expected.keys(), ...ignored].map((name) => {
+    const present = [...expected.keys()].filter((name) => header.tensors.has(name));
+    const tensors = [...present, ...ignored].map((name) => {
       const t = header.tensors.get(name)!;
       return { name, dtype: t.dtype, shape: t.shape, ignored: !expected.has(name) };
     });
@@ -231,8 +236,13 @@ export function loadCheckpoint(file: string, opts: LoadOptions = {}): Checkpoint
       hash.update(bytes);
       if (expected.has(key)) weights.set(key, decodeFloats(file, key, info, bytes));
     }
-    // The config's key order (TL order) is what callers iterate in.
-    const ordered: Weights = new Map([...expected.keys()].filter((key) => !leave.has(key)).map((key) => [key, weights.get(key)!]));
+    // The config's key order (TL order) is what callers iterate in. An optional tensor the
+    // file lacks (a bias) reads as zeros, as TransformerLens fills it.
+    const zeros = (key: string) => {
+      const shape = expected.get(key)!.shape;
+      return { shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)) };
+    };
+    const ordered: Weights = new Map([...expected.keys()].filter((key) => !leave.has(key)).map((key) => [key, weights.get(key) ?? zeros(key)]));
     const ck: Checkpoint = { path: file, sha256: hash.digest('hex'), config, step, tokensSeen, metadata: header.metadata, weights: ordered };
     if (leave.size > 0) {
       ck.file = new TensorFile(fd, file, header);

@@ -25,7 +25,7 @@
  *   direct logit attribution does; attention outputs are ignored.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { ModelConfig } from '../checkpoint/config.ts';
+import type { ModelConfig } from '../model/config.ts';
 import { HeadsweepError } from '../errors.ts';
 import { forward, type Params } from '../model/forward.ts';
 import type { Bigrams } from './bigrams.ts';

@@ -21,7 +21,7 @@
  */
 import { CholeskyDecomposition, EigenvalueDecomposition, Matrix } from 'ml-matrix';
 import * as tf from '@tensorflow/tfjs-core';
-import type { ModelConfig } from '../checkpoint/config.ts';
+import type { ModelConfig } from '../model/config.ts';
 import type { Params } from '../model/forward.ts';
 import { stackedMatMul } from '../model/pieces.ts';
 import type { CompositionKind, CompositionScores } from '../score.ts';

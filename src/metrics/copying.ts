@@ -13,7 +13,7 @@
 import { EigenvalueDecomposition, Matrix } from 'ml-matrix';
 import * as tf from '@tensorflow/tfjs-core';
 import { weightBlock, type Checkpoint } from '../checkpoint/checkpoint.ts';
-import type { ModelConfig } from '../checkpoint/config.ts';
+import type { ModelConfig } from '../model/config.ts';
 import type { Params } from '../model/forward.ts';
 import { stackedMatMul } from '../model/pieces.ts';
 import { foldReading } from './fold.ts';

@@ -11,7 +11,7 @@
  * weight-based scores look at.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { ModelConfig } from '../checkpoint/config.ts';
+import type { ModelConfig } from '../model/config.ts';
 import type { Params } from '../model/forward.ts';
 
 /** Which norm sits in front of the weight: layer l's `ln1`, or `ln_final` before the unembedding. */

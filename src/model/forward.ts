@@ -12,7 +12,7 @@
  * differentiable.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { ModelConfig } from '../checkpoint/config.ts';
+import type { ModelConfig } from './config.ts';
 import type { Weights } from '../checkpoint/checkpoint.ts';
 import { stackedMatMul } from './pieces.ts';
 
@@ -104,6 +104,11 @@ function causalMask(pos: number): tf.Tensor2D {
 export function forward(params: Params, c: ModelConfig, tokens: tf.Tensor2D, opts: ForwardOptions = {}): ForwardOutput {
   const [batch, pos] = tokens.shape;
   const { n_heads: nHeads, d_head: dHead } = c;
+  // Interim guard while the full-transformer forward pass is built (issue: MLPs, RMS,
+  // rotary, GQA): the config layer already describes these models.
+  if (!c.attn_only || c.positional_embedding_type === 'rotary' || c.n_key_value_heads !== null || c.normalization_type === 'RMS' || c.normalization_type === 'RMSPre' || c.scale_attn_by_inverse_layer_idx) {
+    throw new Error('forward: models with MLPs, RMS norms, rotary positions, grouped-query attention or per-layer scaling are not implemented yet');
+  }
   const patternLayers = opts.patternLayers ?? [];
   const lastLayer = opts.logits ? c.n_layers - 1 : Math.max(-1, ...patternLayers);
   const patterns: tf.Tensor4D[] = [];

@@ -1,5 +1,5 @@
 /** Prompt sets: build one from its spec, check it against a model. */
-import type { ModelConfig } from '../checkpoint/config.ts';
+import type { ModelConfig } from '../model/config.ts';
 import { repeatedRandom } from './repeated-random.ts';
 import { textPromptSet } from './text.ts';
 import { readTokensFile } from './tokens-file.ts';

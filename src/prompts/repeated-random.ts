@@ -15,7 +15,7 @@
  *      shuffle using pure-rand `uniformInt(rng, i, n-1)`), map them through id(i), and
  *      write [BOS?] + block × repeats.
  */
-import type { ModelConfig } from '../checkpoint/config.ts';
+import type { ModelConfig } from '../model/config.ts';
 import { issueLines, promptError } from '../errors.ts';
 import { sampleDistinct, seededRng } from './rng.ts';
 import { RepeatedRandomSpecSchema, type PromptSet, type RepeatedRandomSpec } from './types.ts';

@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { z } from 'zod';
-import type { ModelConfig } from '../checkpoint/config.ts';
+import type { ModelConfig } from '../model/config.ts';
 import { issueLines, promptError } from '../errors.ts';
 import { TOKENIZERS, TOKENIZER_NAMES } from '../train/tokenizer.ts';
 import { seededRng } from './rng.ts';

@@ -2,7 +2,7 @@
  * Checks a prompt set against the model it is about to run on. Runs before any forward
  * pass, so a bad id or an over-long sequence is a clear error, not a gather out of range.
  */
-import type { ModelConfig } from '../checkpoint/config.ts';
+import type { ModelConfig } from '../model/config.ts';
 import { promptError } from '../errors.ts';
 import type { PromptSet } from './types.ts';
 

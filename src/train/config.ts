@@ -6,7 +6,7 @@
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { BACKENDS } from '../names.ts';
-import { ModelConfigSchema } from '../checkpoint/config.ts';
+import { resolveInSchema, TlConfigShape } from '../model/config.ts';
 import { parseYamlWith, readConfigText } from '../yaml-config.ts';
 import { TOKENIZERS, TOKENIZER_NAMES } from './tokenizer.ts';
 
@@ -81,10 +81,13 @@ const RunNameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, {
   message: 'a run name is letters, digits, ".", "_" and "-", starting with a letter or digit',
 });
 
-export const TrainModelSchema = z.strictObject({
-  ...ModelConfigSchema.shape,
-  attn_only: z.literal(true).default(true),
-});
+/** The model to train, in TL spelling (src/model/config.ts), resolved to a ModelConfig. */
+export const TrainModelSchema = z
+  .strictObject({
+    ...TlConfigShape,
+    attn_only: z.literal(true).default(true),
+  })
+  .transform(resolveInSchema);
 
 export const TrainConfigSchema = z
   .strictObject({

@@ -6,7 +6,7 @@
  * outputs from unit-scale (normalised) inputs.
  */
 import type { Weights } from '../checkpoint/checkpoint.ts';
-import { expectedShapes, type ModelConfig } from '../checkpoint/config.ts';
+import { expectedShapes, type ModelConfig } from '../model/config.ts';
 import { normal, stream } from './random.ts';
 
 /** Standard deviation of each weight kind; names not listed start at 0 (biases) or 1 (LN gains). */

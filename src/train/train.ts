@@ -16,7 +16,7 @@ import { existsSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { initBackend, tf, type BackendChoice, type BackendName } from '../backend.ts';
 import { loadCheckpoint, type Weights } from '../checkpoint/checkpoint.ts';
-import { expectedShapes, parameterCount, type ModelConfig } from '../checkpoint/config.ts';
+import { expectedShapes, parameterCount, type ModelConfig } from '../model/config.ts';
 import { readTensor, withSafetensors, writeSafetensors } from '../checkpoint/safetensors.ts';
 import { HeadsweepError } from '../errors.ts';
 import { forward, tokenLosses } from '../model/forward.ts';

@@ -15,7 +15,7 @@ import { writeTableFile } from '../../pipeline/sinks/index.ts';
 import {
   checkpointId, checkpointTables, errorsTable, promptsTable, type CheckpointRowInfo, type TableName,
 } from '../../pipeline/tables.ts';
-import { ModelConfigSchema } from '../../src/checkpoint/config.ts';
+import { modelConfig } from '../../src/model/config.ts';
 import type { CheckpointScores, CompositionKind, CompositionScores, PromptSetScores } from '../../src/score.ts';
 
 export interface SampleRun {
@@ -95,7 +95,7 @@ function rowInfo({ run, step }: Context): CheckpointRowInfo {
     tokensSeen: step === null ? null : step * 4096,
     checkpoint,
     sha256: sha256(checkpoint),
-    config: ModelConfigSchema.parse({
+    config: modelConfig({
       n_layers: run.nLayers, n_heads: run.nHeads, d_model: run.dModel, d_head: run.dModel / run.nHeads,
       d_vocab: 100, n_ctx: 64,
       normalization_type: oneLayer ? null : 'LN',
