@@ -16,7 +16,7 @@ import { join, resolve } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import yargs from 'yargs';
 import { modelConfig, parameterCount, type ModelConfig } from '../src/model/config.ts';
-import { writeSafetensors } from '../src/checkpoint/safetensors.ts';
+import { writeSafetensors } from '../src/checkpoint/containers/safetensors.ts';
 import { BACKENDS, type BackendChoice } from '../src/names.ts';
 import { initWeights } from '../src/train/init.ts';
 import { loadConfig } from '../pipeline/config.ts';

@@ -13,7 +13,7 @@ import { parentPort } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { initBackend, type BackendChoice, type BackendName } from '../src/backend.ts';
 import { closeCheckpoint, loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
-import { ReadBuffer } from '../src/checkpoint/safetensors.ts';
+import { ReadBuffer } from '../src/checkpoint/read.ts';
 import { labelHeads } from '../src/classify.ts';
 import { HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
 import { scoreCheckpoint, type CheckpointScores } from '../src/score.ts';

@@ -6,8 +6,16 @@
 export { HeadsweepError, messageOf, type ErrorDetails, type Stage } from './errors.ts';
 
 export {
-  inspectCheckpoint, loadCheckpoint, type Checkpoint, type CheckpointInfo, type Weights,
+  closeCheckpoint, inspectCheckpoint, loadCheckpoint, weightBlock, weightOf,
+  type Checkpoint, type CheckpointInfo, type LoadOptions, type Weights,
 } from './checkpoint/checkpoint.ts';
+export {
+  openSource, type ContainerName, type FileRole, type Source, type SourceFile, type SourceOptions, type SourceTensor,
+} from './checkpoint/source.ts';
+export { FAMILY_NAMES, type FamilyName } from './checkpoint/families/family.ts';
+export { BACKEND_MEMORY_LIMITS, backendFit, type BackendFit } from './checkpoint/memory.ts';
+export { ReadBuffer, type HostTensor } from './checkpoint/read.ts';
+export { FLOAT_DTYPES, type DType } from './checkpoint/dtypes.ts';
 export {
   ACT_FNS, MODEL_CONFIG_FIELDS, NORMALIZATION_TYPES, POSITIONAL_EMBEDDING_TYPES, TlConfigSchema, expectedShapes, expectedTensors, kvHeads,
   modelConfig, parameterCount, parseModelConfig, type ActFn, type ModelConfig, type NormalizationType, type PositionalEmbeddingType,
@@ -15,8 +23,8 @@ export {
 } from './model/config.ts';
 export {
   readTensor, withSafetensors, writeSafetensors,
-  type DType, type HostTensor, type SafetensorsHeader, type TensorInfo, type TensorToWrite, type WriteDType,
-} from './checkpoint/safetensors.ts';
+  type SafetensorsHeader, type TensorInfo, type TensorToWrite, type WriteDType,
+} from './checkpoint/containers/safetensors.ts';
 
 export { BACKENDS, initBackend, tf, type BackendChoice, type BackendName } from './backend.ts';
 

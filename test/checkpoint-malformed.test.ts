@@ -13,7 +13,8 @@ import { TINY_CONFIG, assemble, buildParts, tempDir, tinyParts, tinyTensors, typ
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 
-function expectLoadError(path: string, reason: RegExp): void {
+/** `at`: the file the message names, when it is not the checkpoint itself (a config.json beside it). */
+function expectLoadError(path: string, reason: RegExp, at = path): void {
   for (const read of [loadCheckpoint, inspectCheckpoint]) {
     let caught: unknown;
     try {
@@ -24,8 +25,8 @@ function expectLoadError(path: string, reason: RegExp): void {
     expect(caught, `${read.name} should throw`).toBeInstanceOf(HeadsweepError);
     const err = caught as HeadsweepError;
     expect(err.stage).toBe('load');
-    expect(err.file).toBe(path);
-    expect(err.message.startsWith(`${path}: `)).toBe(true);
+    expect(err.file).toBe(at);
+    expect(err.message.startsWith(`${at}: `)).toBe(true);
     expect(err.message).toMatch(reason);
   }
 }
@@ -46,10 +47,10 @@ describe('the file itself', () => {
     expectLoadError(join(tmp.dir, 'absent.safetensors'), /: no such file$/);
   });
 
-  test('a directory', () => {
+  test('a directory without a config.json says it is not a model folder and what it holds', () => {
     const dir = join(tmp.dir, 'folder.safetensors');
     mkdirSync(dir);
-    expectLoadError(dir, /is a directory, not a safetensors file/);
+    expectLoadError(dir, /is a folder without a config\.json, so not a model folder \(it is empty\)$/);
   });
 
   test('truncated below the 8-byte length prefix', () => {
@@ -263,7 +264,7 @@ describe('the config', () => {
     mkdirSync(dir);
     tmp.file('bad-config-json/config.json', '{"n_layers": ');
     const path = tmp.file('bad-config-json/model.safetensors', assemble(buildParts(tinyTensors())));
-    expectLoadError(path, new RegExp(`${dir}/config\\.json is not valid JSON`));
+    expectLoadError(path, /: is not valid JSON \(/, join(dir, 'config.json'));
   });
 
   test('metadata step that is not a decimal integer', () => {

@@ -9,9 +9,9 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { closeCheckpoint, inspectCheckpoint, loadCheckpoint, weightBlock, weightOf } from '../src/checkpoint/checkpoint.ts';
 import { expectedShapes, parameterCount, parseModelConfig, type ModelConfig } from '../src/model/config.ts';
-import {
-  bf16ToF32, f16ToF32, f32ToBF16, f32ToF16, ReadBuffer, readTensor, withSafetensors, writeSafetensors, type TensorToWrite, type WriteDType,
-} from '../src/checkpoint/safetensors.ts';
+import { readTensor, withSafetensors, writeSafetensors, type TensorToWrite, type WriteDType } from '../src/checkpoint/containers/safetensors.ts';
+import { bf16ToF32, f16ToF32, f32ToBF16, f32ToF16 } from '../src/checkpoint/dtypes.ts';
+import { ReadBuffer } from '../src/checkpoint/read.ts';
 import { HeadsweepError } from '../src/errors.ts';
 import { TINY_CONFIG, TINY_SHAPES, assemble, buildParts, tempDir, tinyTensors } from './helpers/safetensors.ts';
 
@@ -246,7 +246,7 @@ describe('the config', () => {
     expect(ckpt.config).toEqual({ ...TINY_CONFIG, d_mlp: null, act_fn: null, gated_mlp: false, parallel_attn_mlp: false, rotary_dim: null, rotary_base: 10000, rotary_adjacent_pairs: false, n_key_value_heads: null, scale_attn_by_inverse_layer_idx: false });
     expect(ckpt.step).toBe(5);
     expect(ckpt.tokensSeen).toBeNull();
-    expect(inspectCheckpoint(path).configSource).toBe(join(dir, 'config.json'));
+    expect(inspectCheckpoint(path).written.source).toBe(join(dir, 'config.json'));
   });
 
   test('the header config wins over a config.json beside the file', () => {
@@ -256,7 +256,7 @@ describe('the config', () => {
     const path = join(dir, 'model.safetensors');
     writeSafetensors(path, tinyTensors(), TINY_METADATA);
     expect(loadCheckpoint(path).config.n_ctx).toBe(3);
-    expect(inspectCheckpoint(path).configSource).toBe('__metadata__.config');
+    expect(inspectCheckpoint(path).written.source).toBe('__metadata__.config');
   });
 
   test('a TransformerLens config dump with extra fields and defaults left out', () => {

@@ -10,7 +10,7 @@ import { planFromArgs, type ConfigArgs } from '../pipeline/commands/validate.ts'
 import { loadConfig, parseConfig } from '../pipeline/config.ts';
 import { buildPlan } from '../pipeline/plan.ts';
 import { loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
-import { writeSafetensors } from '../src/checkpoint/safetensors.ts';
+import { writeSafetensors } from '../src/checkpoint/containers/safetensors.ts';
 import { DEFAULT_RULES } from '../src/classify.ts';
 import { HeadsweepError } from '../src/errors.ts';
 import { METRIC_NAMES } from '../src/score.ts';

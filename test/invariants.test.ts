@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../src/backend.ts';
 import { closeCheckpoint, loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
-import { ReadBuffer } from '../src/checkpoint/safetensors.ts';
+import { ReadBuffer } from '../src/checkpoint/read.ts';
 import { stackedMatMul } from '../src/model/pieces.ts';
 import { countBigrams } from '../src/metrics/bigrams.ts';
 import { prefixMatchingMask } from '../src/metrics/prefix-matching.ts';

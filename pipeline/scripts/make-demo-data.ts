@@ -18,7 +18,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { loadCheckpoint } from '../../src/checkpoint/checkpoint.ts';
-import { writeSafetensors, type TensorToWrite } from '../../src/checkpoint/safetensors.ts';
+import { writeSafetensors, type TensorToWrite } from '../../src/checkpoint/containers/safetensors.ts';
 import { seededRng, type Rng } from '../../src/prompts/rng.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;

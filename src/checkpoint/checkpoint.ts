@@ -1,170 +1,132 @@
 /**
- * Loads a TransformerLens-named attention-only checkpoint (METRICS.md §1): config from the
- * header's `__metadata__.config` or a `config.json` beside the file, every required
- * tensor checked against the shape the config implies.
+ * Loads a checkpoint of any source (source.ts: a file or a model folder, any container and
+ * family) as TransformerLens-named float32 weights (METRICS.md §1), and gives it its
+ * identity: a sha256 over every file it was read from.
  *
- * When both config sources exist the header wins: it travels with the weights, while a
- * `config.json` describes whatever folder the file was copied into.
+ * Each weight is read once, straight into the one float32 copy that is kept: F32 bytes
+ * land in it as read, F16/BF16/F64 are decoded into it through a bounded window, and
+ * conversions (GPT-2's packed c_attn, transposed Linear weights) are strided reads of the
+ * stored bytes (read.ts, convert.ts). The hash is taken in the same pass, in file order.
+ *
+ * Identity (`Checkpoint.sha256`):
+ * - a checkpoint read from one file, whole (a safetensors file that carries its config):
+ *   the sha256 of that file, as `sha256sum` prints it;
+ * - anything else: the sha256 of the text `headsweep-checkpoint-v1\n` followed by one line
+ *   `<sha256>  <name>\n` per file, sorted by name, where name is the file's path relative
+ *   to the checkpoint's folder and sha256 is that of the file's bytes, except for torch
+ *   archives, where it is the sha256 of the byte ranges read, concatenated in file order:
+ *   the records of data.pkl, byteorder and the weights' storages, and everything from the
+ *   central directory to the end (whose CRC-32s cover the records not read).
  */
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { checkpointError, shapeMismatch } from '../errors.ts';
-import { expectedTensors, isIgnoredBuffer, parseModelConfig, type ModelConfig, type TensorSpec } from '../model/config.ts';
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
+import { checkpointError } from '../errors.ts';
+import type { ModelConfig } from '../model/config.ts';
+import type { BackendName } from '../names.ts';
+import { DTYPE_BYTES } from './dtypes.ts';
+import { assertFits } from './memory.ts';
 import {
-  alignedSize,
-  checkBlock,
-  decodeFloats,
-  FLOAT_DTYPES,
-  readHeaderBytes,
-  readExactly,
-  readTensorBytes,
-  TensorFile,
-  withSafetensors,
-  type HostTensor,
-  type ReadBuffer,
-  type SafetensorsHeader,
-} from './safetensors.ts';
+  alignedSize, checkBlock, decodeInto, elementCount, isContiguous, OpenFiles, readExactly, spanBytes, subView, ViewReader,
+  type HostTensor, type ReadBuffer, type Storage, type StridedView,
+} from './read.ts';
+import { openSourceWith, type Source, type SourceFile, type SourceOptions } from './source.ts';
+import type { TensorPlan } from './convert.ts';
 
 /** TL state-dict name → float32 host tensor. */
 export type Weights = Map<string, HostTensor>;
 
 export interface Checkpoint {
+  /** As given: a file or a model folder. */
   path: string;
-  /** sha256 of the file's bytes, hex: the checkpoint's identity in output tables. */
+  /** The checkpoint's identity in output tables (see the file comment). */
   sha256: string;
   config: ModelConfig;
-  /** Training step from metadata `step`, else null (the pipeline may fill it from the file name). */
   step: number | null;
   tokensSeen: number | null;
   metadata: Record<string, string>;
-  /** Every required weight, except those loaded with `leaveInFile`. */
+  /** Every TL weight the config implies, in TL order, except those left in the file (LoadOptions). */
   weights: Weights;
-  /** The open file, for the weights left in it; present only when some were (see LoadOptions). */
-  file?: TensorFile;
+  /** The open files, for the weights left in them; present only when some were. */
+  file?: OpenWeights;
+  /** What was read and how: family, container, files (each with its sha256), tensors. */
+  source: Source;
 }
 
-export interface CheckpointInfo {
-  path: string;
-  config: ModelConfig;
-  /** Where the config came from: `__metadata__.config` or the path of the config.json. */
-  configSource: string;
-  step: number | null;
-  tokensSeen: number | null;
-  metadata: Record<string, string>;
-  /** The config's tensors in TL order (embed → blocks → unembed), then the ignored TL buffers. */
-  tensors: { name: string; dtype: string; shape: number[]; ignored: boolean }[];
-}
+/** What `inspect` and planning know of a checkpoint without reading its weights (weights files have no sha256 yet). */
+export type CheckpointInfo = Omit<Source, 'plan' | 'regions'>;
 
-function parseCount(file: string, metadata: Record<string, string>, key: string): number | null {
-  const raw = metadata[key];
-  if (raw === undefined) return null;
-  const value = Number(raw.trim());
-  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(value)) {
-    throw checkpointError(file, `metadata '${key}' is ${JSON.stringify(raw)}, not a decimal integer below 2^53`, `__metadata__.${key}`);
-  }
-  return value;
-}
-
-function resolveConfig(file: string, metadata: Record<string, string>): { config: ModelConfig; source: string } {
-  let raw: unknown;
-  let source: string;
-  if (metadata.config !== undefined) {
-    source = '__metadata__.config';
-    try {
-      raw = JSON.parse(metadata.config);
-    } catch (err) {
-      throw checkpointError(file, `${source} is not valid JSON (${(err as Error).message})`, source, err);
-    }
-  } else {
-    source = join(dirname(file), 'config.json');
-    let text: string;
-    try {
-      text = readFileSync(source, 'utf8');
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') {
-        throw checkpointError(file, 'missing config: no __metadata__.config in the header and no config.json beside the file', 'config', err);
-      }
-      throw checkpointError(file, `cannot read ${source} (${code ?? (err as Error).message})`, 'config', err);
-    }
-    try {
-      raw = JSON.parse(text);
-    } catch (err) {
-      throw checkpointError(file, `${source} is not valid JSON (${(err as Error).message})`, 'config', err);
-    }
-  }
-  const parsed = parseModelConfig(raw);
-  if (!parsed.ok) throw checkpointError(file, `invalid config in ${source}: ${parsed.problems.join('; ')}`, 'config');
-  return { config: parsed.config, source };
-}
-
-/**
- * Checks every key, shape and dtype; returns the tensors the config implies in TL order
- * (optional ones included, present in the file or not).
- */
-function checkKeys(file: string, header: SafetensorsHeader, config: ModelConfig): Map<string, TensorSpec> {
-  const expected = expectedTensors(config);
-  for (const [key, { shape, optional }] of expected) {
-    const info = header.tensors.get(key);
-    if (!info && optional) continue;
-    if (!info) throw checkpointError(file, `missing tensor '${key}' (shape [${shape.join(', ')}] expected by the config)`, key);
-    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
-      throw shapeMismatch(file, key, shape, info.shape);
-    }
-    if (!FLOAT_DTYPES.includes(info.dtype)) {
-      throw checkpointError(file, `tensor '${key}' has dtype ${info.dtype}; weights must be ${FLOAT_DTYPES.join(', ')}`, key);
-    }
-  }
-  for (const key of header.tensors.keys()) {
-    if (!expected.has(key) && !isIgnoredBuffer(key)) {
-      throw checkpointError(file, `unexpected tensor '${key}' for a config with ${config.n_layers} layers and normalization ${config.normalization_type}`, key);
-    }
-  }
-  return expected;
-}
-
-/** Reads only the header: config, metadata and the tensor table (for `inspect` and planning). */
-export function inspectCheckpoint(file: string): CheckpointInfo {
-  return withSafetensors(file, (_fd, header) => {
-    const { config, source } = resolveConfig(file, header.metadata);
-    const expected = checkKeys(file, header, config);
-    const ignored = [...header.tensors.keys()].filter((name) => !expected.has(name));
-    const present = [...expected.keys()].filter((name) => header.tensors.has(name));
-    const tensors = [...present, ...ignored].map((name) => {
-      const t = header.tensors.get(name)!;
-      return { name, dtype: t.dtype, shape: t.shape, ignored: !expected.has(name) };
-    });
-    return {
-      path: file,
-      config,
-      configSource: source,
-      step: parseCount(file, header.metadata, 'step'),
-      tokensSeen: parseCount(file, header.metadata, 'tokens_seen'),
-      metadata: header.metadata,
-      tensors,
-    };
-  });
-}
-
-export interface LoadOptions {
+export interface LoadOptions extends SourceOptions {
   /**
-   * Read the tensors into this reused buffer instead of fresh memory. The F32 weights
-   * returned are then views of it and stay valid only until the next load into the same
-   * buffer; a pool thread that scores one checkpoint at a time passes its own.
+   * Read the weights into this reused buffer instead of fresh memory. They are then views
+   * of it and stay valid only until the next load into the same buffer; a pool thread that
+   * scores one checkpoint at a time passes its own.
    */
   readBuffer?: ReadBuffer;
   /**
-   * Weights to leave in the file: hashed like the rest, not kept in `weights`, and read
-   * in blocks through `Checkpoint.file` instead, which keeps the file open until
-   * `closeCheckpoint`. For the vocabulary-sized matrices, which scoring reads only a
-   * slice at a time: not holding them saves their memory and its first touch, which
-   * costs about as much as reading them (see ReadBuffer).
+   * Weights to leave in the file: hashed like the rest, not kept in `weights`, read in
+   * blocks through `Checkpoint.file` instead, which keeps the files open until
+   * `closeCheckpoint`. For the vocabulary-sized matrices, which scoring reads only a slice
+   * at a time: not holding them saves their memory and its first touch.
    */
   leaveInFile?: readonly string[];
+  /** Refuse, before reading any weight, a model this backend cannot hold (memory.ts). */
+  backend?: BackendName;
 }
 
-/** Closes the file of a checkpoint loaded with `leaveInFile`; a no-op otherwise, and when called again. */
+function infoOf(s: Source): CheckpointInfo {
+  const { plan: _plan, regions: _regions, ...info } = s;
+  return info;
+}
+
+/** Reads only the small parts (headers, directories, pickles, JSON): config, step, files and the tensor table. */
+export function inspectCheckpoint(path: string, opts: SourceOptions = {}): CheckpointInfo {
+  const files = new OpenFiles();
+  try {
+    return infoOf(openSourceWith(path, opts, files));
+  } finally {
+    files.close();
+  }
+}
+
+/** Weights left in their files, read in blocks on demand (see LoadOptions.leaveInFile). */
+export class OpenWeights {
+  private readonly reader: ViewReader;
+
+  constructor(
+    readonly path: string,
+    private readonly files: OpenFiles,
+    private readonly views: ReadonlyMap<string, StridedView>,
+  ) {
+    this.reader = new ViewReader((file) => files.fd(file), new Uint8Array(BLOCK_WINDOW));
+  }
+
+  private view(key: string): StridedView {
+    const v = this.views.get(key);
+    if (v === undefined) throw checkpointError(this.path, `weight '${key}' is neither loaded nor left in an open file`, key);
+    return v;
+  }
+
+  /** rows [row, row + rows) × columns [col, col + cols) of a 2-D weight, float32 row-major, into `into` when given. -> [rows · cols] */
+  readBlock(key: string, row: number, rows: number, col: number, cols: number, into?: Float32Array): Float32Array {
+    const v = this.view(key);
+    checkBlock(key, v.shape, row, rows, col, cols);
+    const out = into ?? new Float32Array(rows * cols);
+    this.reader.read(subView(v, [row, col], [rows, cols]), out);
+    return out;
+  }
+
+  readAll(key: string): HostTensor {
+    const v = this.view(key);
+    const data = new Float32Array(elementCount(v.shape)!);
+    this.reader.read(v, data);
+    return { shape: v.shape, data };
+  }
+
+  close(): void {
+    this.files.close();
+  }
+}
+
+/** Closes the files of a checkpoint loaded with `leaveInFile`; a no-op otherwise, and when called again. */
 export function closeCheckpoint(ck: Checkpoint): void {
   const file = ck.file;
   ck.file = undefined;
@@ -197,57 +159,170 @@ export function weightBlock(ck: Checkpoint, key: string, row: number, rows: numb
   return out;
 }
 
-/** Bytes hashed per read for the weights left in the file. */
+/** Bytes of the window non-contiguous weights are read through, at most: a stored tensor this size or smaller is read once. */
+const LOAD_WINDOW = 64 << 20;
+/** The window of the weights left in files (blocks of W_U and W_E rows are small). */
+const BLOCK_WINDOW = 4 << 20;
+/** Bytes hashed per read where nothing is kept. */
 const HASH_CHUNK = 8 << 20;
 
-/**
- * Loads every weight the config requires; each tensor kept in memory is read from disk
- * exactly once (the hash is taken in the same pass), those left in the file once for the
- * hash and then as blocks when asked for.
- */
-export function loadCheckpoint(file: string, opts: LoadOptions = {}): Checkpoint {
-  return withSafetensors(file, (fd, header, keepOpen) => {
-    const { config } = resolveConfig(file, header.metadata);
-    const expected = checkKeys(file, header, config);
-    const leave = new Set((opts.leaveInFile ?? []).filter((key) => expected.has(key)));
-    const step = parseCount(file, header.metadata, 'step');
-    const tokensSeen = parseCount(file, header.metadata, 'tokens_seen');
-    // One pass over the file: tensors are read in storage order (the reader has checked
-    // that they tile the data section), so hashing each one as it arrives yields the
-    // file's sha256 without reading anything twice. Ignored buffers are read for the hash only.
-    const hash = createHash('sha256').update(readHeaderBytes(fd, file, header));
-    const weights: Weights = new Map();
-    const inFileOrder = [...header.tensors.entries()].sort((a, b) => a[1].begin - b[1].begin);
-    const kept = inFileOrder.filter(([key]) => !leave.has(key));
-    const into = opts.readBuffer;
-    into?.reset(kept.reduce((n, [, info]) => n + alignedSize(info.end - info.begin), leave.size > 0 ? HASH_CHUNK : 0));
-    const chunk = leave.size > 0 ? (into?.take(HASH_CHUNK) ?? new Uint8Array(HASH_CHUNK)) : undefined;
-    for (const [key, info] of inFileOrder) {
-      if (leave.has(key)) {
-        // Hashed through a small buffer; nothing of it is kept.
-        for (let at = info.begin; at < info.end; at += HASH_CHUNK) {
-          const part = chunk!.subarray(0, Math.min(HASH_CHUNK, info.end - at));
-          readExactly(fd, file, part, header.dataStart + at, `tensor '${key}'`);
-          hash.update(part);
-        }
-        continue;
-      }
-      const bytes = readTensorBytes(fd, file, header, key, into);
-      hash.update(bytes);
-      if (expected.has(key)) weights.set(key, decodeFloats(file, key, info, bytes));
+/** A run of one file to hash: a storage (with the kept weights that read it) or bytes nothing reads. */
+interface Region {
+  begin: number;
+  bytes: number;
+  storage: Storage | null;
+}
+
+/** Whether a weight is its storage, byte for byte: then it is read straight into place. */
+function isWholeStorage(v: StridedView): boolean {
+  return isContiguous(v) && v.base === v.storage.begin && spanBytes(v) === v.storage.bytes;
+}
+
+/** The regions of a file in file order: every byte for whole files, else the listed ranges and the storages. */
+function regionsOf(f: SourceFile, storages: readonly Storage[], extra: readonly { begin: number; bytes: number }[]): Region[] {
+  const own = storages.filter((s) => s.file === f.path).sort((a, b) => a.begin - b.begin);
+  const regions: Region[] = [];
+  if (f.whole) {
+    let at = 0;
+    for (const s of own) {
+      if (s.begin > at) regions.push({ begin: at, bytes: s.begin - at, storage: null });
+      regions.push({ begin: s.begin, bytes: s.bytes, storage: s });
+      at = Math.max(at, s.begin + s.bytes);
     }
-    // The config's key order (TL order) is what callers iterate in. An optional tensor the
-    // file lacks (a bias) reads as zeros, as TransformerLens fills it.
-    const zeros = (key: string) => {
-      const shape = expected.get(key)!.shape;
-      return { shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)) };
+    if (at < f.bytes) regions.push({ begin: at, bytes: f.bytes - at, storage: null });
+    return regions;
+  }
+  return [...own.map((s) => ({ begin: s.begin, bytes: s.bytes, storage: s })), ...extra.map((r) => ({ ...r, storage: null }))]
+    .sort((a, b) => a.begin - b.begin);
+}
+
+/** The digest of a checkpoint read from several files, or one file in part (see the file comment). */
+function manifestDigest(files: readonly SourceFile[]): string {
+  const lines = [...files].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((f) => `${f.sha256}  ${f.name}\n`);
+  return createHash('sha256').update(`headsweep-checkpoint-v1\n${lines.join('')}`).digest('hex');
+}
+
+/**
+ * Loads every weight the config implies. Each stored byte a weight needs is read once
+ * where it fits the window (`LOAD_WINDOW`); the hash is taken in the same pass.
+ */
+export function loadCheckpoint(path: string, opts: LoadOptions = {}): Checkpoint {
+  const files = new OpenFiles();
+  let keepOpen = false;
+  try {
+    const source = openSourceWith(path, opts, files);
+    if (opts.backend !== undefined) assertFits(path, source.config, opts.backend);
+    const plans = [...source.plan.values()];
+    const leave = new Set((opts.leaveInFile ?? []).filter((key) => {
+      const p = source.plan.get(key);
+      return p !== undefined && p.view !== null;
+    }));
+    const kept = plans.filter((p): p is TensorPlan & { view: StridedView } => p.view !== null && !leave.has(p.key));
+
+    // Which kept weights read each storage; storages only left weights read are hashed, not kept.
+    const readers = new Map<Storage, (TensorPlan & { view: StridedView })[]>();
+    for (const p of plans) if (p.view !== null && !readers.has(p.view.storage)) readers.set(p.view.storage, []);
+    for (const p of kept) readers.get(p.view.storage)!.push(p);
+    const weightFiles = source.files.filter((f) => f.role === 'weights');
+    const regions = new Map(weightFiles.map((f) => [f.path, regionsOf(f, [...readers.keys()], source.regions.get(f.path) ?? [])]));
+
+    // The window is as large as the largest region that is not read straight into place.
+    let windowBytes = 0;
+    for (const list of regions.values()) {
+      for (const r of list) {
+        const users = r.storage === null ? [] : readers.get(r.storage)!;
+        const direct = users.length === 1 && users[0].view.dtype === 'F32' && isWholeStorage(users[0].view);
+        if (!direct) windowBytes = Math.max(windowBytes, Math.min(users.length > 0 ? LOAD_WINDOW : HASH_CHUNK, r.bytes));
+      }
+    }
+    windowBytes = alignedSize(Math.max(windowBytes, 8));
+    const into = opts.readBuffer;
+    into?.reset(kept.reduce((n, p) => n + alignedSize(elementCount(p.shape)! * 4), 0) + windowBytes);
+    const window = into?.take(windowBytes) ?? new Uint8Array(windowBytes);
+    const reader = new ViewReader((file) => files.fd(file), window);
+
+    const values = new Map<string, Float32Array>();
+    const destination = (p: TensorPlan) => {
+      const n = elementCount(p.shape)!;
+      const bytes = into?.take(n * 4);
+      const data = bytes ? new Float32Array(bytes.buffer, bytes.byteOffset, n) : new Float32Array(n);
+      values.set(p.key, data);
+      return data;
     };
-    const ordered: Weights = new Map([...expected.keys()].filter((key) => !leave.has(key)).map((key) => [key, weights.get(key) ?? zeros(key)]));
-    const ck: Checkpoint = { path: file, sha256: hash.digest('hex'), config, step, tokensSeen, metadata: header.metadata, weights: ordered };
+
+    for (const f of weightFiles) {
+      const fd = files.fd(f.path);
+      const hash = createHash('sha256');
+      for (const r of regions.get(f.path)!) {
+        const users = r.storage === null ? [] : readers.get(r.storage)!;
+        readRegion(fd, f.path, r, users, hash, window, reader, destination);
+      }
+      f.sha256 = hash.digest('hex');
+    }
+
+    const only = source.files.length === 1 && source.files[0].whole ? source.files[0] : null;
+    const sha256 = only !== null ? only.sha256! : manifestDigest(source.files);
+
+    // TL order; an optional tensor the source lacks (a bias) reads as zeros, as TransformerLens fills it.
+    const weights: Weights = new Map();
+    for (const p of plans) {
+      if (leave.has(p.key)) continue;
+      weights.set(p.key, { shape: p.shape, data: values.get(p.key) ?? new Float32Array(elementCount(p.shape)!) });
+    }
+    const ck: Checkpoint = {
+      path, sha256, config: source.config, step: source.step, tokensSeen: source.tokensSeen, metadata: source.metadata, weights, source,
+    };
     if (leave.size > 0) {
-      ck.file = new TensorFile(fd, file, header);
-      keepOpen();
+      ck.file = new OpenWeights(path, files, new Map([...leave].map((key) => [key, source.plan.get(key)!.view!])));
+      keepOpen = true;
     }
     return ck;
-  });
+  } finally {
+    if (!keepOpen) files.close();
+  }
+}
+
+/**
+ * Hashes one region and fills the weights that read it: straight into place when a weight
+ * is its whole storage, from the window when the storage fits in it, else by strided
+ * reads of the file after hashing.
+ */
+function readRegion(
+  fd: number, file: string, r: Region, users: (TensorPlan & { view: StridedView })[], hash: Hash,
+  window: Uint8Array, reader: ViewReader, destination: (p: TensorPlan) => Float32Array,
+): void {
+  const what = r.storage?.label ?? 'bytes';
+  if (users.length === 1 && isWholeStorage(users[0].view)) {
+    const v = users[0].view;
+    const out = destination(users[0]);
+    if (v.dtype === 'F32') {
+      const bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+      readExactly(fd, file, bytes, r.begin, what);
+      hash.update(bytes);
+      return;
+    }
+    // Decoded chunk by chunk, so the stored bytes are never held beside the float32 copy.
+    const item = DTYPE_BYTES[v.dtype];
+    const step = Math.floor(window.byteLength / 8) * 8;
+    for (let at = 0; at < r.bytes; at += step) {
+      const part = window.subarray(0, Math.min(step, r.bytes - at));
+      readExactly(fd, file, part, r.begin + at, what);
+      hash.update(part);
+      decodeInto(part, v.dtype, out, at / item);
+    }
+    return;
+  }
+  if (users.length > 0 && r.bytes <= window.byteLength) {
+    const bytes = window.subarray(0, r.bytes);
+    readExactly(fd, file, bytes, r.begin, what);
+    hash.update(bytes);
+    for (const p of users) reader.read(p.view, destination(p), 0, { file, begin: r.begin, bytes });
+    return;
+  }
+  for (let at = 0; at < r.bytes; at += window.byteLength) {
+    const part = window.subarray(0, Math.min(window.byteLength, r.bytes - at));
+    readExactly(fd, file, part, r.begin + at, what);
+    hash.update(part);
+  }
+  for (const p of users) reader.read(p.view, destination(p));
 }

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { initBackend, tf, type BackendChoice, type BackendName } from '../backend.ts';
 import { loadCheckpoint, type Weights } from '../checkpoint/checkpoint.ts';
 import { expectedShapes, parameterCount, type ModelConfig } from '../model/config.ts';
-import { readTensor, withSafetensors, writeSafetensors } from '../checkpoint/safetensors.ts';
+import { readTensor, withSafetensors, writeSafetensors } from '../checkpoint/containers/safetensors.ts';
 import { HeadsweepError } from '../errors.ts';
 import { forward, tokenLosses } from '../model/forward.ts';
 import { enableTraining } from './autodiff.ts';

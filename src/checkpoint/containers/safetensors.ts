@@ -15,18 +15,10 @@
  * error, not something to skip.
  */
 import { randomUUID } from 'node:crypto';
-import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { endianness } from 'node:os';
-import { checkpointError } from '../errors.ts';
-
-export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
-
-const DTYPE_BYTES: Record<DType, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
-};
-
-/** The dtypes `readTensor` widens to float32; weights in any other dtype are an error. */
-export const FLOAT_DTYPES: readonly DType[] = ['F32', 'F16', 'BF16', 'F64'];
+import { closeSync, fstatSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { checkpointError } from '../../errors.ts';
+import { DTYPE_BYTES, f32ToBF16, f32ToF16, isFloatDType, FLOAT_DTYPES, type DType } from '../dtypes.ts';
+import { elementCount, formatShape, readExactly, ViewReader, type HostTensor, type StoredTensor } from '../read.ts';
 
 /** The safetensors reference implementation caps the header at 100 MB. */
 const MAX_HEADER_BYTES = 100_000_000;
@@ -48,43 +40,8 @@ export interface SafetensorsHeader {
   fileSize: number;
 }
 
-/** A host tensor as headsweep passes it around: float32, row-major. */
-export interface HostTensor {
-  shape: number[];
-  data: Float32Array;
-}
-
-/** Element count of a shape, or null when it exceeds 2^53 (the reference calls this overflow). */
-function elementCount(shape: readonly number[]): number | null {
-  if (shape.includes(0)) return 0;
-  let n = 1;
-  for (const d of shape) {
-    n *= d;
-    if (!Number.isSafeInteger(n)) return null;
-  }
-  return n;
-}
-
-function formatShape(shape: readonly number[]): string {
-  return `[${shape.join(', ')}]`;
-}
-
-export function readExactly(fd: number, file: string, buf: Uint8Array, position: number, what: string): void {
-  let done = 0;
-  while (done < buf.byteLength) {
-    let n: number;
-    try {
-      n = readSync(fd, buf, done, buf.byteLength - done, position + done);
-    } catch (err) {
-      throw checkpointError(file, `cannot read ${what} (${(err as Error).message})`, undefined, err);
-    }
-    if (n === 0) throw checkpointError(file, `truncated file: ${what} ends past the end of the file`);
-    done += n;
-  }
-}
-
 /** Reads and validates the header of an open file. Throws a HeadsweepError naming `file`. */
-function readHeader(fd: number, file: string): SafetensorsHeader {
+export function readSafetensorsHeader(fd: number, file: string): SafetensorsHeader {
   const stat = fstatSync(fd);
   if (!stat.isFile()) {
     throw checkpointError(file, stat.isDirectory() ? 'is a directory, not a safetensors file' : 'is not a regular file');
@@ -237,226 +194,33 @@ function checkLayout(file: string, tensors: Map<string, TensorInfo>, dataSize: n
   }
 }
 
-/** All 65536 F16 values as float32, built on first use: decoding is then one lookup. */
-let f16Table: Float32Array | undefined;
-
-/** Decodes IEEE 754 half bits (1 sign, 5 exponent, 10 mantissa bits) to float32. */
-export function f16ToF32(bits: Uint16Array): Float32Array {
-  if (f16Table === undefined) {
-    f16Table = new Float32Array(65536);
-    for (let h = 0; h < 65536; h++) {
-      const sign = h & 0x8000 ? -1 : 1;
-      const exp = (h >> 10) & 0x1f;
-      const frac = h & 0x3ff;
-      if (exp === 0) f16Table[h] = sign * frac * 2 ** -24;
-      else if (exp === 31) f16Table[h] = frac ? NaN : sign * Infinity;
-      else f16Table[h] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
+/**
+ * The header's tensors as stored tensors (container-neutral, see read.ts): each its own
+ * storage, row-major, in header order.
+ */
+export function storedTensors(file: string, header: SafetensorsHeader): Map<string, StoredTensor> {
+  const out = new Map<string, StoredTensor>();
+  for (const [name, t] of header.tensors) {
+    const strides = new Array<number>(t.shape.length);
+    let s = 1;
+    for (let k = t.shape.length - 1; k >= 0; k--) {
+      strides[k] = s;
+      s *= t.shape[k];
     }
-  }
-  const out = new Float32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) out[i] = f16Table[bits[i]];
-  return out;
-}
-
-/** BF16 is the top half of a float32. */
-export function bf16ToF32(bits: Uint16Array): Float32Array {
-  const out = new Uint32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) out[i] = bits[i] << 16;
-  return new Float32Array(out.buffer);
-}
-
-/** Shifts `m` right by `s` bits, rounding to nearest, ties to even. */
-function roundShift(m: number, s: number): number {
-  const q = m >>> s;
-  const rem = m & ((1 << s) - 1);
-  const half = 1 << (s - 1);
-  return rem > half || (rem === half && (q & 1) === 1) ? q + 1 : q;
-}
-
-/** Encodes float32 values as F16 bits, rounding to nearest even as numpy and torch do. */
-export function f32ToF16(values: Float32Array): Uint16Array {
-  const u32 = new Uint32Array(values.buffer, values.byteOffset, values.length);
-  const out = new Uint16Array(values.length);
-  for (let i = 0; i < values.length; i++) {
-    const b = u32[i];
-    const sign = (b >>> 16) & 0x8000;
-    const exp = (b >>> 23) & 0xff;
-    const mant = b & 0x7fffff;
-    const e = exp - 127 + 15;
-    if (exp === 0xff) out[i] = sign | 0x7c00 | (mant ? 0x200 : 0);
-    else if (e >= 0x1f) out[i] = sign | 0x7c00;
-    // Half subnormals count units of 2^-24; below 2^-25 everything rounds to zero.
-    else if (e < -10) out[i] = sign;
-    else if (e <= 0) out[i] = sign | roundShift(mant | 0x800000, 14 - e);
-    // A mantissa that rounds up to 0x400 carries into the exponent (and to inf at the top).
-    else out[i] = sign | ((e << 10) + roundShift(mant, 13));
+    const storage = { file, begin: header.dataStart + t.begin, bytes: t.end - t.begin, label: `tensor '${name}'` };
+    out.set(name, { name, dtype: t.dtype, shape: t.shape, strides, offset: 0, storage });
   }
   return out;
-}
-
-/** Encodes float32 values as BF16 bits (the top half, rounded to nearest even). */
-export function f32ToBF16(values: Float32Array): Uint16Array {
-  const u32 = new Uint32Array(values.buffer, values.byteOffset, values.length);
-  const out = new Uint16Array(values.length);
-  for (let i = 0; i < values.length; i++) {
-    const b = u32[i];
-    const isNaN = (b & 0x7f800000) === 0x7f800000 && (b & 0x7fffff) !== 0;
-    out[i] = isNaN ? (b >>> 16) | 0x40 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
-  }
-  return out;
-}
-
-/**
- * Where tensor bytes are read to: a fresh buffer per tensor by default, or slices of one
- * buffer that a long-lived reader keeps for every file it loads.
- *
- * Why reuse: on the machines headsweep runs on, the first touch of freshly allocated
- * memory costs about as much as reading the file (a 200 MB checkpoint read into new
- * buffers took ~0.7 s, into a buffer already touched ~0.03 s). A pool thread that loads
- * one checkpoint after another therefore reads each into the same memory.
- */
-export class ReadBuffer {
-  private bytes = new Uint8Array(0);
-  private used = 0;
-
-  /**
-   * Starts a new file needing up to `total` bytes (slices included): everything taken
-   * from this buffer before is overwritten from here on.
-   */
-  reset(total: number): void {
-    if (this.bytes.byteLength < total) this.bytes = new Uint8Array(total);
-    this.used = 0;
-  }
-
-  /** The next `n` bytes, starting on an 8-byte boundary so every dtype can be viewed in place. */
-  take(n: number): Uint8Array {
-    const start = alignedSize(this.used);
-    if (start + n > this.bytes.byteLength) throw new Error(`ReadBuffer: ${n} bytes asked past the ${this.bytes.byteLength} reserved`);
-    this.used = start + n;
-    return this.bytes.subarray(start, start + n);
-  }
-}
-
-/** `n` rounded up to a multiple of 8: the room one slice of a ReadBuffer takes. */
-export function alignedSize(n: number): number {
-  return Math.ceil(n / 8) * 8;
-}
-
-/**
- * Reads a tensor's bytes exactly as stored (little-endian), into a buffer of its own or,
- * when `into` is given, into the next slice of that reused buffer.
- */
-export function readTensorBytes(fd: number, file: string, header: SafetensorsHeader, key: string, into?: ReadBuffer): Uint8Array {
-  const info = header.tensors.get(key);
-  if (!info) throw checkpointError(file, `missing tensor '${key}'`, key);
-  // Either way the bytes start aligned for every dtype, so decoding can view them in place.
-  const bytes = into ? into.take(info.end - info.begin) : new Uint8Array(info.end - info.begin);
-  readExactly(fd, file, bytes, header.dataStart + info.begin, `tensor '${key}'`);
-  return bytes;
-}
-
-/** Widens stored floating-point bytes to float32; F32 is viewed in place, not copied. */
-export function decodeFloats(file: string, key: string, info: TensorInfo, bytes: Uint8Array): HostTensor {
-  // The typed arrays below view file bytes in host order; safetensors is little-endian.
-  if (endianness() !== 'LE') throw checkpointError(file, 'headsweep reads safetensors only on little-endian hosts', key);
-  const count = bytes.byteLength / DTYPE_BYTES[info.dtype];
-  switch (info.dtype) {
-    case 'F32':
-      return { shape: info.shape, data: new Float32Array(bytes.buffer, bytes.byteOffset, count) };
-    case 'F16':
-      return { shape: info.shape, data: f16ToF32(new Uint16Array(bytes.buffer, bytes.byteOffset, count)) };
-    case 'BF16':
-      return { shape: info.shape, data: bf16ToF32(new Uint16Array(bytes.buffer, bytes.byteOffset, count)) };
-    case 'F64':
-      return { shape: info.shape, data: Float32Array.from(new Float64Array(bytes.buffer, bytes.byteOffset, count)) };
-    default:
-      throw checkpointError(file, `tensor '${key}' has dtype ${info.dtype}; weights must be ${FLOAT_DTYPES.join(', ')}`, key);
-  }
-}
-
-/** Refuses a block [row, row + rows) × [col, col + cols) that is not inside a 2-D tensor of `shape`. */
-export function checkBlock(key: string, shape: readonly number[], row: number, rows: number, col: number, cols: number): void {
-  const [height, width] = shape;
-  if (shape.length !== 2 || row < 0 || col < 0 || rows < 0 || cols < 0 || row + rows > height || col + cols > width) {
-    throw new Error(`block [${row}+${rows}, ${col}+${cols}] is outside '${key}' ${formatShape(shape)}`);
-  }
-}
-
-/**
- * Blocks of 2-D float tensors read from an open safetensors file on demand, for matrices
- * not worth holding in memory whole: a model's W_E and W_U are most of its bytes, and
- * scoring reads only some rows of W_E (the prompt tokens) and one vocabulary slice of
- * each at a time (copying). The file stays open, so what is read is the file that was
- * hashed even if a new checkpoint is renamed over its path meanwhile.
- */
-export class TensorFile {
-  constructor(
-    private readonly fd: number,
-    readonly file: string,
-    private readonly header: SafetensorsHeader,
-  ) {}
-
-  /**
-   * rows [row, row + rows) × columns [col, col + cols) of a 2-D tensor, as float32,
-   * row-major, into `into` when given. -> [rows · cols]
-   */
-  readBlock(key: string, row: number, rows: number, col: number, cols: number, into?: Float32Array): Float32Array {
-    const info = this.header.tensors.get(key);
-    if (!info) throw checkpointError(this.file, `missing tensor '${key}'`, key);
-    checkBlock(key, info.shape, row, rows, col, cols);
-    const width = info.shape[1];
-    const size = DTYPE_BYTES[info.dtype];
-    const out = into ?? new Float32Array(rows * cols);
-    // Whole rows are one read; a column range is one read per row.
-    const [runs, runLength] = cols === width ? [1, rows * cols] : [rows, cols];
-    for (let r = 0; r < runs; r++) {
-      const at = this.header.dataStart + info.begin + ((row + r) * width + col) * size;
-      const what = `tensor '${key}'`;
-      if (info.dtype === 'F32') {
-        // Straight into the output: no buffer in between to allocate and touch.
-        readExactly(this.fd, this.file, new Uint8Array(out.buffer, out.byteOffset + r * runLength * 4, runLength * 4), at, what);
-      } else {
-        const bytes = this.scratch(runLength * size);
-        readExactly(this.fd, this.file, bytes, at, what);
-        out.set(decodeFloats(this.file, key, { ...info, shape: [runLength] }, bytes).data, r * runLength);
-      }
-    }
-    return out;
-  }
-
-  private scratchBytes = new Uint8Array(0);
-
-  /** A reused byte buffer of `n` bytes for reads that need decoding. */
-  private scratch(n: number): Uint8Array {
-    if (this.scratchBytes.byteLength < n) this.scratchBytes = new Uint8Array(n);
-    return this.scratchBytes.subarray(0, n);
-  }
-
-  /** The whole tensor, as `readTensor` would have read it. */
-  readAll(key: string): HostTensor {
-    return readTensor(this.fd, this.file, this.header, key);
-  }
-
-  close(): void {
-    closeSync(this.fd);
-  }
 }
 
 /** Reads one floating-point tensor as float32. */
 export function readTensor(fd: number, file: string, header: SafetensorsHeader, key: string): HostTensor {
-  const info = header.tensors.get(key);
-  if (!info) throw checkpointError(file, `missing tensor '${key}'`, key);
-  return decodeFloats(file, key, info, readTensorBytes(fd, file, header, key));
-}
-
-/**
- * Reads the raw header bytes (length prefix + JSON) again; they are small, and hashing them
- * with the tensor bytes gives the sha256 of the whole file without a second pass over it.
- */
-export function readHeaderBytes(fd: number, file: string, header: SafetensorsHeader): Uint8Array {
-  const bytes = new Uint8Array(header.dataStart);
-  readExactly(fd, file, bytes, 0, 'header');
-  return bytes;
+  const t = storedTensors(file, header).get(key);
+  if (!t) throw checkpointError(file, `missing tensor '${key}'`, key);
+  if (!isFloatDType(t.dtype)) throw checkpointError(file, `tensor '${key}' has dtype ${t.dtype}; weights must be ${FLOAT_DTYPES.join(', ')}`, key);
+  const data = new Float32Array(elementCount(t.shape)!);
+  new ViewReader(() => fd, new Uint8Array(1 << 20)).read({ dtype: t.dtype, shape: t.shape, strides: t.strides, base: t.storage.begin, storage: t.storage }, data);
+  return { shape: t.shape, data };
 }
 
 /**
@@ -474,7 +238,7 @@ export function withSafetensors<T>(file: string, fn: (fd: number, header: Safete
   }
   let kept = false;
   try {
-    return fn(fd, readHeader(fd, file), () => {
+    return fn(fd, readSafetensorsHeader(fd, file), () => {
       kept = true;
     });
   } finally {
