@@ -91,7 +91,8 @@ export async function scoreTask(req: CheckpointRequest): Promise<CheckpointOutco
   let checkpoint;
   try {
     // Loading hashes the file in the same pass; W_E and W_U stay in it, read in slices later.
-    checkpoint = loadCheckpoint(req.file, { readBuffer, leaveInFile: VOCABULARY_MATRICES });
+    // A model the backend cannot hold is refused before any weight is read.
+    checkpoint = loadCheckpoint(req.file, { readBuffer, leaveInFile: VOCABULARY_MATRICES, backend: backendName });
   } catch (err) {
     return failure(err, 'load', backendName, null);
   }

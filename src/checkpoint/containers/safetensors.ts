@@ -3,9 +3,9 @@
  * then raw little-endian tensor data addressed by `data_offsets` relative to the data
  * start. Spec: https://github.com/huggingface/safetensors#format
  *
- * The reader validates the whole header before allocating anything, then reads each
- * tensor that is asked for straight into its own typed array (one read per tensor, no
- * whole-file buffer), so a file of any size costs only the tensors it yields.
+ * The reader validates the whole header before allocating anything; the tensors are then
+ * read in place from the open file (read.ts), so a file of any size costs only the
+ * tensors it yields.
  *
  * Validation follows the reference implementation (Rust `safetensors`, which Python
  * `safe_open` uses), so headsweep accepts exactly the files other readers accept:
