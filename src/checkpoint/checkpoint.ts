@@ -231,8 +231,10 @@ export function loadCheckpoint(path: string, opts: LoadOptions = {}): Checkpoint
     for (const list of regions.values()) {
       for (const r of list) {
         const users = r.storage === null ? [] : readers.get(r.storage)!;
-        const direct = users.length === 1 && users[0].view.dtype === 'F32' && isWholeStorage(users[0].view);
-        if (!direct) windowBytes = Math.max(windowBytes, Math.min(users.length > 0 ? LOAD_WINDOW : HASH_CHUNK, r.bytes));
+        const direct = users.length === 1 && isWholeStorage(users[0].view);
+        // F32 read straight into place needs no window; F16/BF16/F64 are decoded a chunk at a time.
+        if (direct && users[0].view.dtype === 'F32') continue;
+        windowBytes = Math.max(windowBytes, Math.min(users.length > 0 && !direct ? LOAD_WINDOW : HASH_CHUNK, r.bytes));
       }
     }
     windowBytes = alignedSize(Math.max(windowBytes, 8));
@@ -303,7 +305,7 @@ function readRegion(
     }
     // Decoded chunk by chunk, so the stored bytes are never held beside the float32 copy.
     const item = DTYPE_BYTES[v.dtype];
-    const step = Math.floor(window.byteLength / 8) * 8;
+    const step = Math.floor(Math.min(window.byteLength, HASH_CHUNK) / 8) * 8;
     for (let at = 0; at < r.bytes; at += step) {
       const part = window.subarray(0, Math.min(step, r.bytes - at));
       readExactly(fd, file, part, r.begin + at, what);
