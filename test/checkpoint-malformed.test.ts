@@ -6,30 +6,11 @@
 import { closeSync, ftruncateSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { inspectCheckpoint, loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
-import { HeadsweepError } from '../src/errors.ts';
+import { expectLoadError } from './helpers/load-errors.ts';
 import { TINY_CONFIG, assemble, buildParts, tempDir, tinyParts, tinyTensors, type Parts } from './helpers/safetensors.ts';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
-
-/** `at`: the file the message names, when it is not the checkpoint itself (a config.json beside it). */
-function expectLoadError(path: string, reason: RegExp, at = path): void {
-  for (const read of [loadCheckpoint, inspectCheckpoint]) {
-    let caught: unknown;
-    try {
-      read(path);
-    } catch (err) {
-      caught = err;
-    }
-    expect(caught, `${read.name} should throw`).toBeInstanceOf(HeadsweepError);
-    const err = caught as HeadsweepError;
-    expect(err.stage).toBe('load');
-    expect(err.file).toBe(at);
-    expect(err.message.startsWith(`${at}: `)).toBe(true);
-    expect(err.message).toMatch(reason);
-  }
-}
 
 /** Valid tiny parts with one header entry replaced. */
 function withEntry(key: string, entry: unknown): Parts {

@@ -6,9 +6,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { inspectCheckpoint, loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import { HeadsweepError } from '../src/errors.ts';
 import { FIXTURES_DIR } from './helpers/fixtures.ts';
+import { expectLoadError } from './helpers/load-errors.ts';
 import { tempDir } from './helpers/safetensors.ts';
 import { Pickle, storedZip, torchArchive, zipRecords } from './helpers/torch-zip.ts';
 
@@ -17,21 +18,9 @@ afterAll(() => tmp.cleanup());
 
 const MARKER = join(tmp.dir, 'payload-ran');
 
+/** Refused by the inspector and the loader, naming the file, and the payload never ran. */
 function expectRefused(path: string, reason: RegExp): void {
-  for (const read of [inspectCheckpoint, loadCheckpoint]) {
-    let caught: unknown;
-    try {
-      read(path);
-    } catch (err) {
-      caught = err;
-    }
-    expect(caught, `${read.name} should refuse ${path}`).toBeInstanceOf(HeadsweepError);
-    const err = caught as HeadsweepError;
-    expect(err.stage).toBe('load');
-    expect(err.file).toBe(path);
-    expect(err.message.startsWith(`${path}: `)).toBe(true);
-    expect(err.message).toMatch(reason);
-  }
+  expectLoadError(path, reason);
   expect(existsSync(MARKER)).toBe(false);
 }
 

@@ -8,36 +8,18 @@
 import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { inspectCheckpoint, loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import { HeadsweepError } from '../src/errors.ts';
-import { FIXTURES_DIR } from './helpers/fixtures.ts';
-import { TINY_CONFIG, assemble, tempDir, tinyTensors } from './helpers/safetensors.ts';
+import { expectLoadError } from './helpers/load-errors.ts';
+import { REAL, writeShardedGpt2 } from './helpers/real.ts';
+import { TINY_CONFIG, tempDir, tinyTensors } from './helpers/safetensors.ts';
 import { f32Bytes, pickleDict, storedZip, torchArchive, zipRecords, type PickleItem } from './helpers/torch-zip.ts';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 
-const REAL = join(FIXTURES_DIR, 'real');
 const NANOGPT = join(REAL, 'nanogpt-ckpt', 'ckpt-2000.pt');
 const TL_PTH = join(REAL, 'tl-gelu-2l-pth');
-
-/** `checkpoint` fails to open, naming `at` (default: the checkpoint) and matching `reason`. */
-function expectLoadError(checkpoint: string, reason: RegExp, at = checkpoint): void {
-  for (const read of [inspectCheckpoint, loadCheckpoint]) {
-    let caught: unknown;
-    try {
-      read(checkpoint);
-    } catch (err) {
-      caught = err;
-    }
-    expect(caught, `${read.name} should throw`).toBeInstanceOf(HeadsweepError);
-    const err = caught as HeadsweepError;
-    expect(err.stage).toBe('load');
-    expect(err.file).toBe(at);
-    expect(err.message.startsWith(`${at}: `), err.message).toBe(true);
-    expect(err.message).toMatch(reason);
-  }
-}
 
 function copyOf(folder: string, name: string): string {
   const dir = join(tmp.dir, name);
@@ -112,29 +94,8 @@ describe('sharded checkpoints', () => {
   function sharded(name: string): { dir: string; index: string; map: Record<string, string> } {
     const dir = join(tmp.dir, name);
     mkdirSync(dir);
-    const file = new Uint8Array(readFileSync(join(REAL, 'gpt2-small-hf', 'model.safetensors')));
-    const n = Number(new DataView(file.buffer).getBigUint64(0, true));
-    const { __metadata__: _m, ...header } = JSON.parse(new TextDecoder().decode(file.subarray(8, 8 + n)));
-    const names = Object.keys(header).sort();
-    const map: Record<string, string> = {};
-    [names.slice(0, 15), names.slice(15)].forEach((part, s) => {
-      const shard = `model-0000${s + 1}-of-00002.safetensors`;
-      const out: Record<string, unknown> = {};
-      const blobs: Uint8Array[] = [];
-      let at = 0;
-      for (const name of part) {
-        const [a, b] = header[name].data_offsets;
-        blobs.push(file.subarray(8 + n + a, 8 + n + b));
-        out[name] = { ...header[name], data_offsets: [at, at + b - a] };
-        at += b - a;
-        map[name] = shard;
-      }
-      writeFileSync(join(dir, shard), assemble({ header: out, data: Buffer.concat(blobs) }));
-    });
-    cpSync(join(REAL, 'gpt2-small-hf', 'config.json'), join(dir, 'config.json'));
-    const index = join(dir, 'model.safetensors.index.json');
-    writeFileSync(index, JSON.stringify({ metadata: {}, weight_map: map }));
-    return { dir, index, map };
+    const map = writeShardedGpt2(dir);
+    return { dir, index: join(dir, 'model.safetensors.index.json'), map };
   }
 
   test('an index naming a shard that does not exist', () => {

@@ -11,48 +11,15 @@ import { inspectCheckpoint, loadCheckpoint } from '../src/checkpoint/checkpoint.
 import { backendFit } from '../src/checkpoint/memory.ts';
 import { HeadsweepError } from '../src/errors.ts';
 import { modelConfig } from '../src/model/config.ts';
-import { FIXTURES_DIR } from './helpers/fixtures.ts';
-import { assemble, tempDir, type Parts } from './helpers/safetensors.ts';
+import { GPT2, REAL, writeShardedGpt2 } from './helpers/real.ts';
+import { assemble, tempDir } from './helpers/safetensors.ts';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 
-const REAL = join(FIXTURES_DIR, 'real');
-const GPT2 = join(REAL, 'gpt2-small-hf');
 
 function sha256(bytes: Uint8Array | string): string {
   return createHash('sha256').update(bytes).digest('hex');
-}
-
-/** The GPT-2 fixture's safetensors header and data section. */
-function gpt2Parts(): { header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>; data: Uint8Array } {
-  const file = new Uint8Array(readFileSync(join(GPT2, 'model.safetensors')));
-  const n = Number(new DataView(file.buffer).getBigUint64(0, true));
-  const { __metadata__: _m, ...header } = JSON.parse(new TextDecoder().decode(file.subarray(8, 8 + n)));
-  return { header, data: file.subarray(8 + n) };
-}
-
-/** Writes the GPT-2 fixture as two safetensors shards and their index in `dir`; returns the weight map. */
-function writeShardedGpt2(dir: string): Record<string, string> {
-  const { header, data } = gpt2Parts();
-  const names = Object.keys(header).sort();
-  const weightMap: Record<string, string> = {};
-  [names.slice(0, 15), names.slice(15)].forEach((part, s) => {
-    const shard = `model-0000${s + 1}-of-00002.safetensors`;
-    const parts: Parts = { header: {}, data: new Uint8Array(0) };
-    const blobs = part.map((name) => data.slice(...header[name].data_offsets));
-    let at = 0;
-    part.forEach((name, i) => {
-      parts.header[name] = { ...header[name], data_offsets: [at, at + blobs[i].byteLength] };
-      at += blobs[i].byteLength;
-      weightMap[name] = shard;
-    });
-    parts.data = Buffer.concat(blobs);
-    writeFileSync(join(dir, shard), assemble(parts));
-  });
-  writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: data.byteLength }, weight_map: weightMap }));
-  copyFileSync(join(GPT2, 'config.json'), join(dir, 'config.json'));
-  return weightMap;
 }
 
 describe('sharded safetensors', () => {

@@ -10,14 +10,13 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import { f32ToBF16, f32ToF16 } from '../src/checkpoint/dtypes.ts';
-import { FIXTURES_DIR } from './helpers/fixtures.ts';
+import { GPT2, REAL, safetensorsParts } from './helpers/real.ts';
 import { TINY_CONFIG, tempDir, tinyTensors } from './helpers/safetensors.ts';
 import { f32Bytes, pickleDict, pickleTensor, storedZip, torchArchive, zipRecords, type PickleItem, type PickledTensor } from './helpers/torch-zip.ts';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 
-const REAL = join(FIXTURES_DIR, 'real');
 
 function sha256(bytes: Uint8Array | string): string {
   return createHash('sha256').update(bytes).digest('hex');
@@ -210,11 +209,9 @@ describe('a nanoGPT checkpoint with bias: false, compiled, and an optimizer', ()
 describe('a sharded pytorch_model.bin', () => {
   test('two shards and their index load as the single-file model does', () => {
     // The GPT-2 fixture's tensors, rewritten as two torch shards.
-    const folder = join(REAL, 'gpt2-small-hf');
-    const file = new Uint8Array(readFileSync(join(folder, 'model.safetensors')));
-    const n = Number(new DataView(file.buffer).getBigUint64(0, true));
-    const header = JSON.parse(new TextDecoder().decode(file.subarray(8, 8 + n))) as Record<string, { shape: number[]; data_offsets: [number, number] }>;
-    const names = Object.keys(header).filter((k) => k !== '__metadata__');
+    const folder = GPT2;
+    const { header, data } = safetensorsParts(join(folder, 'model.safetensors'));
+    const names = Object.keys(header);
     const dir = join(tmp.dir, 'sharded-bin');
     mkdirSync(dir);
     const weightMap: Record<string, string> = {};
@@ -224,7 +221,7 @@ describe('a sharded pytorch_model.bin', () => {
       const dict: Record<string, PickleItem> = {};
       part.forEach((name, k) => {
         const { shape, data_offsets: [a, b] } = header[name];
-        storages[String(k)] = file.slice(8 + n + a, 8 + n + b);
+        storages[String(k)] = data.slice(a, b);
         dict[name] = { storage: String(k), dtype: 'F32', numel: (b - a) / 4, shape };
         weightMap[name] = shard;
       });
