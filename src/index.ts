@@ -6,7 +6,7 @@
 export { HeadsweepError, messageOf, type ErrorDetails, type Stage } from './errors.ts';
 
 export {
-  closeCheckpoint, inspectCheckpoint, loadCheckpoint, weightBlock, weightOf,
+  checkpointDigest, closeCheckpoint, inspectCheckpoint, loadCheckpoint, weightBlock, weightOf,
   type Checkpoint, type CheckpointInfo, type LoadOptions, type Weights,
 } from './checkpoint/checkpoint.ts';
 export {

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { closeCheckpoint, inspectCheckpoint, loadCheckpoint, weightBlock, weightOf } from '../src/checkpoint/checkpoint.ts';
+import { checkpointDigest, closeCheckpoint, inspectCheckpoint, loadCheckpoint, weightBlock, weightOf } from '../src/checkpoint/checkpoint.ts';
 import { expectedTensors } from '../src/model/config.ts';
 import { FIXTURES_DIR } from './helpers/fixtures.ts';
 
@@ -71,8 +71,10 @@ describe.each(CASES)('$name ($family)', (c) => {
     for (const f of ck.source.files.filter((x) => x.role === 'config')) expect(f.sha256).toBe(sha256(f.path));
     const lines = [...ck.source.files].sort((a, b) => (a.name < b.name ? -1 : 1)).map((f) => `${f.sha256}  ${f.name}\n`);
     expect(ck.sha256).toBe(createHash('sha256').update(`headsweep-checkpoint-v1\n${lines.join('')}`).digest('hex'));
-    // Loading again gives the same identity; the TL file, read whole and alone, keeps its own sha256.
+    // Loading again, or only hashing, gives the same identity; the TL file, read whole and alone, keeps its own sha256.
     expect(loadCheckpoint(join(REAL, c.path)).sha256).toBe(ck.sha256);
+    expect(checkpointDigest(join(REAL, c.path)).sha256).toBe(ck.sha256);
+    expect(checkpointDigest(join(REAL, c.tl)).sha256).toBe(sha256(join(REAL, c.tl)));
     expect(loadCheckpoint(join(REAL, c.tl)).sha256).toBe(sha256(join(REAL, c.tl)));
   });
 

@@ -202,6 +202,57 @@ function manifestDigest(files: readonly SourceFile[]): string {
   return createHash('sha256').update(`headsweep-checkpoint-v1\n${lines.join('')}`).digest('hex');
 }
 
+type Planned = TensorPlan & { view: StridedView };
+
+/**
+ * One pass over the weights files in file order: hashes what the identity covers and
+ * fills `kept`. Sets each weights file's sha256; returns the checkpoint's and the values.
+ */
+function readWeights(source: Source, files: OpenFiles, kept: readonly Planned[], into: ReadBuffer | undefined): { sha256: string; values: Map<string, Float32Array> } {
+  // Which kept weights read each storage; storages only weights left in the file read are hashed, not kept.
+  const readers = new Map<Storage, Planned[]>();
+  for (const p of source.plan.values()) if (p.view !== null && !readers.has(p.view.storage)) readers.set(p.view.storage, []);
+  for (const p of kept) readers.get(p.view.storage)!.push(p);
+  const weightFiles = source.files.filter((f) => f.role === 'weights');
+  const regions = new Map(weightFiles.map((f) => [f.path, regionsOf(f, [...readers.keys()], source.regions.get(f.path) ?? [])]));
+
+  // The window is as large as the largest region that is not read straight into place.
+  let windowBytes = 0;
+  for (const list of regions.values()) {
+    for (const r of list) {
+      const users = r.storage === null ? [] : readers.get(r.storage)!;
+      const direct = users.length === 1 && isWholeStorage(users[0].view);
+      // F32 read straight into place needs no window; F16/BF16/F64 are decoded a chunk at a time.
+      if (direct && users[0].view.dtype === 'F32') continue;
+      windowBytes = Math.max(windowBytes, Math.min(users.length > 0 && !direct ? LOAD_WINDOW : HASH_CHUNK, r.bytes));
+    }
+  }
+  windowBytes = alignedSize(Math.max(windowBytes, 8));
+  into?.reset(kept.reduce((n, p) => n + alignedSize(elementCount(p.shape)! * 4), 0) + windowBytes);
+  const window = into?.take(windowBytes) ?? new Uint8Array(windowBytes);
+  const reader = new ViewReader((file) => files.fd(file), window);
+
+  const values = new Map<string, Float32Array>();
+  const destination = (p: TensorPlan) => {
+    const n = elementCount(p.shape)!;
+    const bytes = into?.take(n * 4);
+    const data = bytes ? new Float32Array(bytes.buffer, bytes.byteOffset, n) : new Float32Array(n);
+    values.set(p.key, data);
+    return data;
+  };
+  for (const f of weightFiles) {
+    const fd = files.fd(f.path);
+    const hash = createHash('sha256');
+    for (const r of regions.get(f.path)!) {
+      const users = r.storage === null ? [] : readers.get(r.storage)!;
+      readRegion(fd, f.path, r, users, hash, window, reader, destination);
+    }
+    f.sha256 = hash.digest('hex');
+  }
+  const only = source.files.length === 1 && source.files[0].whole ? source.files[0] : null;
+  return { sha256: only !== null ? only.sha256! : manifestDigest(source.files), values };
+}
+
 /**
  * Loads every weight the config implies. Each stored byte a weight needs is read once
  * where it fits the window (`LOAD_WINDOW`); the hash is taken in the same pass.
@@ -217,53 +268,8 @@ export function loadCheckpoint(path: string, opts: LoadOptions = {}): Checkpoint
       const p = source.plan.get(key);
       return p !== undefined && p.view !== null;
     }));
-    const kept = plans.filter((p): p is TensorPlan & { view: StridedView } => p.view !== null && !leave.has(p.key));
-
-    // Which kept weights read each storage; storages only left weights read are hashed, not kept.
-    const readers = new Map<Storage, (TensorPlan & { view: StridedView })[]>();
-    for (const p of plans) if (p.view !== null && !readers.has(p.view.storage)) readers.set(p.view.storage, []);
-    for (const p of kept) readers.get(p.view.storage)!.push(p);
-    const weightFiles = source.files.filter((f) => f.role === 'weights');
-    const regions = new Map(weightFiles.map((f) => [f.path, regionsOf(f, [...readers.keys()], source.regions.get(f.path) ?? [])]));
-
-    // The window is as large as the largest region that is not read straight into place.
-    let windowBytes = 0;
-    for (const list of regions.values()) {
-      for (const r of list) {
-        const users = r.storage === null ? [] : readers.get(r.storage)!;
-        const direct = users.length === 1 && isWholeStorage(users[0].view);
-        // F32 read straight into place needs no window; F16/BF16/F64 are decoded a chunk at a time.
-        if (direct && users[0].view.dtype === 'F32') continue;
-        windowBytes = Math.max(windowBytes, Math.min(users.length > 0 && !direct ? LOAD_WINDOW : HASH_CHUNK, r.bytes));
-      }
-    }
-    windowBytes = alignedSize(Math.max(windowBytes, 8));
-    const into = opts.readBuffer;
-    into?.reset(kept.reduce((n, p) => n + alignedSize(elementCount(p.shape)! * 4), 0) + windowBytes);
-    const window = into?.take(windowBytes) ?? new Uint8Array(windowBytes);
-    const reader = new ViewReader((file) => files.fd(file), window);
-
-    const values = new Map<string, Float32Array>();
-    const destination = (p: TensorPlan) => {
-      const n = elementCount(p.shape)!;
-      const bytes = into?.take(n * 4);
-      const data = bytes ? new Float32Array(bytes.buffer, bytes.byteOffset, n) : new Float32Array(n);
-      values.set(p.key, data);
-      return data;
-    };
-
-    for (const f of weightFiles) {
-      const fd = files.fd(f.path);
-      const hash = createHash('sha256');
-      for (const r of regions.get(f.path)!) {
-        const users = r.storage === null ? [] : readers.get(r.storage)!;
-        readRegion(fd, f.path, r, users, hash, window, reader, destination);
-      }
-      f.sha256 = hash.digest('hex');
-    }
-
-    const only = source.files.length === 1 && source.files[0].whole ? source.files[0] : null;
-    const sha256 = only !== null ? only.sha256! : manifestDigest(source.files);
+    const kept = plans.filter((p): p is Planned => p.view !== null && !leave.has(p.key));
+    const { sha256, values } = readWeights(source, files, kept, opts.readBuffer);
 
     // TL order; an optional tensor the source lacks (a bias) reads as zeros, as TransformerLens fills it.
     const weights: Weights = new Map();
@@ -285,12 +291,27 @@ export function loadCheckpoint(path: string, opts: LoadOptions = {}): Checkpoint
 }
 
 /**
+ * The identity `loadCheckpoint` would give, from the same bytes, without keeping any
+ * weight: for deciding whether a checkpoint changed since it was scored. The source comes
+ * with it, every file's sha256 set.
+ */
+export function checkpointDigest(path: string, opts: SourceOptions = {}): { sha256: string; source: Source } {
+  const files = new OpenFiles();
+  try {
+    const source = openSourceWith(path, opts, files);
+    return { sha256: readWeights(source, files, [], undefined).sha256, source };
+  } finally {
+    files.close();
+  }
+}
+
+/**
  * Hashes one region and fills the weights that read it: straight into place when a weight
  * is its whole storage, from the window when the storage fits in it, else by strided
  * reads of the file after hashing.
  */
 function readRegion(
-  fd: number, file: string, r: Region, users: (TensorPlan & { view: StridedView })[], hash: Hash,
+  fd: number, file: string, r: Region, users: Planned[], hash: Hash,
   window: Uint8Array, reader: ViewReader, destination: (p: TensorPlan) => Float32Array,
 ): void {
   const what = r.storage?.label ?? 'bytes';
