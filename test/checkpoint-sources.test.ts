@@ -40,6 +40,15 @@ describe('sharded safetensors', () => {
 });
 
 describe('model folders', () => {
+  test('a torch archive under a name without a torch extension is still read as one', () => {
+    const dir = join(tmp.dir, 'renamed');
+    cpSync(join(REAL, 'tl-gelu-2l-pth'), dir, { recursive: true });
+    copyFileSync(join(dir, 'model_final.pth'), join(dir, 'weights.checkpoint'));
+    const ck = loadCheckpoint(join(dir, 'weights.checkpoint'));
+    expect(ck.source.container).toBe('torch');
+    expect(ck.weights.get('embed.W_E')!.data).toEqual(loadCheckpoint(join(dir, 'model_final.pth')).weights.get('embed.W_E')!.data);
+  });
+
   test('the same folder given as a folder and as its weights file is one checkpoint', () => {
     expect(loadCheckpoint(join(GPT2, 'model.safetensors')).sha256).toBe(loadCheckpoint(GPT2).sha256);
   });

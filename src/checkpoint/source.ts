@@ -12,7 +12,7 @@
  *   `pytorch_model.bin` or `pytorch_model.bin.index.json` beside it (HF save_pretrained,
  *   Trainer `checkpoint-N`, Pythia `stepN`).
  */
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
 import { checkpointError } from '../errors.ts';
 import { parseModelConfig, type ModelConfig } from '../model/config.ts';
@@ -149,13 +149,30 @@ function folderLayout(folder: string): Layout {
   );
 }
 
+function startsWithZip(file: string): boolean {
+  try {
+    const fd = openSync(file, 'r');
+    try {
+      const head = new Uint8Array(4);
+      return readSync(fd, head, 0, 4, 0) === 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04;
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // Unreadable: the safetensors reader says why.
+    return false;
+  }
+}
+
 function fileLayout(file: string): Layout {
   const folder = dirname(file);
   const name = basename(file);
   let container: ContainerName;
   if (name.endsWith('.index.json')) container = name.includes('.safetensors') ? 'sharded-safetensors' : 'sharded-torch';
   else if (TORCH_EXTENSIONS.test(name)) container = 'torch';
-  else container = 'safetensors';
+  else if (name.endsWith('.safetensors')) container = 'safetensors';
+  // Any other name: a zip is a torch archive (torch.save writes whatever name it is given).
+  else container = startsWithZip(file) ? 'torch' : 'safetensors';
   return { kind: 'file', folder, container, weights: file };
 }
 
