@@ -10,13 +10,12 @@ import type { Bigrams } from './metrics/bigrams.ts';
 import { addLossBatch, batchLosses, checkIclPositions, emptyLossTotals, lossScores, type IclPositions } from './metrics/loss.ts';
 import { maskedHeadSums } from './metrics/pattern.ts';
 import {
-  metricSpec, metricsOfKind, type HeadWeightsMetric, type MetricOfKind, type MetricWhere, type PatternMetricName,
+  METRIC_NAMES, metricSpec, metricsOfKind,
+  type HeadWeightsMetric, type MetricName, type MetricOfKind, type MetricWhere, type PatternMetricName,
 } from './metrics/registry.ts';
 import { disposeParams, forward, uploadParams, type Params } from './model/forward.ts';
 import type { PromptSet } from './prompts/types.ts';
 import { validatePromptSet } from './prompts/validate.ts';
-
-import { METRIC_NAMES, type MetricName } from './metrics/registry.ts';
 
 export { METRIC_NAMES, type MetricName };
 
@@ -118,6 +117,7 @@ export async function scoreCheckpoint(ck: Checkpoint, promptSets: readonly Promp
     const input = { params, checkpoint: ck };
     for (const name of metricsOfKind(opts.metrics, 'weights')) {
       const spec = metricSpec(name);
+      // One branch per shape of result, so that each assignment is typed.
       if (spec.per === 'head') result[spec.name] = await inStage('score', ck.path, () => spec.compute(input));
       else result[spec.name] = await inStage('score', ck.path, () => spec.compute(input));
     }
