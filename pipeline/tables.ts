@@ -49,7 +49,8 @@ function scoreColumn(name: MetricName): ColumnSpec {
   const repeats = spec.kind === 'weights'
     ? '; a weight score, so the same value repeats for every prompt set'
     : spec.per === 'checkpoint' ? '; one value per checkpoint, repeated on each of its prompt sets\' rows' : '';
-  return column(name, 'Float64', true, `${spec.summary}${range} (${spec.definedIn})${repeats}; null when not computed`);
+  const nullWhen = 'nullWhen' in spec ? ` or ${spec.nullWhen}` : '';
+  return column(name, 'Float64', true, `${spec.summary}${range} (${spec.definedIn})${repeats}; null when not computed${nullWhen}`);
 }
 
 /**

@@ -47,6 +47,8 @@ interface Described {
   range: readonly [number, number] | null;
   /** What the column holds, in a phrase (TABLES.md). */
   summary: string;
+  /** When a computed score is null nonetheless, if it can be (TABLES.md). */
+  nullWhen?: string;
   /** The definition in one line (README). */
   definition: string;
   /** How to read a value (README). */

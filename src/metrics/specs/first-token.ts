@@ -24,6 +24,6 @@ export const firstToken = defineMetric({
   summary: 'attention mass on the first position (BOS when the prompts have one)',
   definition: 'mean over all sequences and `q = 1..T-1` of `A[q, 0]`',
   readsAs: 'an attention sink: a head that parks the attention it does not need on the first token (Xiao et al. 2023). '
-    + 'A head attending uniformly scores the mean of `1/(q+1)`, about `ln(T)/T`',
+    + 'A head attending uniformly scores `(H_T - 1) / (T - 1)`, 0.042 on 101 tokens',
   mask: firstTokenMask,
 });
