@@ -11,9 +11,11 @@
  * prompt set, layer, head and so on), so the result depends only on which rows exist:
  * compacting n shards' output gives the same bytes as compacting one machine's. Strings
  * sort in UTF-8 byte order (DuckDB's and pyarrow's order), unknown steps after known ones.
- * Two rows with the same key (one checkpoint written twice, under two file names or by
- * two roots) are an error naming both files; the same file found in two roots with the
- * same bytes (each shard writes the run's `prompts`) counts once.
+ * Partitions written by an earlier tables version are read with the columns they lack
+ * as nulls (`asCurrentSchema` in tables.ts), so the compacted files always have the
+ * current schema. Two rows with the same key (one checkpoint written twice, under two
+ * file names or by two roots) are an error naming both files; the same file found in two
+ * roots with the same bytes (each shard writes the run's `prompts`) counts once.
  *
  * Parquet parts hold at most `partRows` rows, so parquet-wasm (32-bit wasm memory)
  * never gets more than one part at once; part k of a run holds its rows k·partRows

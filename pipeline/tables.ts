@@ -1,6 +1,7 @@
 /**
- * The output tables (TABLES.md), written down once as Arrow schemas, and the builders
- * that turn one checkpoint's scores into rows of them.
+ * The output tables (TABLES.md), written down once as column lists (`COLUMNS`, the score
+ * columns from the metric registry) from which the Arrow schemas, TABLES.md and every
+ * reader derive, and the builders that turn one checkpoint's scores into rows of them.
  *
  * Columns are assembled from typed arrays with explicit Arrow types: strings are plain
  * Utf8 (apache-arrow's `tableFromArrays` would make them dictionaries, which some readers
@@ -25,10 +26,12 @@ export const TABLE_NAMES = ['heads', 'composition', 'checkpoint_scores', 'checkp
 export type TableName = (typeof TABLE_NAMES)[number];
 
 /**
- * The version of the tables' schemas, recorded in every manifest (`tables_version`).
+ * The version of the tables' schemas, recorded in every manifest (`tables_version`);
+ * raise it with any column added, and add the change to TABLES.md's list of versions.
  * 1: before the field was written. 2: `heads` gains `first_token`; `checkpoints` gains
  * the model config fields past `positional_embedding_type` and `model_config`. Readers
- * take the files of any earlier version, a column it lacks being null (`asCurrentSchema`).
+ * take the files of any earlier version, a column it lacks being null (`asCurrentSchema`),
+ * so a column added later must be nullable.
  */
 export const TABLES_VERSION = 2;
 

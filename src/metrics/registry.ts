@@ -5,7 +5,9 @@
  * rules may test (classify.ts), the tables' score columns (pipeline/tables.ts), the
  * incremental keys (pipeline/incremental.ts), the report and the docs (`npm run docs`).
  *
- * Adding a score is its spec file and one line in METRICS. Nothing here loads tfjs.
+ * Adding a score is its spec file and one line in METRICS; then its definition in
+ * docs/METRICS.md, `npm run docs` for the generated lists, and, as it adds a column,
+ * TABLES_VERSION in pipeline/tables.ts raised. Nothing here loads tfjs.
  */
 import type { CheckpointScores } from '../score.ts';
 import type { MetricKind, MetricSpec } from './spec.ts';
