@@ -188,15 +188,14 @@ async function section<R>(
   return { id, title, body: loaded.present ? (await parts(loaded.rows)).join('\n') : missing(loaded.folder) };
 }
 
+/** The labelled heads with every per-head score, which the labels are decided on. */
 function classifiedTable(rows: HeadRow[]): string {
-  // Every per-head score: the labels are decided on them.
-  const HEAD_SCORES = HEAD_METRICS;
   return table(
-    ['run', 'step', 'prompt set', 'head', 'label', ...HEAD_SCORES],
+    ['run', 'step', 'prompt set', 'head', 'label', ...HEAD_METRICS],
     rows.map((r) => [
       escapeHtml(r.run), r.step === null ? 'unknown' : String(r.step), escapeHtml(r.prompt_set),
       headName(r.layer, r.head), `<strong>${escapeHtml(r.label!)}</strong>`,
-      ...HEAD_SCORES.map((m) => (r[m] === null ? '—' : r[m]!.toFixed(3))),
+      ...HEAD_METRICS.map((m) => (r[m] === null ? '—' : r[m]!.toFixed(3))),
     ]),
     'classified-heads',
   );
