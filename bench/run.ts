@@ -17,6 +17,7 @@ import { tableFromIPC } from 'apache-arrow';
 import yargs from 'yargs';
 import { modelConfig, parameterCount, type ModelConfig } from '../src/model/config.ts';
 import { writeSafetensors } from '../src/checkpoint/containers/safetensors.ts';
+import { METRICS } from '../src/metrics/registry.ts';
 import { BACKENDS, type BackendChoice } from '../src/names.ts';
 import { initWeights } from '../src/train/init.ts';
 import { loadConfig } from '../pipeline/config.ts';
@@ -66,7 +67,8 @@ function sweepConfig(c: Case, dir: string, backend: BackendChoice, batchSize: nu
     'prompt_sets:',
     // The default prompt set of the issue: 64 × (1 + 25·4) tokens.
     '  - {name: rrt, kind: repeated_random, length: 25, repeats: 4, count: 64, seed: 0}',
-    'metrics: [prefix_matching, duplicate_token, previous_token, copying, composition]',
+    // Every head score: per head and per pair of heads (the metric registry's).
+    `metrics: [${METRICS.filter((m) => m.per === 'head' || m.per === 'head_pair').map((m) => m.name).join(', ')}]`,
     `batch_size: ${batchSize}`,
     `backend: ${backend}`,
     '',

@@ -11,9 +11,11 @@
  * prompt set, layer, head and so on), so the result depends only on which rows exist:
  * compacting n shards' output gives the same bytes as compacting one machine's. Strings
  * sort in UTF-8 byte order (DuckDB's and pyarrow's order), unknown steps after known ones.
- * Two rows with the same key (one checkpoint written twice, under two file names or by
- * two roots) are an error naming both files; the same file found in two roots with the
- * same bytes (each shard writes the run's `prompts`) counts once.
+ * Partitions written by an earlier tables version are read with the columns they lack
+ * as nulls (`asCurrentSchema` in tables.ts), so the compacted files always have the
+ * current schema. Two rows with the same key (one checkpoint written twice, under two
+ * file names or by two roots) are an error naming both files; the same file found in two
+ * roots with the same bytes (each shard writes the run's `prompts`) counts once.
  *
  * Parquet parts hold at most `partRows` rows, so parquet-wasm (32-bit wasm memory)
  * never gets more than one part at once; part k of a run holds its rows k·partRows
@@ -32,7 +34,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import {
-  DataType, makeData, RecordBatch, Struct, Table, tableFromIPC, util, type Data, type Field, type Schema, type Utf8,
+  DataType, makeData, RecordBatch, Struct, Table, type Data, type Field, type Utf8,
 } from 'apache-arrow';
 import { z } from 'zod';
 import { HeadsweepError, messageOf } from '../src/errors.ts';
@@ -40,9 +42,8 @@ import { packageVersions } from './manifest.ts';
 import { shardLabel, shardOfManifestFile, type Shard } from './shard.ts';
 import { arrowFileBytes } from './sinks/arrow.ts';
 import { writeFileAtomic } from './sinks/atomic.ts';
-import { writeTableFile } from './sinks/index.ts';
-import { parquetTable } from './sinks/parquet.ts';
-import { SCHEMAS, TABLE_NAMES, type TableName } from './tables.ts';
+import { readTableFile, writeTableFile } from './sinks/index.ts';
+import { SCHEMAS, TABLE_NAMES, TABLES_VERSION, type TableName } from './tables.ts';
 
 export const COMPACTED_DIR = 'compacted';
 
@@ -85,11 +86,15 @@ export interface SourceManifest {
   finished_at: string;
   backend: string;
   exit_code: number;
+  /** The tables version its sweep wrote; 1 for a manifest written before the field existed. */
+  tables_version: number;
   counts: { checkpoints_planned: number; scored: number; failed: number };
 }
 
 export interface CompactedManifest {
   compacted_at: string;
+  /** The tables version of the compacted files (TABLES_VERSION): partitions of earlier versions are read with their missing columns as nulls. */
+  tables_version: number;
   /** Absolute output roots read. */
   inputs: string[];
   /** Every source finished, every shard of n has its manifest, and there is at least one. */
@@ -146,7 +151,8 @@ export async function compactOutput(out: string, opts: CompactOptions = {}): Pro
       const files = partitionFiles(inputs, table);
       if (files.length === 0) continue;
       const parts = [];
-      for (const file of files) parts.push({ file, table: await readPartition(file, table) });
+      // A partition of an earlier tables version is read with its missing columns as nulls.
+      for (const file of files) parts.push({ file, table: await readTableFile(file, table) });
       const sorted = sortedRows(table, parts);
       counts.files[table] = files.length;
       counts.rows[table] = sorted.numRows;
@@ -157,6 +163,7 @@ export async function compactOutput(out: string, opts: CompactOptions = {}): Pro
     }
     const manifest: CompactedManifest = {
       compacted_at: new Date().toISOString(),
+      tables_version: TABLES_VERSION,
       inputs,
       complete: manifests.warnings.length === 0,
       warnings: manifests.warnings,
@@ -230,28 +237,6 @@ function partitionFiles(inputs: readonly string[], table: TableName): string[] {
   return [...byRelative.keys()].sort().map((rel) => byRelative.get(rel)!);
 }
 
-async function readPartition(file: string, table: TableName): Promise<Table> {
-  let data: Table;
-  try {
-    const bytes = readFileSync(file);
-    data = file.endsWith('.parquet') ? await parquetTable(bytes) : tableFromIPC(bytes);
-  } catch (cause) {
-    throw new HeadsweepError(`${file}: not a readable ${file.endsWith('.parquet') ? 'Parquet' : 'Arrow IPC'} file: ${messageOf(cause)}`, { stage: 'load', file, cause });
-  }
-  // The file's schema goes first: readers type List children as the Int_ base class, which
-  // compares equal to Int32 only in this direction.
-  if (!util.compareSchemas(data.schema, SCHEMAS[table])) {
-    throw new HeadsweepError(
-      `${file}: columns (${describeSchema(data.schema)}) differ from the ${table} table of TABLES.md (${describeSchema(SCHEMAS[table])})`,
-      { stage: 'load', file, key: table },
-    );
-  }
-  return data;
-}
-
-function describeSchema(schema: Schema): string {
-  return schema.fields.map((f) => `${f.name}: ${f.type}${f.nullable ? '?' : ''}`).join(', ');
-}
 
 // ---------------------------------------------------------------------------------------
 // Sorting
@@ -421,6 +406,16 @@ function gather(field: Field, datas: Data[], fromChunk: Uint32Array, fromIndex: 
     const data = fixed(new type.ArrayType(n));
     return makeData({ type, length: n, data, ...nulls() });
   }
+  // Bool: bit-packed values, bit (offset + i) of the chunk's bytes for its row i.
+  if (DataType.isBool(type)) {
+    const data = new Uint8Array(Math.ceil(n / 8));
+    for (let r = 0; r < n; r++) {
+      const d = datas[fromChunk[r]];
+      const bit = d.offset + fromIndex[r];
+      if (valid(r) && ((d.values as Uint8Array)[bit >> 3] >> (bit & 7)) & 1) data[r >> 3] |= 1 << (r & 7);
+    }
+    return makeData({ type, length: n, data, ...nulls() });
+  }
   if (DataType.isUtf8(type)) {
     const { valueOffsets, values } = gatherRanges(datas, fromChunk, fromIndex, valid, (d) => d.values as Uint8Array, Uint8Array);
     return makeData({ type, length: n, valueOffsets, data: values, ...nulls() });
@@ -493,6 +488,7 @@ const SourceManifestSchema = z.looseObject({
   finished_at: z.string(),
   backend: z.string(),
   exit_code: z.number().int(),
+  tables_version: z.number().int().min(1).default(1),
   counts: z.looseObject({
     checkpoints_planned: z.number().int(),
     scored: z.number().int(),
@@ -524,6 +520,7 @@ function readSourceManifests(inputs: readonly string[]): Pick<CompactedManifest,
         finished_at: m.finished_at,
         backend: m.backend,
         exit_code: m.exit_code,
+        tables_version: m.tables_version,
         counts: { checkpoints_planned: m.counts.checkpoints_planned, scored: m.counts.scored, failed: m.counts.failed },
       });
     }

@@ -2,7 +2,8 @@
  * What a sweep tells the outside world as it works. The sweep emits typed events to one
  * `EventLog` function; `jsonLog` writes each as one JSON object per line (for automation:
  * `--log-format json`), `TextLog` turns them into the progress lines a person reads
- * (`--log-format text`, the default). The schema is documented in README-nightly.md.
+ * (`--log-format text`, the default). The schema is documented in the README:
+ * README.md#logs-for-automation---log-format-json.
  *
  * Every event carries `event` (its name) and `time` (ISO 8601, added by the writer).
  * Checkpoints are named by `run` and `path` (the path as the config's glob resolved it).

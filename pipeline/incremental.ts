@@ -24,19 +24,21 @@
  * how fast numbers are computed, not the numbers.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { tableFromIPC, type Table } from 'apache-arrow';
+import type { Table } from 'apache-arrow';
+import {
+  METRICS, metricSpec, type HeadWeightsMetric, type MetricName, type MetricOfKind,
+} from '../src/metrics/registry.ts';
 import type { PromptSet } from '../src/prompts/types.ts';
-import type { CheckpointScores, MetricName, PromptSetScores } from '../src/score.ts';
+import type { CheckpointScores, PromptSetScores } from '../src/score.ts';
 import type { SweepConfig } from './config.ts';
 import type { WorkReason } from './events.ts';
 import { sha256File } from './hash.ts';
 import type { BigramCorpus, PlannedCheckpoint } from './plan.ts';
-import type { OutputFormat } from './sinks/index.ts';
-import { parquetTable } from './sinks/parquet.ts';
+import { readTableFile, type OutputFormat } from './sinks/index.ts';
 import { fileStamp, type CheckpointState, type KeyedSet } from './state.ts';
-import { checkpointId } from './tables.ts';
+import { checkpointId, type TableName } from './tables.ts';
 
 /**
  * The version of what METRICS.md defines and how rows are built from scores. Raise it
@@ -45,8 +47,14 @@ import { checkpointId } from './tables.ts';
  */
 export const SCORE_DEFINITIONS_VERSION = 2;
 
-/** Scores computed once per checkpoint and keyed by the weights key, not by the prompt sets'. */
-export const WEIGHTS_KEYED_METRICS: readonly MetricName[] = ['composition', 'bigram_kl'];
+/**
+ * Scores computed once per checkpoint and keyed by the weights key, not by the prompt
+ * sets': those that read no prompt set (weights, corpus), but for the per-head ones, whose
+ * values and the labels they feed repeat in every prompt set's heads rows (copying).
+ */
+export const WEIGHTS_KEYED_METRICS: readonly MetricName[] = METRICS
+  .filter((m) => (m.kind === 'weights' || m.kind === 'corpus') && m.per !== 'head')
+  .map((m) => m.name);
 
 export interface SettingsKeys {
   /** In config order; empty when no metric with values in heads or checkpoint_scores rows is asked for (no rows to key). */
@@ -86,8 +94,8 @@ export function tokensDigest(set: PromptSet): string {
 export function settingsKeys(config: SweepConfig, promptSets: readonly PromptSet[], corpus: BigramCorpus | null): SettingsKeys {
   const metrics = [...config.metrics].sort();
   const rowMetrics = metrics.filter((m) => !WEIGHTS_KEYED_METRICS.includes(m));
-  // Every metric but composition has values in heads or checkpoint_scores rows.
-  const hasRows = metrics.some((m) => m !== 'composition');
+  // Every metric but those of a table of their own (composition) has values in heads or checkpoint_scores rows.
+  const hasRows = metrics.some((m) => metricSpec(m).per !== 'head_pair');
   const weightsKeyed = metrics.some((m) => WEIGHTS_KEYED_METRICS.includes(m));
   const bigram = metrics.includes('bigram_kl') ? { sha256: corpus!.sha256, tokenizer: corpus!.tokenizer } : null;
   return {
@@ -179,23 +187,24 @@ export function withBackend(d: Decision, keys: SettingsKeys, backend: string): D
 // ---------------------------------------------------------------------------------------
 // Rows kept from the existing files
 
-/** The scores of the prompt sets not scored again, read back from the checkpoint's files. */
-export interface KeptRows {
+/**
+ * The scores of the prompt sets not scored again, read back from the checkpoint's files,
+ * with the per-head weight scores of its heads rows ([n_layers * n_heads]; undefined when
+ * there are none) and the per-checkpoint scores asked for from its checkpoint_scores rows.
+ */
+export interface KeptRows extends Partial<Record<HeadWeightsMetric, Float64Array>>, Partial<Record<MetricOfKind<'corpus'>, number>> {
   sets: Map<string, { scores: PromptSetScores; labels: (string | null)[] }>;
-  /** [n_layers * n_heads], from the heads rows; undefined when there are none. */
-  copying?: Float64Array;
-  /** From the checkpoint_scores rows, when asked for. */
-  bigram_kl?: number;
 }
 
-/** The entry's file for `table`, Arrow preferred (the formats hold the same rows); null when it has none. */
-async function readTable(out: string, state: CheckpointState, table: string): Promise<Table | null> {
+/**
+ * The entry's file for `table`, Arrow preferred (the formats hold the same rows), as the
+ * current schema: a file of an earlier tables version has its missing columns as nulls,
+ * which read back as NaN (not computed). null when the entry has no such file.
+ */
+async function readTable(out: string, state: CheckpointState, table: TableName): Promise<Table | null> {
   const files = state.files.filter((f) => f.startsWith(`${table}/`));
-  const arrow = files.find((f) => f.endsWith('.arrow'));
-  if (arrow !== undefined) return tableFromIPC(readFileSync(join(out, arrow)));
-  const parquet = files.find((f) => f.endsWith('.parquet'));
-  if (parquet === undefined) return null;
-  return parquetTable(readFileSync(join(out, parquet)));
+  const file = files.find((f) => f.endsWith('.arrow')) ?? files.find((f) => f.endsWith('.parquet'));
+  return file === undefined ? null : readTableFile(join(out, file), table);
 }
 
 /**
@@ -216,50 +225,50 @@ function float64Values(table: Table, name: string): Float64Array {
 
 /**
  * Reads the rows of the prompt sets `names` of a checkpoint with `perSet` = n_layers *
- * n_heads heads, and its stored bigram_kl when `bigramKl` (the same on every row).
+ * n_heads heads, and its stored per-checkpoint scores `perCheckpoint` (the same on every row).
  */
-export async function readKept(out: string, state: CheckpointState, names: readonly string[], perSet: number, bigramKl: boolean): Promise<KeptRows> {
+export async function readKept(
+  out: string, state: CheckpointState, names: readonly string[], perSet: number, perCheckpoint: readonly MetricOfKind<'corpus'>[],
+): Promise<KeptRows> {
   const kept: KeptRows = { sets: new Map() };
-  if (names.length === 0 && !bigramKl) return kept;
+  if (names.length === 0 && perCheckpoint.length === 0) return kept;
   const heads = await readTable(out, state, 'heads');
   const scores = await readTable(out, state, 'checkpoint_scores');
   if (heads === null || scores === null) throw new Error(`${state.path}: the stored heads or checkpoint_scores file is missing`);
-  if (bigramKl) kept.bigram_kl = float64Values(scores, 'bigram_kl')[0];
+  for (const m of perCheckpoint) kept[m] = float64Values(scores, m)[0];
   const headSet = heads.getChild('prompt_set')!.toArray() as string[];
   const scoreSet = scores.getChild('prompt_set')!.toArray() as string[];
-  const column = Object.fromEntries(['prefix_matching', 'duplicate_token', 'previous_token', 'copying'].map((m) => [m, float64Values(heads, m)]));
+  const headColumns = new Map<string, Float64Array>(METRICS.filter((m) => m.per === 'head').map((m) => [m.name, float64Values(heads, m.name)]));
+  const setColumns = new Map<string, Float64Array>(METRICS.filter((m) => m.per === 'prompt_set').map((m) => [m.name, float64Values(scores, m.name)]));
   const labels = heads.getChild('label')!;
-  const meanLoss = float64Values(scores, 'mean_loss');
-  const icl = float64Values(scores, 'icl_score');
   for (const name of names) {
     // A model without layers has no heads rows, only checkpoint_scores rows.
     const start = perSet === 0 ? 0 : headSet.indexOf(name);
     const row = scoreSet.indexOf(name);
     if (start < 0 || row < 0) throw new Error(`${state.path}: the stored files have no rows for prompt set '${name}'`);
-    const block = (m: string) => column[m].slice(start, start + perSet);
-    kept.sets.set(name, {
-      scores: {
-        promptSet: name,
-        prefix_matching: block('prefix_matching'),
-        duplicate_token: block('duplicate_token'),
-        previous_token: block('previous_token'),
-        mean_loss: meanLoss[row],
-        icl_score: icl[row],
-      },
-      labels: Array.from({ length: perSet }, (_, k) => labels.get(start + k) as string | null),
-    });
-    kept.copying ??= block('copying');
+    const block = (m: string) => headColumns.get(m)!.slice(start, start + perSet);
+    const set: PromptSetScores = { promptSet: name };
+    for (const spec of METRICS) {
+      if (spec.kind === 'pattern') set[spec.name] = block(spec.name);
+      else if (spec.kind === 'loss') set[spec.name] = setColumns.get(spec.name)![row];
+      else if (spec.kind === 'weights' && spec.per === 'head') kept[spec.name] ??= block(spec.name);
+    }
+    kept.sets.set(name, { scores: set, labels: Array.from({ length: perSet }, (_, k) => labels.get(start + k) as string | null) });
   }
   return kept;
 }
 
 /**
  * The scores of every prompt set of `order`, fresh where scored now and kept otherwise,
- * as one CheckpointScores (without composition: its file is handled on its own).
+ * as one CheckpointScores: the per-head weight scores among `metrics` (the config's)
+ * fresh or kept, and the weights-keyed ones (composition, bigram_kl) fresh when
+ * `weights` were computed now, else the kept per-checkpoint scores (composition's file is
+ * then kept as it is).
  */
 export function mergeScores(
   order: readonly string[], nLayers: number, nHeads: number,
-  fresh: { scores: CheckpointScores; labels: (string | null)[][] } | null, kept: KeptRows, copying: boolean,
+  fresh: { scores: CheckpointScores; labels: (string | null)[][] } | null, kept: KeptRows,
+  metrics: readonly MetricName[], weights: boolean,
 ): { scores: CheckpointScores; labels: (string | null)[][] } {
   const promptSets: PromptSetScores[] = [];
   const labels: (string | null)[][] = [];
@@ -274,14 +283,12 @@ export function mergeScores(
       labels.push(k.labels);
     }
   }
-  return {
-    scores: {
-      nLayers,
-      nHeads,
-      promptSets,
-      copying: copying ? (fresh?.scores.copying ?? kept.copying) : undefined,
-      seconds: fresh?.scores.seconds ?? { forward: 0, weights: 0 },
-    },
-    labels,
-  };
+  const scores: CheckpointScores = { nLayers, nHeads, promptSets, seconds: fresh?.scores.seconds ?? { forward: 0, weights: 0 } };
+  for (const name of new Set(metrics)) {
+    const spec = metricSpec(name);
+    if (spec.kind === 'weights' && spec.per === 'head') scores[spec.name] = fresh?.scores[spec.name] ?? kept[spec.name];
+    else if (spec.per === 'head_pair') scores[spec.name] = weights ? fresh!.scores[spec.name] : undefined;
+    else if (spec.kind === 'corpus') scores[spec.name] = weights ? fresh!.scores[spec.name] : kept[spec.name];
+  }
+  return { scores, labels };
 }

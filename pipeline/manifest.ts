@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BackendName } from '../src/backend.ts';
-import type { TableName } from './tables.ts';
+import { TABLES_VERSION, type TableName } from './tables.ts';
 import { writeFileAtomic } from './sinks/atomic.ts';
 
 export interface Manifest {
@@ -26,6 +26,12 @@ export interface Manifest {
   shard?: string | null;
   /** headsweep, node and every installed runtime dependency. */
   versions: Record<string, string>;
+  /**
+   * The version of the table schemas this sweep wrote (TABLES_VERSION in tables.ts; absent:
+   * version 1). Files of checkpoints an earlier version scored and this sweep skipped keep
+   * their version's columns; readers take a column such a file lacks as null (TABLES.md).
+   */
+  tables_version?: number;
   counts: {
     checkpoints_planned: number;
     /** Scored by this sweep, wholly or in the prompt sets whose settings changed. */
@@ -78,6 +84,7 @@ export async function writeManifest(out: string, m: Manifest, fileName = 'manife
     workers: m.workers,
     shard: m.shard ?? null,
     versions: m.versions,
+    tables_version: m.tables_version ?? TABLES_VERSION,
     counts: m.counts,
     exit_code: m.exit_code,
   };

@@ -31,6 +31,7 @@ import type { Table } from 'apache-arrow';
 import PQueue from 'p-queue';
 import type { BackendName } from '../src/backend.ts';
 import { HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
+import { metricsOfKind } from '../src/metrics/registry.ts';
 import type { CheckpointScores } from '../src/score.ts';
 import { EXIT } from './cli.ts';
 import { isCompactionEntry } from './compact.ts';
@@ -51,7 +52,7 @@ import {
 } from './state.ts';
 import { ReadinessTracker, type Readiness } from './watch.ts';
 import {
-  checkpointId, checkpointsTable, checkpointTables, errorsTable, promptsTable, TABLE_NAMES, type TableName,
+  checkpointId, checkpointsTable, checkpointTables, errorsTable, promptsTable, TABLE_NAMES, TABLES_VERSION, type TableName,
 } from './tables.ts';
 
 /** A head in the end-of-sweep summary. */
@@ -490,14 +491,10 @@ class SweepRun {
     const order = item.keys.promptSets.map((s) => s.name);
     const fresh = new Set(outcome === null ? [] : work.sets);
     const kept: KeptRows = keep === null ? { sets: new Map() } : await readKept(
-      this.outDir, keep, order.filter((n) => !fresh.has(n)), model.n_layers * model.n_heads, !work.weights && c.metrics.includes('bigram_kl'),
+      this.outDir, keep, order.filter((n) => !fresh.has(n)), model.n_layers * model.n_heads, work.weights ? [] : metricsOfKind(c.metrics, 'corpus'),
     );
-    const merged = mergeScores(order, model.n_layers, model.n_heads, outcome, kept, c.metrics.includes('copying'));
-    const scores: CheckpointScores = {
-      ...merged.scores,
-      composition: work.weights ? outcome!.scores.composition : undefined,
-      bigram_kl: work.weights ? outcome!.scores.bigram_kl : kept.bigram_kl,
-    };
+    const merged = mergeScores(order, model.n_layers, model.n_heads, outcome, kept, c.metrics, work.weights);
+    const scores: CheckpointScores = merged.scores;
     const seconds = { load: outcome?.loadSeconds ?? 0, forward: scores.seconds.forward, weights: scores.seconds.weights, write: 0 };
     const info = { run: ck.run, step: ck.step, tokensSeen: ck.tokensSeen, checkpoint: ck.path, sha256, config: model, seconds };
 
@@ -582,6 +579,7 @@ class SweepRun {
       workers: this.threads,
       shard: this.shard === null ? null : shardLabel(this.shard),
       versions: packageVersions(),
+      tables_version: TABLES_VERSION,
       counts: { checkpoints_planned: all.length, scored: this.scoredPaths.size, up_to_date: this.lastUpToDate, failed: this.errors.length, rows },
       exit_code: exitCode,
     };

@@ -16,6 +16,7 @@ import { closeCheckpoint, loadCheckpoint } from '../src/checkpoint/checkpoint.ts
 import { ReadBuffer } from '../src/checkpoint/read.ts';
 import { labelHeads } from '../src/classify.ts';
 import { HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
+import { HEAD_METRICS, headScores } from '../src/metrics/registry.ts';
 import { scoreCheckpoint, type CheckpointScores } from '../src/score.ts';
 import type { CheckpointOutcome, CheckpointRequest, InitOutcome, InitRequest, WorkerNote, WorkerRequest } from './pool.ts';
 
@@ -69,8 +70,11 @@ function abandon(token: number, err: unknown): never {
 
 /** Every distinct buffer behind the score arrays, for the transfer list. */
 function buffersOf(scores: CheckpointScores): ArrayBuffer[] {
-  const arrays: (ArrayBufferView | undefined)[] = [scores.copying];
-  for (const set of scores.promptSets) arrays.push(set.prefix_matching, set.duplicate_token, set.previous_token);
+  const arrays: (ArrayBufferView | undefined)[] = [];
+  // Every per-head array: each prompt set's pattern scores, the weight scores once (with no prompt sets too).
+  for (const m of HEAD_METRICS) {
+    for (let p = 0; p < Math.max(1, scores.promptSets.length); p++) arrays.push(headScores(scores, p, m));
+  }
   const c = scores.composition;
   if (c) arrays.push(c.src_layer, c.src_head, c.dst_layer, c.dst_head, c.score);
   const buffers = new Set<ArrayBuffer>();

@@ -7,11 +7,11 @@
  * written there and a rule written here are the same object.
  */
 import { z } from 'zod';
-import type { CheckpointScores, MetricName } from './score.ts';
+import { HEAD_METRICS, headScores, type HeadMetric } from './metrics/registry.ts';
+import type { CheckpointScores } from './score.ts';
 
-/** The per-head scores a rule can test. */
-export const HEAD_METRICS = ['prefix_matching', 'duplicate_token', 'previous_token', 'copying'] as const satisfies readonly MetricName[];
-export type HeadMetric = (typeof HEAD_METRICS)[number];
+/** The per-head scores a rule can test: every score with one value per head (metrics/registry.ts). */
+export { HEAD_METRICS, type HeadMetric };
 
 export const COMPARISONS = ['>=', '>', '<=', '<'] as const;
 export type Comparison = (typeof COMPARISONS)[number];
@@ -37,7 +37,9 @@ export const RulesSchema = z.array(RuleSchema);
  * Heuristic defaults, not definitions: thresholds chosen so that a head spending most of
  * its attention on the pattern counts (scores run from 0 to 1; a uniform head over ~100
  * keys scores near 0.01), after Olsson et al. 2022. Induction comes first because an
- * induction head also copies; a plain copying head is the weakest claim, so it is last.
+ * induction head also copies; a plain copying head is the weaker claim. An attention sink
+ * comes last: parking attention on the first token is what a head does when no pattern
+ * above applies, and a uniform head over ~100 keys already puts ~0.05 there.
  */
 export const DEFAULT_RULES: readonly Rule[] = [
   {
@@ -50,6 +52,7 @@ export const DEFAULT_RULES: readonly Rule[] = [
   { label: 'previous_token', all: [{ metric: 'previous_token', op: '>=', value: 0.4 }] },
   { label: 'duplicate_token', all: [{ metric: 'duplicate_token', op: '>=', value: 0.4 }] },
   { label: 'copying', all: [{ metric: 'copying', op: '>=', value: 0.5 }] },
+  { label: 'first_token', all: [{ metric: 'first_token', op: '>=', value: 0.6 }] },
 ];
 
 const COMPARE: Record<Comparison, (score: number, value: number) => boolean> = {
@@ -77,17 +80,9 @@ export function classifyHead(scores: Partial<Record<HeadMetric, number>>, rules:
  */
 export function labelHeads(scores: CheckpointScores, rules: readonly Rule[] = DEFAULT_RULES): (string | null)[][] {
   const heads = scores.nLayers * scores.nHeads;
-  return scores.promptSets.map((set) =>
-    Array.from({ length: heads }, (_, k) =>
-      classifyHead(
-        {
-          prefix_matching: set.prefix_matching?.[k],
-          duplicate_token: set.duplicate_token?.[k],
-          previous_token: set.previous_token?.[k],
-          copying: scores.copying?.[k],
-        },
-        rules,
-      ),
-    ),
-  );
+  return scores.promptSets.map((_, p) => {
+    const values = HEAD_METRICS.map((m) => [m, headScores(scores, p, m)] as const);
+    return Array.from({ length: heads }, (_, k) =>
+      classifyHead(Object.fromEntries(values.map(([m, v]) => [m, v?.[k]])), rules));
+  });
 }

@@ -38,18 +38,22 @@ export {
   type BuildOptions, type PromptOrigin, type PromptSet, type PromptSetSpec, type RepeatedRandomSpec, type TokensFileSpec,
 } from './prompts/index.ts';
 
-export { maskedHeadSums, type PatternMask, type PatternMaskFn } from './metrics/pattern.ts';
-export { prefixMatchingMask } from './metrics/prefix-matching.ts';
-export { duplicateTokenMask } from './metrics/duplicate-token.ts';
-export { previousTokenMask } from './metrics/previous-token.ts';
+export { buildMask, type MarkRow, type PatternMask, type PatternMaskFn } from './metrics/mask.ts';
+export { maskedHeadSums } from './metrics/pattern.ts';
+export { prefixMatchingMask } from './metrics/specs/prefix-matching.ts';
+export { duplicateTokenMask } from './metrics/specs/duplicate-token.ts';
+export { previousTokenMask } from './metrics/specs/previous-token.ts';
+export { firstTokenMask } from './metrics/specs/first-token.ts';
 export { checkIclPositions, type IclPositions } from './metrics/loss.ts';
 export { copyingScores } from './metrics/copying.ts';
 export { compositionScores } from './metrics/composition.ts';
 export { bigramKl } from './metrics/bigram-kl.ts';
 export { bigramEntropy, countBigrams, type Bigrams } from './metrics/bigrams.ts';
 export {
-  METRIC_KIND, PATTERN_MASKS, metricsOfKind, type MetricKind, type MetricOfKind, type PatternMetricName,
+  METRICS, headScores, metricSpec, metricsOfKind,
+  type HeadWeightsMetric, type MetricKind, type MetricOfKind, type MetricPer, type MetricSpec, type MetricWhere, type PatternMetricName,
 } from './metrics/registry.ts';
+export { defineMetric, type ColumnSpec, type ColumnType } from './metrics/spec.ts';
 
 export {
   METRIC_NAMES, scoreCheckpoint,

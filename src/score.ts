@@ -6,18 +6,16 @@ import * as tf from '@tensorflow/tfjs-core';
 import { weightBlock, weightOf, type Checkpoint } from './checkpoint/checkpoint.ts';
 import { expectedShapes, type ModelConfig } from './model/config.ts';
 import { HeadsweepError, messageOf, type Stage } from './errors.ts';
-import { bigramKl } from './metrics/bigram-kl.ts';
 import type { Bigrams } from './metrics/bigrams.ts';
-import { compositionScores } from './metrics/composition.ts';
-import { copyingScores } from './metrics/copying.ts';
 import { addLossBatch, batchLosses, checkIclPositions, emptyLossTotals, lossScores, type IclPositions } from './metrics/loss.ts';
 import { maskedHeadSums } from './metrics/pattern.ts';
-import { PATTERN_MASKS, metricsOfKind, type MetricOfKind, type PatternMetricName } from './metrics/registry.ts';
+import {
+  METRIC_NAMES, metricSpec, metricsOfKind,
+  type HeadWeightsMetric, type MetricName, type MetricOfKind, type MetricWhere, type PatternMetricName,
+} from './metrics/registry.ts';
 import { disposeParams, forward, uploadParams, type Params } from './model/forward.ts';
 import type { PromptSet } from './prompts/types.ts';
 import { validatePromptSet } from './prompts/validate.ts';
-
-import { METRIC_NAMES, type MetricName } from './names.ts';
 
 export { METRIC_NAMES, type MetricName };
 
@@ -31,15 +29,13 @@ export interface ScoreOptions {
   bigrams?: Bigrams;
 }
 
-/** Per-head scores; arrays are indexed `layer * n_heads + head`. */
-export interface PromptSetScores {
+/**
+ * One prompt set's scores, a field per metric that reads prompts (metrics/registry.ts):
+ * per-head arrays indexed `layer * n_heads + head` for the pattern scores, one number for
+ * the loss scores (icl_score is null when the sequences are too short for `late`).
+ */
+export interface PromptSetScores extends Partial<Record<PatternMetricName, Float64Array>>, Partial<Record<MetricOfKind<'loss'>, number | null>> {
   promptSet: string;
-  prefix_matching?: Float64Array;
-  duplicate_token?: Float64Array;
-  previous_token?: Float64Array;
-  mean_loss?: number;
-  /** null when the sequences are too short for `late`. */
-  icl_score?: number | null;
 }
 
 export type CompositionKind = 'Q' | 'K' | 'V';
@@ -56,16 +52,19 @@ export interface CompositionScores {
   baseline: number;
 }
 
-export interface CheckpointScores {
+/**
+ * A checkpoint's scores: its prompt sets', and a field per weight score: per-head arrays
+ * [n_layers * n_heads], composition's rows, and one number per corpus score (bigram_kl,
+ * in nats).
+ */
+export interface CheckpointScores
+  extends Partial<Record<HeadWeightsMetric, Float64Array>>,
+    Partial<Record<MetricWhere<{ per: 'head_pair' }>, CompositionScores>>,
+    Partial<Record<MetricOfKind<'corpus'>, number>> {
   nLayers: number;
   nHeads: number;
   /** One entry per prompt set given, in order, holding the pattern and loss metrics asked for (possibly none). */
   promptSets: PromptSetScores[];
-  /** [n_layers * n_heads] */
-  copying?: Float64Array;
-  composition?: CompositionScores;
-  /** In nats; one number per checkpoint (it reads no prompt set). */
-  bigram_kl?: number;
   seconds: { forward: number; weights: number };
 }
 
@@ -89,9 +88,10 @@ export async function scoreCheckpoint(ck: Checkpoint, promptSets: readonly Promp
   };
   if (request.loss.includes('icl_score')) checkIclPositions(opts.icl);
   const bigrams = opts.bigrams;
-  const wantsBigramKl = metricsOfKind(opts.metrics, 'corpus').includes('bigram_kl');
+  const corpusMetrics = metricsOfKind(opts.metrics, 'corpus');
+  const wantsBigramKl = corpusMetrics.length > 0;
   if (wantsBigramKl && bigrams === undefined) {
-    throw new HeadsweepError('bigram_kl needs the bigram counts of a corpus (ScoreOptions.bigrams)', { stage: 'config', key: 'bigram' });
+    throw new HeadsweepError(`${corpusMetrics.join(', ')} needs the bigram counts of a corpus (ScoreOptions.bigrams)`, { stage: 'config', key: 'bigram' });
   }
   for (const set of promptSets) validatePromptSet(set, c);
 
@@ -113,11 +113,18 @@ export async function scoreCheckpoint(ck: Checkpoint, promptSets: readonly Promp
     } else {
       result.promptSets = promptSets.map((set) => ({ promptSet: set.name }));
     }
-    const weightMetrics = metricsOfKind(opts.metrics, 'weights');
     const start = performance.now();
-    if (weightMetrics.includes('copying')) result.copying = await inStage('score', ck.path, () => copyingScores(params, ck));
-    if (weightMetrics.includes('composition')) result.composition = await inStage('score', ck.path, () => compositionScores(params, c));
-    if (wantsBigramKl) result.bigram_kl = await inStage('score', ck.path, () => bigramKl(params, c, bigrams!));
+    const input = { params, checkpoint: ck };
+    for (const name of metricsOfKind(opts.metrics, 'weights')) {
+      const spec = metricSpec(name);
+      // One branch per shape of result, so that each assignment is typed.
+      if (spec.per === 'head') result[spec.name] = await inStage('score', ck.path, () => spec.compute(input));
+      else result[spec.name] = await inStage('score', ck.path, () => spec.compute(input));
+    }
+    for (const name of corpusMetrics) {
+      const spec = metricSpec(name);
+      result[spec.name] = await inStage('score', ck.path, () => spec.compute({ ...input, bigrams: bigrams! }));
+    }
     result.seconds.weights = (performance.now() - start) / 1000;
   } finally {
     disposeParams(params);
@@ -144,7 +151,7 @@ async function scorePromptSet(params: Params, ck: Checkpoint, set: PromptSet, re
 
   for (const batch of equalLengthBatches(set.sequences, req.batchSize)) {
     const [nSeq, pos] = [batch.length, batch[0].length];
-    const masks = req.patterns.map((m) => PATTERN_MASKS[m](batch));
+    const masks = req.patterns.map((m) => metricSpec(m).mask(batch));
     // One download per batch: per metric, per layer, the [head] sums; then the token losses.
     const reduced = tf.tidy(() => {
       const tokens = tf.tensor2d(concat(batch), [nSeq, pos], 'int32'); // (B, T)
@@ -173,9 +180,8 @@ async function scorePromptSet(params: Params, ck: Checkpoint, set: PromptSet, re
     scores[m] = sums[i].map((s) => (counts[i] === 0 ? NaN : s / counts[i]));
   });
   if (wantLogits) {
-    const { mean_loss, icl_score } = lossScores(loss);
-    if (req.loss.includes('mean_loss')) scores.mean_loss = mean_loss;
-    if (req.loss.includes('icl_score')) scores.icl_score = icl_score;
+    const losses = lossScores(loss);
+    for (const m of req.loss) scores[m] = metricSpec(m).fromLosses(losses);
   }
   return scores;
 }

@@ -10,7 +10,7 @@ import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, wri
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
-import { tableFromIPC, tableToIPC, util, type Table } from 'apache-arrow';
+import { Float64, Table, tableFromIPC, tableToIPC, Utf8, util, vectorFromArray } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { modelConfig, type ModelConfig } from '../src/model/config.ts';
 import type { CheckpointScores } from '../src/score.ts';
@@ -266,7 +266,7 @@ describe('compacting one machine and three shards', () => {
     expect(heads[4]).toEqual({
       run: 'induction-2l', step: 0n, tokens_seen: 0n, checkpoint: 'ckpts/induction-2l/step0.safetensors',
       prompt_set: 'repeated', layer: 0, head: 0, prefix_matching: 0.7, duplicate_token: null, previous_token: 0.2,
-      copying: 2 * 0.8 - 1, label: null,
+      first_token: null, copying: 2 * 0.8 - 1, label: null,
     });
     expect(heads[5].previous_token).toBeNull();
     const composition = rowsOf(readArrow(join(compacted(single), 'composition.arrow')));
@@ -418,17 +418,29 @@ describe('rerunning and partial inputs', () => {
 });
 
 describe('inputs compaction refuses', () => {
-  it('a partition whose columns differ from TABLES.md, naming the file', async () => {
+  it('a partition without a required column, naming the file and the column', async () => {
     const root = tmp('schema');
     cpSync(single, root, { recursive: true });
     const file = join(root, 'checkpoint_scores', 'run=induction-2l', `${checkpointId(100, sha256('ckpts/induction-2l/step100.safetensors'))}.arrow`);
     const t = readArrow(file);
-    writeFileSync(file, tableToIPC(t.select(['run', 'step', 'checkpoint', 'prompt_set', 'mean_loss']), 'file'));
+    writeFileSync(file, tableToIPC(t.select(['run', 'step', 'checkpoint', 'mean_loss']), 'file'));
     await expect(compactOutput(root)).rejects.toThrow(
-      `${file}: columns (run: Utf8, step: Int64?, checkpoint: Utf8, prompt_set: Utf8, mean_loss: Float64?) differ from the checkpoint_scores table of TABLES.md ` +
+      `${file}: the required column 'prompt_set' is missing; its columns (run: Utf8, step: Int64?, checkpoint: Utf8, mean_loss: Float64?) ` +
+        'do not fit the checkpoint_scores table of TABLES.md, tables version 2 ' +
         '(run: Utf8, step: Int64?, checkpoint: Utf8, prompt_set: Utf8, mean_loss: Float64?, icl_score: Float64?, bigram_kl: Float64?)',
     );
     expect(readdirSync(root).filter((n) => n.startsWith('compacted'))).toEqual(['compacted']);
+  });
+
+  it('a partition with a column of another type or one the table does not have', async () => {
+    const root = tmp('types');
+    cpSync(single, root, { recursive: true });
+    const file = join(root, 'checkpoint_scores', 'run=induction-2l', `${checkpointId(100, sha256('ckpts/induction-2l/step100.safetensors'))}.arrow`);
+    const t = readArrow(file);
+    writeFileSync(file, tableToIPC(t.assign(new Table({ mean_loss: vectorFromArray(['2.5', '3'], new Utf8()) })), 'file'));
+    await expect(compactOutput(root)).rejects.toThrow(`${file}: column 'mean_loss' is Utf8?, not Float64?;`);
+    writeFileSync(file, tableToIPC(t.assign(new Table({ tomorrow: vectorFromArray([1, 2], new Float64()) })), 'file'));
+    await expect(compactOutput(root)).rejects.toThrow(`${file}: column 'tomorrow' is not one of the table's (a file of a newer headsweep?);`);
   });
 
   it('a file that is not Arrow, naming it', async () => {

@@ -12,9 +12,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../src/backend.ts';
 import { maskedHeadSums } from '../src/metrics/pattern.ts';
-import { duplicateTokenMask } from '../src/metrics/duplicate-token.ts';
-import { prefixMatchingMask } from '../src/metrics/prefix-matching.ts';
-import { previousTokenMask } from '../src/metrics/previous-token.ts';
+import { duplicateTokenMask } from '../src/metrics/specs/duplicate-token.ts';
+import { prefixMatchingMask } from '../src/metrics/specs/prefix-matching.ts';
+import { previousTokenMask } from '../src/metrics/specs/previous-token.ts';
 import { scoreCheckpoint, type CheckpointScores, type MetricName } from '../src/score.ts';
 import { FIXTURE_NAMES, loadFixture, type Fixture } from './helpers/fixtures.ts';
 

@@ -8,7 +8,7 @@ import { closeCheckpoint, loadCheckpoint } from '../src/checkpoint/checkpoint.ts
 import { ReadBuffer } from '../src/checkpoint/read.ts';
 import { stackedMatMul } from '../src/model/pieces.ts';
 import { countBigrams } from '../src/metrics/bigrams.ts';
-import { prefixMatchingMask } from '../src/metrics/prefix-matching.ts';
+import { prefixMatchingMask } from '../src/metrics/specs/prefix-matching.ts';
 import { METRIC_NAMES, scoreCheckpoint, type CheckpointScores, type MetricName } from '../src/score.ts';
 import { FIXTURE_NAMES, loadFixture } from './helpers/fixtures.ts';
 
@@ -25,7 +25,7 @@ function maxDifference(a: CheckpointScores, b: CheckpointScores): number {
   a.promptSets.forEach((sa, i) => {
     const sb = b.promptSets[i];
     for (const m of PATTERNS) if (sa[m]) sa[m].forEach((x, j) => pairs.push([x, sb[m]?.[j] ?? NaN]));
-    if (sa.mean_loss !== undefined) pairs.push([sa.mean_loss, sb.mean_loss ?? NaN]);
+    if (typeof sa.mean_loss === 'number') pairs.push([sa.mean_loss, sb.mean_loss ?? NaN]);
     if (typeof sa.icl_score === 'number') pairs.push([sa.icl_score, sb.icl_score ?? NaN]);
   });
   a.copying?.forEach((x, j) => pairs.push([x, b.copying?.[j] ?? NaN]));

@@ -69,7 +69,7 @@ describe('Parquet read by DuckDB', () => {
     expect(described.map((r) => `${r.column_name}: ${r.column_type}`)).toEqual([
       'run: VARCHAR', 'step: BIGINT', 'tokens_seen: BIGINT', 'checkpoint: VARCHAR', 'prompt_set: VARCHAR',
       'layer: INTEGER', 'head: INTEGER', 'prefix_matching: DOUBLE', 'duplicate_token: DOUBLE',
-      'previous_token: DOUBLE', 'copying: DOUBLE', 'label: VARCHAR',
+      'previous_token: DOUBLE', 'first_token: DOUBLE', 'copying: DOUBLE', 'label: VARCHAR',
     ]);
   });
 
@@ -85,7 +85,7 @@ describe('Parquet read by DuckDB', () => {
       layer: 0, head,
       prefix_matching: [0.75, null, 0.125][head],
       duplicate_token: [0.5, 0.25, 0][head],
-      previous_token: null, copying: null,
+      previous_token: null, first_token: null, copying: null,
       label: labels[0][head],
     })));
   });
@@ -105,6 +105,24 @@ describe('Parquet read by DuckDB', () => {
       step: 42n, tokens_seen: 5_000_000_000n, sha256: SHA, n_heads: 3, normalization_type: 'LN',
       forward_seconds: 2, write_seconds: 0.125,
     }]);
+  });
+
+  it('checkpoints: the model config columns with their DuckDB types, and the config as JSON', async () => {
+    const described = await rows(`describe select * exclude (run, step, tokens_seen, path, sha256) from read_parquet('${glob('checkpoints', 'parquet')}', hive_partitioning=false)`);
+    expect(described.map((r) => `${r.column_name}: ${r.column_type}`)).toEqual([
+      'n_layers: INTEGER', 'n_heads: INTEGER', 'd_model: INTEGER', 'd_head: INTEGER', 'd_vocab: INTEGER', 'n_ctx: INTEGER',
+      'attn_only: BOOLEAN', 'd_mlp: INTEGER', 'act_fn: VARCHAR', 'gated_mlp: BOOLEAN', 'parallel_attn_mlp: BOOLEAN',
+      'normalization_type: VARCHAR', 'positional_embedding_type: VARCHAR', 'rotary_dim: INTEGER', 'rotary_base: DOUBLE',
+      'rotary_adjacent_pairs: BOOLEAN', 'n_key_value_heads: INTEGER', 'scale_attn_by_inverse_layer_idx: BOOLEAN',
+      'eps: DOUBLE', 'bos_token_id: INTEGER', 'model_config: VARCHAR',
+      'load_seconds: DOUBLE', 'forward_seconds: DOUBLE', 'weight_seconds: DOUBLE', 'write_seconds: DOUBLE',
+    ]);
+    const [row] = await rows(`select attn_only, d_mlp, gated_mlp, rotary_dim, rotary_base, eps, bos_token_id, model_config
+      from read_parquet('${glob('checkpoints', 'parquet')}')`);
+    expect({ ...row, model_config: undefined }).toEqual({
+      attn_only: true, d_mlp: null, gated_mlp: false, rotary_dim: null, rotary_base: 10000, eps: 1e-5, bos_token_id: null, model_config: undefined,
+    });
+    expect(JSON.parse(row.model_config as string)).toEqual(config);
   });
 
   it('prompts: tokens are an INTEGER[] list with its lengths and values', async () => {

@@ -3,14 +3,16 @@
  * process writing the page and headless Debian Chromium opening it from file://.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkpointAt, readComposition, readSweepOutput } from '../pipeline/report/read.ts';
-import { INDUCTION_HEAD, SAMPLE_RUNS, writeSampleOutput } from './helpers/sample-output.ts';
+import { headScoresOverSteps, phaseChange, renderSvg } from '../pipeline/report/charts.ts';
+import { checkpointAt, readComposition, readSweepOutput, type HeadRow } from '../pipeline/report/read.ts';
+import { HEAD_METRICS, type HeadMetric } from '../src/metrics/registry.ts';
+import { BROKEN_CHECKPOINT, INDUCTION_HEAD, SAMPLE_RUNS, writeSampleOutput } from './helpers/sample-output.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const HAVE_CHROMIUM = existsSync(CHROMIUM);
@@ -39,7 +41,7 @@ async function report(...args: string[]): Promise<{ code: number; stdout: string
 describe('reading a sweep output folder', () => {
   it('loads every row with Int64 steps as numbers and null for unknown steps', async () => {
     const out = await writeSampleOutput(join(dir, 'read'));
-    const output = readSweepOutput(out);
+    const output = await readSweepOutput(out);
     expect(output.name).toBe('sample-sweep');
     if (!output.heads.present || !output.checkpointScores.present || !output.errors.present) throw new Error('tables missing');
     // 5 steps × 2 prompt sets × 8 heads + 1 × 1 × 2.
@@ -55,8 +57,8 @@ describe('reading a sweep output folder', () => {
     expect(output.heads.rows.filter((r) => r.run === 'shortformer-1l').map((r) => r.step)).toEqual([null, null]);
   });
 
-  it('picks the last checkpoint by default, the one at --step, or none', () => {
-    const output = readSweepOutput(join(dir, 'read'));
+  it('picks the last checkpoint by default, the one at --step, or none', async () => {
+    const output = await readSweepOutput(join(dir, 'read'));
     if (!output.heads.present) throw new Error('heads missing');
     const rows = output.heads.rows.filter((r) => r.run === 'induction-2l');
     expect(checkpointAt(rows, undefined)).toEqual({ step: 1000, checkpoint: 'checkpoints/induction-2l/step1000.safetensors' });
@@ -66,14 +68,46 @@ describe('reading a sweep output folder', () => {
     expect(checkpointAt(unknown, undefined)).toEqual({ step: null, checkpoint: 'checkpoints/shortformer-1l/stepfinal.safetensors' });
   });
 
-  it('reads composition for one checkpoint only', () => {
+  it('reads composition for one checkpoint only', async () => {
     const out = join(dir, 'read');
-    const at = readComposition(out, 'induction-2l', 500, 'checkpoints/induction-2l/step500.safetensors');
+    const at = await readComposition(out, 'induction-2l', 500, 'checkpoints/induction-2l/step500.safetensors');
     if (!at.present) throw new Error('composition missing');
     // 4 source heads × 4 destination heads × Q, K, V, from the one file of step 500.
     expect(at.files).toBe(1);
     expect(at.rows.length).toBe(48);
     expect(at.rows.find((r) => r.kind === 'K' && r.src_head === 1 && r.dst_head === 2)?.score).toBe(0.6);
+  });
+
+  it('reads a Parquet-only output as it reads the Arrow files', async () => {
+    const parquet = await writeSampleOutput(join(dir, 'parquet-only'), [], ['parquet']);
+    expect(readdirSync(join(parquet, 'heads', 'run=induction-2l')).every((f) => f.endsWith('.parquet'))).toBe(true);
+    const fromParquet = await readSweepOutput(parquet);
+    const fromArrow = await readSweepOutput(join(dir, 'read'));
+    if (!fromParquet.heads.present || !fromArrow.heads.present) throw new Error('heads missing');
+    expect(fromParquet.heads.files).toBe(6);
+    expect(fromParquet.heads.rows).toEqual(fromArrow.heads.rows);
+    expect(fromParquet.checkpointScores).toEqual(fromArrow.checkpointScores);
+    expect(fromParquet.errors).toEqual(fromArrow.errors);
+    const at = await readComposition(parquet, 'induction-2l', 500, 'checkpoints/induction-2l/step500.safetensors');
+    expect(at.present && at.rows.length).toBe(48);
+  });
+
+  it('exits 1 saying why when the folder holds no table files', async () => {
+    const empty = join(dir, 'empty');
+    mkdirSync(join(empty, 'heads', 'run=x'), { recursive: true });
+    const { code, stderr } = await report(empty, '--html', join(dir, 'empty.html'));
+    expect(code).toBe(1);
+    expect(stderr).toContain(`headsweep: ${empty}: no heads, checkpoint_scores or errors files (.arrow or .parquet) in it`);
+    expect(existsSync(join(dir, 'empty.html'))).toBe(false);
+  });
+
+  it('exits 2 naming the steps that exist when no run has the --step asked for', async () => {
+    const out = await writeSampleOutput(join(dir, 'steps'));
+    const { code, stderr } = await report(out, '--html', join(dir, 'steps.html'), '--step', '42');
+    expect(code).toBe(2);
+    expect(stderr).toContain('headsweep: --step 42: no run has a checkpoint at that step '
+      + '(induction-2l: steps 0, 250, 500, 750, 1000; shortformer-1l: steps unknown)');
+    expect(existsSync(join(dir, 'steps.html'))).toBe(false);
   });
 
   it('exits 1 naming the folder when the output folder does not exist', async () => {
@@ -82,6 +116,33 @@ describe('reading a sweep output folder', () => {
     expect(code).toBe(1);
     expect(stderr).toContain(`headsweep: ${missing}: no such sweep output folder`);
     expect(existsSync(join(dir, 'never.html'))).toBe(false);
+  });
+});
+
+describe('head score charts', () => {
+  const row = (step: number, head: number, prefix: number): HeadRow => ({
+    ...(Object.fromEntries(HEAD_METRICS.map((m) => [m, null])) as Record<HeadMetric, null>),
+    run: 'r', step, checkpoint: `c${step}`, prompt_set: 'p', layer: 0, head, label: null, prefix_matching: prefix,
+  });
+
+  it('spreads the names at the line ends so that near-equal heads do not overprint', async () => {
+    // Three heads end within 0.01 of each other (2 px on the 220 px panel), a fourth far below.
+    const rows = [0, 1, 2, 3].flatMap((h) => [row(0, h, 0.1), row(100, h, [0.5, 0.505, 0.51, 0.01][h])]);
+    const svg = await renderSvg(headScoresOverSteps(rows, 'near-equal heads'));
+    // The text marks of the plot (axis and legend labels are other roles).
+    const names = [...svg.matchAll(/<text [^>]*aria-roledescription="text mark"[^>]*transform="translate\(([\d.-]+),([\d.-]+)\)"[^>]*>(L\dH\d)<\/text>/g)]
+      .map((m) => ({ head: m[3], y: Number(m[2]) })).sort((a, b) => a.y - b.y);
+    expect(names.map((n) => n.head)).toEqual(['L0H2', 'L0H1', 'L0H0']);
+    expect(names[1].y - names[0].y).toBeGreaterThanOrEqual(12.9);
+    expect(names[2].y - names[1].y).toBeGreaterThanOrEqual(12.9);
+  });
+
+  it('marks no phase change when no head is ever labelled induction', async () => {
+    const rows = [0, 1].flatMap((h) => [row(0, h, 0.1), row(100, h, 0.2)]);
+    expect(phaseChange(rows)).toBeNull();
+    expect(await renderSvg(headScoresOverSteps(rows, 'no induction'))).not.toContain('mark-rule role-mark');
+    const labelled = rows.map((r) => (r.step === 100 && r.head === 1 ? { ...r, label: 'induction' } : r));
+    expect(phaseChange(labelled)).toEqual({ step: 100, heads: ['L0H1'] });
   });
 });
 
@@ -173,7 +234,27 @@ describe.skipIf(!HAVE_CHROMIUM)(`the report page in headless Chromium${SKIPPED}`
       ['induction-2l', '1000', 'repeated', 'L1H2', 'induction'],
       ['shortformer-1l', 'unknown', 'repeated', 'L0H1', 'previous_token'],
     ]);
-    expect(await page.locator('#errors td').allTextContents()).toContain('checkpoints/shortformer-1l/truncated.safetensors');
+    // The failed checkpoint's row as written, HTML-escaped rather than percent-encoded.
+    expect(await page.locator('table.errors tbody td').allTextContents()).toEqual([
+      'shortformer-1l', BROKEN_CHECKPOINT, 'load', `${BROKEN_CHECKPOINT}: header length 4096 exceeds the file size 1024`,
+    ]);
+
+    // Each score's axis spans the score's whole range, not the run's values (copying here runs 0 to 0.8).
+    const headLines = page.locator('figure[data-chart="head-lines"][data-run="induction-2l"][data-prompt-set="repeated"]');
+    expect(await headLines.locator('[aria-label^="Y-axis"]').evaluateAll((els) => els.map((e) => e.getAttribute('aria-label')))).toEqual([
+      "Y-axis titled 'prefix_matching' for a linear scale with values from 0.0 to 1.0",
+      "Y-axis titled 'copying' for a linear scale with values from −1.0 to 1.0",
+    ]);
+    // The phase change: L1H2 is first labelled induction at step 500. A dashed rule in each
+    // panel, captioned once; on the loss charts one per prompt set.
+    expect(await headLines.locator('g.mark-rule.role-mark line').count()).toBe(2);
+    expect(await headLines.locator('g.mark-text.role-mark text').allTextContents()).toContain('L1H2: induction from step 500');
+    const lossLines = page.locator('figure[data-chart="checkpoint-lines"][data-run="induction-2l"]');
+    expect(await lossLines.locator('g.mark-rule.role-mark line').count()).toBe(2 * 2);
+    expect(await lossLines.locator('g.mark-text.role-mark text').allTextContents()).toEqual([
+      'induction from step 500 (natural)', 'induction from step 500 (repeated)',
+      'induction from step 500 (natural)', 'induction from step 500 (repeated)',
+    ]);
 
     // Inlined SVGs share one document: a repeated gradient or clip id would paint the wrong legend.
     const ids = await page.locator('[id]').evaluateAll((els) => els.map((e) => e.id));

@@ -3,18 +3,18 @@
  * sink, read back with apache-arrow's own IPC reader. Values are small numbers chosen
  * here, so every expected cell below can be checked by eye.
  */
-import { mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tableFromIPC, Type, type Schema, type Table } from 'apache-arrow';
-import { beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { modelConfig, type ModelConfig } from '../src/model/config.ts';
 import type { CheckpointScores } from '../src/score.ts';
 import { packageVersions, writeManifest, type Manifest } from '../pipeline/manifest.ts';
 import { writeFileAtomic } from '../pipeline/sinks/atomic.ts';
 import { writeTableFile } from '../pipeline/sinks/index.ts';
 import {
-  checkpointId, checkpointTables, errorsTable, promptsTable, SCHEMAS, TABLE_NAMES,
+  checkpointId, checkpointsTable, checkpointTables, errorsTable, promptsTable, SCHEMAS, TABLE_NAMES, TABLES_VERSION,
   type CheckpointRowInfo, type TableName,
 } from '../pipeline/tables.ts';
 
@@ -79,6 +79,9 @@ let out: string;
 beforeEach(() => {
   out = mkdtempSync(join(tmpdir(), 'headsweep-tables-'));
 });
+afterEach(() => {
+  rmSync(out, { recursive: true, force: true });
+});
 
 const read = (path: string): Table => tableFromIPC(readFileSync(path));
 const fieldsOf = (schema: Schema) => schema.fields.map((f) => `${f.name}: ${f.type}${f.nullable ? '?' : ''}`);
@@ -134,7 +137,7 @@ describe('checkpoint tables written as Arrow IPC files', () => {
     expect(columnsOf(heads)).toEqual([
       'run: Utf8', 'step: Int64?', 'tokens_seen: Int64?', 'checkpoint: Utf8', 'prompt_set: Utf8',
       'layer: Int32', 'head: Int32', 'prefix_matching: Float64?', 'duplicate_token: Float64?',
-      'previous_token: Float64?', 'copying: Float64?', 'label: Utf8?',
+      'previous_token: Float64?', 'first_token: Float64?', 'copying: Float64?', 'label: Utf8?',
     ]);
     // Plain Utf8, not the Dictionary tableFromArrays would have made.
     for (const name of ['run', 'checkpoint', 'prompt_set', 'label']) {
@@ -152,6 +155,7 @@ describe('checkpoint tables written as Arrow IPC files', () => {
     expect(nullable(heads, 'prefix_matching')).toEqual([0.1, 0.2, null, 0.9, 0.01, 0.02, 0.03, 0.04]);
     expect(heads.getChild('prefix_matching')!.nullCount).toBe(1);
     expect(nullable(heads, 'duplicate_token')).toEqual(Array(8).fill(null));
+    expect(nullable(heads, 'first_token')).toEqual(Array(8).fill(null));
     expect(nullable(heads, 'previous_token')).toEqual([0.8, 0.05, 0.3, 0.4, 0.7, 0.06, 0.2, 0.1]);
     // copying is a weight score: the same four values in both prompt sets' blocks.
     expect(nullable(heads, 'copying')).toEqual([-0.5, 0.25, 0.75, 1, -0.5, 0.25, 0.75, 1]);
@@ -184,17 +188,50 @@ describe('checkpoint tables written as Arrow IPC files', () => {
     expect(nullable(checkpoint_scores, 'bigram_kl')).toEqual([0.75, 0.75]);
 
     expect(checkpoints.numRows).toBe(1);
-    expect(checkpoints.schema.fields.map((f) => f.name)).toEqual([
-      'run', 'step', 'tokens_seen', 'path', 'sha256', 'n_layers', 'n_heads', 'd_model', 'd_head',
-      'd_vocab', 'n_ctx', 'normalization_type', 'positional_embedding_type',
-      'load_seconds', 'forward_seconds', 'weight_seconds', 'write_seconds',
+    expect(columnsOf(checkpoints)).toEqual([
+      'run: Utf8', 'step: Int64?', 'tokens_seen: Int64?', 'path: Utf8', 'sha256: Utf8',
+      'n_layers: Int32', 'n_heads: Int32', 'd_model: Int32', 'd_head: Int32', 'd_vocab: Int32', 'n_ctx: Int32',
+      'attn_only: Bool?', 'd_mlp: Int32?', 'act_fn: Utf8?', 'gated_mlp: Bool?', 'parallel_attn_mlp: Bool?',
+      'normalization_type: Utf8?', 'positional_embedding_type: Utf8', 'rotary_dim: Int32?', 'rotary_base: Float64?',
+      'rotary_adjacent_pairs: Bool?', 'n_key_value_heads: Int32?', 'scale_attn_by_inverse_layer_idx: Bool?',
+      'eps: Float64?', 'bos_token_id: Int32?', 'model_config: Utf8?',
+      'load_seconds: Float64', 'forward_seconds: Float64', 'weight_seconds: Float64', 'write_seconds: Float64',
     ]);
-    expect(checkpoints.get(0)!.toJSON()).toEqual({
+    const row = checkpoints.get(0)!.toJSON();
+    expect({ ...row, model_config: undefined }).toEqual({
       run: 'demo', step: 1500n, tokens_seen: 3_000_000_000n, path: 'ckpts/step1500.safetensors', sha256: SHA,
       n_layers: 2, n_heads: 2, d_model: 8, d_head: 4, d_vocab: 16, n_ctx: 12,
-      normalization_type: null, positional_embedding_type: 'shortformer',
+      attn_only: true, d_mlp: null, act_fn: null, gated_mlp: false, parallel_attn_mlp: false,
+      normalization_type: null, positional_embedding_type: 'shortformer', rotary_dim: null, rotary_base: 10000,
+      rotary_adjacent_pairs: false, n_key_value_heads: null, scale_attn_by_inverse_layer_idx: false,
+      eps: 1e-5, bos_token_id: null, model_config: undefined,
       load_seconds: 0.25, forward_seconds: 1.5, weight_seconds: 0.125, write_seconds: 0,
     });
+    expect(JSON.parse(row.model_config as string)).toEqual(config);
+  });
+
+  it('checkpoints: every config field of a model with MLPs, rotary and grouped-query attention', async () => {
+    const gqa = modelConfig({
+      n_layers: 3, n_heads: 4, d_model: 16, d_head: 4, d_vocab: 50, n_ctx: 32,
+      attn_only: false, d_mlp: 40, act_fn: 'silu', gated_mlp: true, parallel_attn_mlp: true,
+      normalization_type: 'RMS', positional_embedding_type: 'rotary', rotary_dim: 2, rotary_base: 500,
+      rotary_adjacent_pairs: true, n_key_value_heads: 2, scale_attn_by_inverse_layer_idx: true, eps: 1e-6, bos_token_id: 7,
+    });
+    const [file] = await writeTableFile(out, 'checkpoints', 'demo', 'gqa', checkpointsTable({ ...info, config: gqa }), ['arrow']);
+    const row = read(file).get(0)!.toJSON();
+    expect(Object.fromEntries(Object.entries(row).slice(5, 25))).toEqual({
+      n_layers: 3, n_heads: 4, d_model: 16, d_head: 4, d_vocab: 50, n_ctx: 32,
+      attn_only: false, d_mlp: 40, act_fn: 'silu', gated_mlp: true, parallel_attn_mlp: true,
+      normalization_type: 'RMS', positional_embedding_type: 'rotary', rotary_dim: 2, rotary_base: 500,
+      rotary_adjacent_pairs: true, n_key_value_heads: 2, scale_attn_by_inverse_layer_idx: true, eps: 1e-6, bos_token_id: 7,
+    });
+    // The JSON holds the same resolved config, fields in the order of MODEL_CONFIG_FIELDS.
+    expect(row.model_config).toBe(
+      '{"n_layers":3,"n_heads":4,"d_model":16,"d_head":4,"d_vocab":50,"n_ctx":32,"attn_only":false,"d_mlp":40,'
+        + '"act_fn":"silu","gated_mlp":true,"parallel_attn_mlp":true,"normalization_type":"RMS","positional_embedding_type":"rotary",'
+        + '"rotary_dim":2,"rotary_base":500,"rotary_adjacent_pairs":true,"n_key_value_heads":2,'
+        + '"scale_attn_by_inverse_layer_idx":true,"eps":0.000001,"bos_token_id":7}',
+    );
   });
 
   it('an unknown step and token count are nulls, and a checkpoint without prompt sets has no heads rows', async () => {
@@ -312,13 +349,13 @@ describe('manifest', () => {
     const manifest: Manifest = {
       name: 'demo', status: 'finished', config: { output: 'out/demo', workers: 2 }, config_path: 'configs/demo.yaml',
       started_at: '2025-01-01T00:00:00.000Z', finished_at: '2025-01-01T00:01:00.000Z', backend: 'wasm', workers: 2,
-      shard: null, versions, counts: { checkpoints_planned: 3, scored: 2, failed: 1, rows }, exit_code: 3,
+      shard: null, versions, tables_version: TABLES_VERSION, counts: { checkpoints_planned: 3, scored: 2, failed: 1, rows }, exit_code: 3,
     };
     await writeManifest(out, manifest);
     const text = readFileSync(join(out, 'manifest.json'), 'utf8');
     expect(JSON.parse(text)).toEqual(manifest);
     expect(Object.keys(JSON.parse(text))).toEqual([
-      'name', 'status', 'config', 'config_path', 'started_at', 'finished_at', 'backend', 'workers', 'shard', 'versions', 'counts', 'exit_code',
+      'name', 'status', 'config', 'config_path', 'started_at', 'finished_at', 'backend', 'workers', 'shard', 'versions', 'tables_version', 'counts', 'exit_code',
     ]);
     expect(filesUnder(out)).toEqual([join(out, 'manifest.json')]);
   });

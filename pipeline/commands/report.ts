@@ -4,7 +4,7 @@
  */
 import { renameSync, writeFileSync } from 'node:fs';
 import type { CommandModule } from 'yargs';
-import { command, type CliState } from '../cli.ts';
+import { command, EXIT, type CliState } from '../cli.ts';
 import { readSweepOutput } from '../report/read.ts';
 import { HeadsweepError } from '../../src/errors.ts';
 
@@ -14,7 +14,7 @@ interface ReportArgs {
   step?: number;
 }
 
-export default function report(_state: CliState): CommandModule {
+export default function report(state: CliState): CommandModule {
   const module: CommandModule<object, ReportArgs> = {
     command: 'report <out>',
     describe: 'Write an HTML report (charts and tables) of a sweep output folder',
@@ -29,11 +29,15 @@ export default function report(_state: CliState): CommandModule {
         return true;
       }),
     handler: async (args) => {
-      const output = readSweepOutput(args.out);
+      const output = await readSweepOutput(args.out);
       // vega and vega-lite take seconds to load; every other command would pay for them
       // if this module imported them, since cli.ts loads all commands to build --help.
       const { buildReport } = await import('../report/html.ts');
-      const { html, charts } = await buildReport(output, { step: args.step });
+      const { html, charts } = await buildReport(output, { step: args.step }).catch((err: unknown) => {
+        // A --step no run has is bad usage (exit 2), not a failure to report.
+        if (err instanceof HeadsweepError && err.stage === 'config') state.exitCode = EXIT.badConfig;
+        throw err;
+      });
       // Written beside the target and renamed, so a failed run never leaves half a page.
       const tmp = `${args.html}.${process.pid}.tmp`;
       try {

@@ -5,8 +5,11 @@
  * (where it applies) `data-prompt-set`, so tests and scripts can find a chart.
  */
 import type { TopLevelSpec } from 'vega-lite';
+import { HeadsweepError } from '../../src/errors.ts';
+import { CHECKPOINT_METRICS, HEAD_METRICS, type CheckpointMetric } from '../../src/metrics/registry.ts';
 import {
-  checkpointScoresOverSteps, compositionHeatmap, headHeatmap, headName, headScoresOverSteps, renderSvg,
+  checkpointScoresOverSteps, compositionHeatmap, headHeatmap, headName, headScoresOverSteps, phaseChange, renderSvg, scoreDomain,
+  type PhaseChange,
 } from './charts.ts';
 import { checkpointAt, readComposition, type HeadRow, type Loaded, type SweepOutput } from './read.ts';
 
@@ -36,10 +39,25 @@ export async function buildReport(output: SweepOutput, options: ReportOptions = 
 
   // Per run, the checkpoint the single-step sections show, or why there is none.
   const shown = new Map<string, Shown | string>();
+  const runRows = (run: string) => [...headRows, ...scoreRows].filter((r) => r.run === run);
   for (const run of runs) {
-    const rows = [...headRows, ...scoreRows].filter((r) => r.run === run);
-    const at = checkpointAt(rows, options.step);
-    shown.set(run, at ?? `run ${run} has no checkpoint at step ${options.step} (its steps: ${stepList(rows)})`);
+    const at = checkpointAt(runRows(run), options.step);
+    shown.set(run, at ?? `run ${run} has no checkpoint at step ${options.step} (its steps: ${stepList(runRows(run))})`);
+  }
+  // A page where no run can show the step asked for is a mistake in the command, not a report.
+  if (options.step !== undefined && runs.length > 0 && runs.every((run) => typeof shown.get(run) === 'string')) {
+    throw new HeadsweepError(
+      `--step ${options.step}: no run has a checkpoint at that step (${runs.map((run) => `${run}: steps ${stepList(runRows(run))}`).join('; ')})`,
+      { stage: 'config', key: 'step' },
+    );
+  }
+  // Per run and prompt set, the step where a head first crossed the induction rule.
+  const phases = new Map<string, PhaseChange>();
+  for (const run of runs) {
+    for (const promptSet of sorted(headRows.filter((r) => r.run === run).map((r) => r.prompt_set))) {
+      const phase = phaseChange(headRows.filter((r) => r.run === run && r.prompt_set === promptSet));
+      if (phase !== null) phases.set(`${run}\u0000${promptSet}`, phase);
+    }
   }
 
   let charts = 0;
@@ -53,8 +71,9 @@ export async function buildReport(output: SweepOutput, options: ReportOptions = 
 
   // Head scores over training steps.
   sections.push(await section('head-lines', 'Head scores over training', heads, async (rows) => {
-    const parts = [note('One line per head; the heads that stand out at the last step are named at the line ends. '
-      + 'copying is a weight score, the same for every prompt set.')];
+    const parts = [note('One line per head, each score on its full range; the heads that stand out at the last step are named at the line ends. '
+      + 'copying is a weight score, the same for every prompt set. The dashed line marks the phase change: '
+      + 'the first step at which a head is labelled induction.')];
     for (const run of runs) {
       const known = rows.filter((r) => r.run === run && r.step !== null);
       if (known.length === 0) {
@@ -63,7 +82,8 @@ export async function buildReport(output: SweepOutput, options: ReportOptions = 
       }
       for (const promptSet of sorted(known.map((r) => r.prompt_set))) {
         const title = `${run} · ${promptSet}`;
-        parts.push(await figure('head-lines', headScoresOverSteps(known.filter((r) => r.prompt_set === promptSet), title), run, promptSet));
+        const phase = phases.get(`${run}\u0000${promptSet}`) ?? null;
+        parts.push(await figure('head-lines', headScoresOverSteps(known.filter((r) => r.prompt_set === promptSet), title, phase), run, promptSet));
       }
     }
     return parts;
@@ -90,7 +110,7 @@ export async function buildReport(output: SweepOutput, options: ReportOptions = 
   for (const run of runs) {
     const at = shown.get(run)!;
     if (typeof at === 'string') { composition.push(note(at)); continue; }
-    const loaded = readComposition(output.root, run, at.step, at.checkpoint);
+    const loaded = await readComposition(output.root, run, at.step, at.checkpoint);
     if (!loaded.present) { compositionMissing = loaded.folder; break; }
     if (loaded.rows.length === 0) {
       composition.push(note(`run ${run}, ${stepName(at)}: no composition rows (a one-layer model has no pairs of layers).`));
@@ -106,14 +126,24 @@ export async function buildReport(output: SweepOutput, options: ReportOptions = 
 
   // mean_loss and icl_score over steps.
   sections.push(await section('checkpoint-lines', 'In-context learning score and loss over training', checkpointScores, async (rows) => {
-    const parts = [note('icl_score = loss late in the context minus loss early in it: negative means the model uses its context.')];
+    const parts = [note('icl_score = loss late in the context minus loss early in it: negative means the model uses its context. '
+      + 'Every run is drawn on the same axes; dashed lines mark each prompt set\'s phase change.')];
+    // The scores some run has, each on one span over all runs, so runs compare at a glance.
+    const metrics = CHECKPOINT_METRICS.filter((m) => rows.some((r) => r[m] !== null));
+    const domains: Partial<Record<CheckpointMetric, [number, number]>> = Object.fromEntries(metrics.map((m) => [
+      m, scoreDomain(m, rows.flatMap((r) => (r.step === null || r[m] === null ? [] : [r[m]!]))),
+    ]));
     for (const run of runs) {
       const known = rows.filter((r) => r.run === run && r.step !== null);
       if (known.length === 0) {
         parts.push(note(`run ${run}: no checkpoint has a known step, so there is nothing to draw over training.`));
         continue;
       }
-      parts.push(await figure('checkpoint-lines', checkpointScoresOverSteps(known, run), run));
+      const runPhases = sorted(known.map((r) => r.prompt_set)).flatMap((promptSet) => {
+        const phase = phases.get(`${run}\u0000${promptSet}`);
+        return phase === undefined ? [] : [{ prompt_set: promptSet, phase }];
+      });
+      parts.push(await figure('checkpoint-lines', checkpointScoresOverSteps(known, run, metrics, domains, runPhases), run));
     }
     return parts;
   }));
@@ -136,7 +166,7 @@ export async function buildReport(output: SweepOutput, options: ReportOptions = 
     title: 'Failed checkpoints',
     body: errors.length === 0
       ? note('No checkpoint failed.')
-      : table(['run', 'path', 'stage', 'message'], errors.map((e) => [e.run, e.path, e.stage, e.message].map(escape))),
+      : table(['run', 'path', 'stage', 'message'], errors.map((e) => [e.run, e.path, e.stage, e.message].map(escapeHtml)), 'errors'),
   });
 
   return { html: page(output, runs, shown, sections), charts };
@@ -158,15 +188,14 @@ async function section<R>(
   return { id, title, body: loaded.present ? (await parts(loaded.rows)).join('\n') : missing(loaded.folder) };
 }
 
-const HEAD_SCORES = ['prefix_matching', 'previous_token', 'duplicate_token', 'copying'] as const;
-
+/** The labelled heads with every per-head score, which the labels are decided on. */
 function classifiedTable(rows: HeadRow[]): string {
   return table(
-    ['run', 'step', 'prompt set', 'head', 'label', ...HEAD_SCORES],
+    ['run', 'step', 'prompt set', 'head', 'label', ...HEAD_METRICS],
     rows.map((r) => [
       escapeHtml(r.run), r.step === null ? 'unknown' : String(r.step), escapeHtml(r.prompt_set),
       headName(r.layer, r.head), `<strong>${escapeHtml(r.label!)}</strong>`,
-      ...HEAD_SCORES.map((m) => (r[m] === null ? '—' : r[m]!.toFixed(3))),
+      ...HEAD_METRICS.map((m) => (r[m] === null ? '—' : r[m]!.toFixed(3))),
     ]),
     'classified-heads',
   );

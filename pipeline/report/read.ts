@@ -1,27 +1,29 @@
 /**
  * Loads a sweep's output folder (layout in TABLES.md) into plain row arrays for the
- * report. Int64 columns become numbers (steps and token counts stay far below 2^53),
+ * report: the Arrow files, or the Parquet ones where a checkpoint has no Arrow file (a
+ * sweep with `formats: [parquet]`), read as the current schema whatever tables version
+ * wrote them. Int64 columns become numbers (steps and token counts stay far below 2^53),
  * nulls stay null, and a table folder that is absent is reported as such rather than
  * failing, so a sweep run without composition still gets a page.
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { DataType, tableFromIPC, type Table } from 'apache-arrow';
+import type { Table } from 'apache-arrow';
 import { HeadsweepError } from '../../src/errors.ts';
+import { CHECKPOINT_METRICS, HEAD_METRICS, type CheckpointMetric, type HeadMetric } from '../../src/metrics/registry.ts';
+import { readTableFile } from '../sinks/index.ts';
+import type { TableName } from '../tables.ts';
 
-export interface HeadRow {
+/** A heads row: where it belongs, its label, and every per-head score (null when not computed). */
+export type HeadRow = {
   run: string;
   step: number | null;
   checkpoint: string;
   prompt_set: string;
   layer: number;
   head: number;
-  prefix_matching: number | null;
-  duplicate_token: number | null;
-  previous_token: number | null;
-  copying: number | null;
   label: string | null;
-}
+} & Record<HeadMetric, number | null>;
 
 export interface CompositionRow {
   run: string;
@@ -36,14 +38,13 @@ export interface CompositionRow {
   baseline: number;
 }
 
-export interface CheckpointScoreRow {
+/** A checkpoint_scores row: every per-prompt-set and per-checkpoint score (null when not computed). */
+export type CheckpointScoreRow = {
   run: string;
   step: number | null;
   checkpoint: string;
   prompt_set: string;
-  mean_loss: number | null;
-  icl_score: number | null;
-}
+} & Record<CheckpointMetric, number | null>;
 
 export interface ErrorRow {
   run: string;
@@ -64,40 +65,36 @@ export interface SweepOutput {
   errors: Loaded<ErrorRow>;
 }
 
-type ColumnKind = 'utf8' | 'int' | 'float';
-/** The columns the report reads from a table, with the Arrow type family each must have. */
-type Columns<R> = { [K in keyof R]: ColumnKind };
-
-const HEAD_COLUMNS: Columns<HeadRow> = {
-  run: 'utf8', step: 'int', checkpoint: 'utf8', prompt_set: 'utf8', layer: 'int', head: 'int',
-  prefix_matching: 'float', duplicate_token: 'float', previous_token: 'float', copying: 'float',
-  label: 'utf8',
-};
-const COMPOSITION_COLUMNS: Columns<CompositionRow> = {
-  run: 'utf8', step: 'int', checkpoint: 'utf8', src_layer: 'int', src_head: 'int',
-  dst_layer: 'int', dst_head: 'int', kind: 'utf8', score: 'float', baseline: 'float',
-};
-const CHECKPOINT_SCORE_COLUMNS: Columns<CheckpointScoreRow> = {
-  run: 'utf8', step: 'int', checkpoint: 'utf8', prompt_set: 'utf8', mean_loss: 'float', icl_score: 'float',
-};
-const ERROR_COLUMNS: Columns<ErrorRow> = { run: 'utf8', path: 'utf8', stage: 'utf8', message: 'utf8' };
+/** The columns the report reads from each table; the readers check their types against the schema. */
+const HEAD_COLUMNS = ['run', 'step', 'checkpoint', 'prompt_set', 'layer', 'head', ...HEAD_METRICS, 'label'] as const;
+const COMPOSITION_COLUMNS = ['run', 'step', 'checkpoint', 'src_layer', 'src_head', 'dst_layer', 'dst_head', 'kind', 'score', 'baseline'] as const;
+const CHECKPOINT_SCORE_COLUMNS = ['run', 'step', 'checkpoint', 'prompt_set', ...CHECKPOINT_METRICS] as const;
+const ERROR_COLUMNS = ['run', 'path', 'stage', 'message'] as const;
 
 /**
  * Reads heads, checkpoint_scores and errors in full. Composition is read per checkpoint
  * with `readComposition`: it grows with (layers × heads)² per checkpoint, and the report
  * only shows it at one step.
  */
-export function readSweepOutput(root: string): SweepOutput {
+export async function readSweepOutput(root: string): Promise<SweepOutput> {
   if (!existsSync(root) || !statSync(root).isDirectory()) {
     throw new HeadsweepError(`${root}: no such sweep output folder`, { stage: 'load', file: root });
   }
-  return {
+  const output: SweepOutput = {
     root,
     name: manifestName(root),
-    heads: readTable(root, 'heads', HEAD_COLUMNS),
-    checkpointScores: readTable(root, 'checkpoint_scores', CHECKPOINT_SCORE_COLUMNS),
-    errors: readTable(root, 'errors', ERROR_COLUMNS),
+    heads: await readTable<HeadRow>(root, 'heads', HEAD_COLUMNS),
+    checkpointScores: await readTable<CheckpointScoreRow>(root, 'checkpoint_scores', CHECKPOINT_SCORE_COLUMNS),
+    errors: await readTable<ErrorRow>(root, 'errors', ERROR_COLUMNS),
   };
+  // A page with nothing on it would read as a sweep that found nothing.
+  if ([output.heads, output.checkpointScores, output.errors].every((t) => !t.present || t.files === 0)) {
+    throw new HeadsweepError(
+      `${root}: no heads, checkpoint_scores or errors files (.arrow or .parquet) in it: not a sweep output folder, or its sweep has written nothing yet`,
+      { stage: 'load', file: root },
+    );
+  }
+  return output;
 }
 
 /**
@@ -105,9 +102,9 @@ export function readSweepOutput(root: string): SweepOutput {
  * (`step-<9 digits>-…` or `step-unknown-…`, TABLES.md) are opened; rows are then
  * matched on the checkpoint path, since two files can share a step.
  */
-export function readComposition(root: string, run: string, step: number | null, checkpoint: string): Loaded<CompositionRow> {
+export async function readComposition(root: string, run: string, step: number | null, checkpoint: string): Promise<Loaded<CompositionRow>> {
   const prefix = step === null ? 'step-unknown-' : `step-${String(step).padStart(9, '0')}-`;
-  const loaded = readTable(root, 'composition', COMPOSITION_COLUMNS, run, (file) => file.startsWith(prefix));
+  const loaded = await readTable<CompositionRow>(root, 'composition', COMPOSITION_COLUMNS, run, (file) => file.startsWith(prefix));
   if (!loaded.present) return loaded;
   return { ...loaded, rows: loaded.rows.filter((row) => row.checkpoint === checkpoint) };
 }
@@ -148,14 +145,17 @@ function manifestName(root: string): string | null {
   return typeof name === 'string' ? name : null;
 }
 
-/** All `<root>/<table>/run=*\/*.arrow` files (or one run's), in a stable order. */
-function readTable<R>(
+/**
+ * All `<root>/<table>/run=*\/<stem>.arrow` files (or one run's), in a stable order, and
+ * `<stem>.parquet` where a stem has no Arrow file (both hold the same rows).
+ */
+async function readTable<R>(
   root: string,
-  table: string,
-  columns: Columns<R>,
+  table: TableName,
+  columns: readonly string[],
   onlyRun?: string,
   keepFile: (name: string) => boolean = () => true,
-): Loaded<R> {
+): Promise<Loaded<R>> {
   const folder = join(root, table);
   if (!existsSync(folder)) return { present: false, folder };
   const runDirs = readdirSync(folder, { withFileTypes: true })
@@ -165,36 +165,23 @@ function readTable<R>(
   const rows: R[] = [];
   let files = 0;
   for (const runDir of runDirs) {
-    const names = readdirSync(join(folder, runDir)).filter((n) => n.endsWith('.arrow') && keepFile(n)).sort();
-    for (const name of names) {
+    const names = readdirSync(join(folder, runDir));
+    const tableFiles = names.filter((n) => keepFile(n) && (n.endsWith('.arrow')
+      || (n.endsWith('.parquet') && !names.includes(n.replace(/\.parquet$/, '.arrow'))))).sort();
+    for (const name of tableFiles) {
       const file = join(folder, runDir, name);
       // A loop, not push(...rows): a real heads file can exceed the argument-count limit.
-      for (const row of rowsOf(file, openArrow(file), columns)) rows.push(row);
+      for (const row of rowsOf<R>(await readTableFile(file, table), columns)) rows.push(row);
       files++;
     }
   }
   return { present: true, rows, files };
 }
 
-function openArrow(file: string): Table {
-  try {
-    return tableFromIPC(readFileSync(file));
-  } catch (cause) {
-    throw new HeadsweepError(`${file}: not a readable Arrow IPC file`, { stage: 'load', file, cause });
-  }
-}
-
-function rowsOf<R>(file: string, table: Table, columns: Columns<R>): R[] {
-  const readers = (Object.keys(columns) as (keyof R & string)[]).map((name) => {
-    const field = table.schema.fields.find((f) => f.name === name);
-    const vector = table.getChild(name);
-    if (field === undefined || vector === null) {
-      throw new HeadsweepError(`${file}: column '${name}' is missing`, { stage: 'load', file, key: name });
-    }
-    const kind = columns[name];
-    if (!hasKind(field.type, kind)) {
-      throw new HeadsweepError(`${file}: column '${name}' is ${field.type}, expected ${kind}`, { stage: 'load', file, key: name });
-    }
+/** The rows of a table in the current schema, as objects of `columns`. */
+function rowsOf<R>(table: Table, columns: readonly string[]): R[] {
+  const readers = columns.map((name) => {
+    const vector = table.getChild(name)!;
     return { name, get: (i: number): unknown => {
       const value = vector.get(i);
       return typeof value === 'bigint' ? Number(value) : value;
@@ -207,12 +194,4 @@ function rowsOf<R>(file: string, table: Table, columns: Columns<R>): R[] {
     rows[i] = row as R;
   }
   return rows;
-}
-
-function hasKind(type: DataType, kind: ColumnKind): boolean {
-  switch (kind) {
-    case 'utf8': return DataType.isUtf8(type) || DataType.isLargeUtf8(type);
-    case 'int': return DataType.isInt(type);
-    case 'float': return DataType.isFloat(type);
-  }
 }

@@ -9,7 +9,7 @@ import { headScoresOverSteps, renderSvg } from '../report/charts.ts';
 import { readSweepOutput } from '../report/read.ts';
 
 const [outDir = 'out/demo', target = 'docs/phase-change.svg'] = process.argv.slice(2);
-const output = readSweepOutput(outDir);
+const output = await readSweepOutput(outDir);
 if (!output.heads.present) throw new Error(`${outDir}: no heads table`);
 const heads = output.heads.rows;
 const svgs: string[] = [];

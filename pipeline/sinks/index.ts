@@ -1,14 +1,17 @@
 /**
  * Where table files go and in which formats: `<out>/<table>/run=<run>/<stem>.<ext>`
  * (TABLES.md). The hive-style `run=` folder lets DuckDB and pyarrow read `run` from paths.
+ * Files are read back the same way by everything that reads them (reruns, compaction,
+ * the report), as the current schema whatever tables version wrote them.
  */
-import { util, type Table } from 'apache-arrow';
+import { tableFromIPC, util, type Table } from 'apache-arrow';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { HeadsweepError } from '../../src/errors.ts';
-import { SCHEMAS, type TableName } from '../tables.ts';
+import { HeadsweepError, messageOf } from '../../src/errors.ts';
+import { asCurrentSchema, SCHEMAS, type TableName } from '../tables.ts';
 import { arrowFileBytes } from './arrow.ts';
 import { writeFileAtomic } from './atomic.ts';
-import { parquetFileBytes } from './parquet.ts';
+import { parquetFileBytes, parquetTable } from './parquet.ts';
 
 export const OUTPUT_FORMATS = ['arrow', 'parquet'] as const;
 export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
@@ -47,4 +50,21 @@ export async function writeTableFile(
     paths.push(path);
   }
   return paths;
+}
+
+/**
+ * The rows of one `table` file, Arrow IPC or Parquet by its extension, as the current
+ * schema (`asCurrentSchema`: a column an older file lacks is null). A file that cannot be
+ * read is an error naming it.
+ */
+export async function readTableFile(file: string, table: TableName): Promise<Table> {
+  const parquet = file.endsWith('.parquet');
+  let data: Table;
+  try {
+    const bytes = readFileSync(file);
+    data = parquet ? await parquetTable(bytes) : tableFromIPC(bytes);
+  } catch (cause) {
+    throw new HeadsweepError(`${file}: not a readable ${parquet ? 'Parquet' : 'Arrow IPC'} file: ${messageOf(cause)}`, { stage: 'load', file, cause });
+  }
+  return asCurrentSchema(data, table, file);
 }

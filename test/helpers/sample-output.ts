@@ -11,7 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { packageVersions, writeManifest } from '../../pipeline/manifest.ts';
-import { writeTableFile } from '../../pipeline/sinks/index.ts';
+import { writeTableFile, type OutputFormat } from '../../pipeline/sinks/index.ts';
 import {
   checkpointId, checkpointTables, errorsTable, promptsTable, type CheckpointRowInfo, type TableName,
 } from '../../pipeline/tables.ts';
@@ -37,14 +37,14 @@ export const PREVIOUS_TOKEN_HEAD = { layer: 0, head: 1 };
 export const BROKEN_CHECKPOINT = 'checkpoints/shortformer-1l/truncated.safetensors';
 
 /**
- * Writes the sample under `root` (created if absent) and returns `root`. Tables named in
- * `omit` get no folder at all, as when a sweep did not compute them.
+ * Writes the sample under `root` (created if absent) in `formats` and returns `root`.
+ * Tables named in `omit` get no folder at all, as when a sweep did not compute them.
  */
-export async function writeSampleOutput(root: string, omit: readonly TableName[] = []): Promise<string> {
+export async function writeSampleOutput(root: string, omit: readonly TableName[] = [], formats: readonly OutputFormat[] = ['arrow']): Promise<string> {
   const rows: Record<TableName, number> = { heads: 0, composition: 0, checkpoint_scores: 0, checkpoints: 0, prompts: 0, errors: 0 };
   const write = async (table: TableName, run: string, stem: string, data: Parameters<typeof writeTableFile>[4]) => {
     if (omit.includes(table)) return;
-    await writeTableFile(root, table, run, stem, data, ['arrow']);
+    await writeTableFile(root, table, run, stem, data, formats);
     rows[table] += data.numRows;
   };
   for (const run of SAMPLE_RUNS) {
