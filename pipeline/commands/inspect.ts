@@ -67,8 +67,6 @@ function toText(info: CheckpointInfo): string {
 
 export default function inspect(_state: CliState): CommandModule {
   const module: CommandModule<object, InspectArgs> = {
-    command: 'inspect <checkpoint>',
-    describe: 'Show the config, tensors, step, tokens seen and parameter count of one checkpoint',
     builder: (yargs) => yargs
       .positional('checkpoint', { type: 'string', demandOption: true, describe: 'A .safetensors file' })
       .option('json', { type: 'boolean', default: false, describe: 'Print one JSON object instead of text' }),
