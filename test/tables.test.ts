@@ -3,11 +3,11 @@
  * sink, read back with apache-arrow's own IPC reader. Values are small numbers chosen
  * here, so every expected cell below can be checked by eye.
  */
-import { mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tableFromIPC, Type, type Schema, type Table } from 'apache-arrow';
-import { beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { modelConfig, type ModelConfig } from '../src/model/config.ts';
 import type { CheckpointScores } from '../src/score.ts';
 import { packageVersions, writeManifest, type Manifest } from '../pipeline/manifest.ts';
@@ -79,6 +79,7 @@ let out: string;
 beforeEach(() => {
   out = mkdtempSync(join(tmpdir(), 'headsweep-tables-'));
 });
+afterEach(() => rmSync(out, { recursive: true, force: true }));
 
 const read = (path: string): Table => tableFromIPC(readFileSync(path));
 const fieldsOf = (schema: Schema) => schema.fields.map((f) => `${f.name}: ${f.type}${f.nullable ? '?' : ''}`);
