@@ -24,7 +24,7 @@ export const WORKER_FILE = join(PACKAGE_ROOT, 'dist', 'worker.mjs');
 /** The hash of the sources the build was made from (written by tsdown.config.ts). */
 export const STAMP_FILE = join(PACKAGE_ROOT, 'dist', 'sources.sha256');
 
-/** Folders and files the build is made from. */
+/** Folders and files the build is made from; of package.json, only what the build reads (see `buildFields`). */
 const SOURCE_DIRS = ['src', 'pipeline'];
 const SOURCE_FILES = ['package.json', 'tsconfig.json', 'tsdown.config.ts'];
 
@@ -48,8 +48,20 @@ export function sourcesHash(): string {
     }
   }
   const hash = createHash('sha256');
-  for (const file of files.sort()) hash.update(`${file}\0`).update(readFileSync(join(PACKAGE_ROOT, file))).update('\0');
+  for (const file of files.sort()) {
+    const bytes = readFileSync(join(PACKAGE_ROOT, file));
+    hash.update(`${file}\0`).update(file === 'package.json' ? buildFields(bytes) : bytes).update('\0');
+  }
   return hash.digest('hex');
+}
+
+/**
+ * The part of package.json the build depends on: the module type and the dependencies it
+ * leaves external. A new script or dev dependency does not make the build stale.
+ */
+function buildFields(bytes: Buffer): string {
+  const { type, dependencies, optionalDependencies, peerDependencies } = JSON.parse(bytes.toString('utf8'));
+  return JSON.stringify({ type, dependencies, optionalDependencies, peerDependencies });
 }
 
 /** What is wrong with `dist/` in a checkout, as a sentence; null when it is current or this is an installed package. */
