@@ -24,8 +24,13 @@ export const WORKER_FILE = join(PACKAGE_ROOT, 'dist', 'worker.mjs');
 /** The hash of the sources the build was made from (written by tsdown.config.ts). */
 export const STAMP_FILE = join(PACKAGE_ROOT, 'dist', 'sources.sha256');
 
-/** Folders and files the build is made from; of package.json, only what the build reads (see `buildFields`). */
+/**
+ * Folders and files the build is made from; of package.json, only what the build reads
+ * (see `buildFields`). In the folders, only source files count: an editor's swap file or
+ * a stray note does not make the build stale.
+ */
 const SOURCE_DIRS = ['src', 'pipeline'];
+const SOURCE_FILE = /\.(ts|mts|js|mjs|json)$/;
 const SOURCE_FILES = ['package.json', 'tsconfig.json', 'tsdown.config.ts'];
 
 export interface OwnPackage {
@@ -44,7 +49,7 @@ export function sourcesHash(): string {
   const files = [...SOURCE_FILES];
   for (const dir of SOURCE_DIRS) {
     for (const entry of readdirSync(join(PACKAGE_ROOT, dir), { recursive: true, withFileTypes: true })) {
-      if (entry.isFile()) files.push(join(entry.parentPath, entry.name).slice(PACKAGE_ROOT.length));
+      if (entry.isFile() && SOURCE_FILE.test(entry.name)) files.push(join(entry.parentPath, entry.name).slice(PACKAGE_ROOT.length));
     }
   }
   const hash = createHash('sha256');
@@ -72,4 +77,3 @@ export function staleBuild(): string | null {
   if (readFileSync(STAMP_FILE, 'utf8').trim() !== sourcesHash()) return `the build in ${join(PACKAGE_ROOT, 'dist')} was made from other sources than the ones beside it: ${fix}`;
   return null;
 }
-

@@ -128,13 +128,12 @@ interface Attempt {
 }
 
 function workerFilename(explicit: string | undefined): string {
+  // From source (tests, tsx), the threads would otherwise run whatever was built last; a
+  // fault-injection worker wraps the built one too.
+  const stale = staleBuild();
+  if (stale !== null) throw new HeadsweepError(stale, { stage: 'worker' });
   const chosen = explicit ?? process.env.HEADSWEEP_WORKER;
-  if (chosen === undefined || chosen === '') {
-    // From source (tests, tsx), the threads would otherwise run whatever was built last.
-    const stale = staleBuild();
-    if (stale !== null) throw new HeadsweepError(stale, { stage: 'worker' });
-    return pathToFileURL(WORKER_FILE).href;
-  }
+  if (chosen === undefined || chosen === '') return pathToFileURL(WORKER_FILE).href;
   return chosen.startsWith('file:') ? chosen : pathToFileURL(resolve(chosen)).href;
 }
 
