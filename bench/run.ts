@@ -9,6 +9,8 @@
  *
  * Each sweep starts a cold pool, as a nightly run does; the median of `--repeat` sweeps
  * is printed with the spread, since a shared 2-core machine varies by ±15% run to run.
+ * `--case startup` times the command line itself (bin/headsweep.js, the compiled build):
+ * `--help`, and a sweep from process start to its first checkpoint started.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -23,7 +25,7 @@ import { initWeights } from '../src/train/init.ts';
 import { loadConfig } from '../pipeline/config.ts';
 import { buildPlan } from '../pipeline/plan.ts';
 import { runSweep } from '../pipeline/sweep.ts';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 
 const DATA = resolve(import.meta.dirname, '.data');
 
@@ -136,8 +138,56 @@ async function benchSweep(c: Case, workers: number, backend: BackendChoice, batc
   console.log(`  peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB (whole process, all worker threads)`);
 }
 
+const BIN = resolve(import.meta.dirname, '..', 'bin', 'headsweep.js');
+
+function median(xs: number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
+/** Seconds from spawning `headsweep <args>` until `until(stderr so far)` holds, or until it exits; the process is then stopped. */
+function timeCli(args: string[], until?: (stderr: string) => boolean): Promise<number> {
+  return new Promise((done, fail) => {
+    const started = performance.now();
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    let seconds: number | null = null;
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+      if (seconds === null && until?.(stderr)) {
+        seconds = (performance.now() - started) / 1000;
+        child.kill('SIGTERM');
+      }
+    });
+    child.on('error', fail);
+    child.on('close', (code) => {
+      if (seconds !== null) return done(seconds);
+      if (until !== undefined || code !== 0) return fail(new Error(`headsweep ${args.join(' ')} exited ${code}: ${stderr}`));
+      done((performance.now() - started) / 1000);
+    });
+  });
+}
+
+/** What a user waits for before anything happens: `--help`, and a cold sweep up to its first checkpoint. */
+async function benchStartup(c: Case, workers: number, backend: BackendChoice, batchSize: number, repeat: number): Promise<void> {
+  const config = sweepConfig(c, ensureCheckpoints(c), backend, batchSize);
+  const out = join(DATA, 'out-startup');
+  const help: number[] = [];
+  const first: number[] = [];
+  for (let i = 0; i < repeat; i++) help.push(await timeCli(['--help']));
+  for (let i = 0; i < repeat; i++) {
+    rmSync(out, { recursive: true, force: true });
+    first.push(await timeCli(['sweep', config, '--out', out, '--workers', String(workers), '--log-format', 'json'], (e) => e.includes('"event":"checkpoint_started"')));
+  }
+  rmSync(out, { recursive: true, force: true });
+  const spread = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(', ');
+  console.log(`\nstart-up of bin/headsweep.js (compiled), median of ${repeat}:`);
+  console.log(`  --help: ${median(help).toFixed(2)} s wall (all: ${spread(help)})`);
+  console.log(`  sweep ${c.name}, ${workers} workers: ${median(first).toFixed(2)} s from process start to the first checkpoint started (all: ${spread(first)})`);
+}
+
 const argv = await yargs(process.argv.slice(2))
-  .option('case', { choices: ['2l', 'gpt2', 'train', 'all'] as const, default: 'all' as const })
+  .option('case', { choices: ['startup', '2l', 'gpt2', 'train', 'all'] as const, default: 'all' as const })
   .option('workers', { type: 'number', default: availableParallelism() })
   .option('backend', { choices: ['auto', ...BACKENDS] as const, default: 'auto' as const })
   .option('batch-size', { type: 'number', default: 8, description: 'sequences per forward pass (the config default)' })
@@ -148,12 +198,14 @@ const argv = await yargs(process.argv.slice(2))
 if (argv.case === 'all') {
   // One process per case, so each peak RSS is that case's alone.
   console.log(`headsweep bench on ${availableParallelism()} cores, Node ${process.version}`);
-  for (const name of ['2l', 'gpt2', 'train']) {
+  for (const name of ['startup', '2l', 'gpt2', 'train']) {
     const args = [...process.execArgv, process.argv[1], '--case', name, '--workers', String(argv.workers), '--backend', argv.backend, '--batch-size', String(argv['batch-size'])];
     if (argv.repeat !== undefined) args.push('--repeat', String(argv.repeat));
     const child = spawnSync(process.execPath, args, { stdio: 'inherit' });
     if (child.status !== 0) process.exitCode = child.status ?? 1;
   }
+} else if (argv.case === 'startup') {
+  await benchStartup(CASES['2l'], argv.workers, argv.backend, argv['batch-size'], argv.repeat ?? 5);
 } else if (argv.case === 'train') {
   const { benchTraining } = await import('./train.ts');
   await benchTraining(argv.backend);

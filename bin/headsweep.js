@@ -1,7 +1,6 @@
 #!/usr/bin/env node
-// Entry point: registers tsx so the TypeScript sources run without a build step.
-import { register } from 'tsx/esm/api';
+// Entry point: the command line as compiled into dist/ by `npm run build` (which `npm ci`
+// and `npm install` run in a checkout).
+import { main } from '../dist/cli.mjs';
 
-register();
-const { main } = await import('../pipeline/cli.ts');
 process.exitCode = await main(process.argv.slice(2));

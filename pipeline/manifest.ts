@@ -4,9 +4,11 @@
  * `interrupted`, so the file on disk always describes a whole run.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import type { BackendName } from '../src/backend.ts';
 import { TABLES_VERSION, type TableName } from './tables.ts';
+import { ownPackage } from './package.ts';
 import { writeFileAtomic } from './sinks/atomic.ts';
 
 export interface Manifest {
@@ -45,25 +47,20 @@ export interface Manifest {
   exit_code: number;
 }
 
-const ROOT = new URL('../', import.meta.url);
-
 /**
  * Versions of headsweep, node and each runtime dependency in package.json that is
  * installed (the optional tfjs-node often is not), read from the installed package.json
- * files rather than the ranges asked for.
+ * files rather than the ranges asked for. Each is looked up where Node's resolution would
+ * find it, so a dependency that npm hoisted next to an installed headsweep is found too.
  */
 export function packageVersions(): Record<string, string> {
-  const own = JSON.parse(readFileSync(new URL('package.json', ROOT), 'utf8')) as {
-    version: string;
-    dependencies?: Record<string, string>;
-    optionalDependencies?: Record<string, string>;
-  };
+  const own = ownPackage();
   const versions: Record<string, string> = { headsweep: own.version, node: process.versions.node };
-  const names = Object.keys({ ...own.dependencies, ...own.optionalDependencies }).sort();
-  for (const name of names) {
-    const file = new URL(`node_modules/${name}/package.json`, ROOT);
-    if (!existsSync(file)) continue;
-    versions[name] = (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
+  const lookup = createRequire(import.meta.url).resolve;
+  for (const name of Object.keys({ ...own.dependencies, ...own.optionalDependencies }).sort()) {
+    // The package.json itself: a package's `exports` may not let it be resolved by name.
+    const file = (lookup.paths(name) ?? []).map((dir) => join(dir, name, 'package.json')).find((f) => existsSync(f));
+    if (file !== undefined) versions[name] = (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
   }
   return versions;
 }

@@ -1,8 +1,7 @@
 /**
  * A small facade over the piscina pool that scores checkpoints: typed requests in, typed
- * outcomes out. The worker code is `worker.ts`, bundled to plain JavaScript when the pool
- * starts (worker-bundle.ts), else loaded through `worker-entry.mjs`, because worker
- * threads do not inherit the tsx loader of the main thread.
+ * outcomes out. The worker code is `worker.ts`, which threads run as built into
+ * `dist/worker.mjs` (see pipeline/package.ts), also when this module runs from source.
  *
  * One task is one checkpoint with all its prompt sets, so its weights are read once and
  * its weight scores computed once. A checkpoint that is bad (a HeadsweepError: truncated
@@ -24,7 +23,7 @@ import type { BackendChoice, BackendName } from '../src/backend.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 import type { Rule } from '../src/classify.ts';
 import { HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
-import { bundledWorker } from './worker-bundle.ts';
+import { staleBuild, WORKER_FILE } from './package.ts';
 import type { PromptSet } from '../src/prompts/types.ts';
 import type { CheckpointScores, ScoreOptions } from '../src/score.ts';
 
@@ -108,8 +107,7 @@ export interface PoolOptions {
   /**
    * The module each thread runs (a default export answering `WorkerRequest`s and sending
    * `WorkerNote`s). Default: `$HEADSWEEP_WORKER` when set (fault-injection tests run the
-   * CLI with a fixture worker this way), else the worker bundled at start (see
-   * worker-bundle.ts), else `worker-entry.mjs`.
+   * CLI with a fixture worker this way), else the built worker, `dist/worker.mjs`.
    */
   filename?: string;
   onEvent?: (event: PoolEvent) => void;
@@ -130,8 +128,12 @@ interface Attempt {
 }
 
 function workerFilename(explicit: string | undefined): string {
+  // From source (tests, tsx), the threads would otherwise run whatever was built last; a
+  // fault-injection worker wraps the built one too.
+  const stale = staleBuild();
+  if (stale !== null) throw new HeadsweepError(stale, { stage: 'worker' });
   const chosen = explicit ?? process.env.HEADSWEEP_WORKER;
-  if (chosen === undefined || chosen === '') return bundledWorker() ?? new URL('./worker-entry.mjs', import.meta.url).href;
+  if (chosen === undefined || chosen === '') return pathToFileURL(WORKER_FILE).href;
   return chosen.startsWith('file:') ? chosen : pathToFileURL(resolve(chosen)).href;
 }
 

@@ -149,7 +149,12 @@ async function writeSweep(root: string, ckpts: Ckpt[], shard: Shard | null, form
 const shardOf = (c: Ckpt) => assignShard(checkpointKey(c.run.run, c.path), 3);
 const shardCkpts = (index: number) => CKPTS.filter((c) => shardOf(c) === index);
 
-const tmp = (label: string) => mkdtempSync(join(tmpdir(), `headsweep-compact-${label}-`));
+const made: string[] = [];
+const tmp = (label: string) => {
+  const dir = mkdtempSync(join(tmpdir(), `headsweep-compact-${label}-`));
+  made.push(dir);
+  return dir;
+};
 
 /** Every file below `dir`, by relative path, with its sha256. */
 function tree(dir: string): Record<string, string> {
@@ -207,6 +212,7 @@ beforeAll(async () => {
 
 afterAll(() => {
   db?.closeSync();
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
 });
 
 describe('compacting one machine and three shards', () => {

@@ -3,7 +3,7 @@
  * then the Parquet opened with DuckDB and compared with the Arrow file cell by cell,
  * column types included.
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
@@ -61,6 +61,7 @@ beforeAll(async () => {
 
 afterAll(() => {
   db?.closeSync();
+  rmSync(out, { recursive: true, force: true });
 });
 
 describe('Parquet read by DuckDB', () => {

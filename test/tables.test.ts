@@ -79,9 +79,7 @@ let out: string;
 beforeEach(() => {
   out = mkdtempSync(join(tmpdir(), 'headsweep-tables-'));
 });
-afterEach(() => {
-  rmSync(out, { recursive: true, force: true });
-});
+afterEach(() => rmSync(out, { recursive: true, force: true }));
 
 const read = (path: string): Table => tableFromIPC(readFileSync(path));
 const fieldsOf = (schema: Schema) => schema.fields.map((f) => `${f.name}: ${f.type}${f.nullable ? '?' : ''}`);

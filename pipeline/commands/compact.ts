@@ -18,8 +18,6 @@ interface CompactArgs {
 
 export default function compact(state: CliState): CommandModule {
   const module: CommandModule<object, CompactArgs> = {
-    command: 'compact <out>',
-    describe: 'Merge the per-checkpoint table files of a sweep (or of its shards) into one Arrow file and a Parquet dataset per table',
     builder: (yargs) => yargs
       .positional('out', { type: 'string', demandOption: true, describe: 'Output folder; the result goes to <out>/compacted' })
       .option('input', {

@@ -93,8 +93,6 @@ function toText(info: CheckpointInfo): string {
 
 export default function inspect(_state: CliState): CommandModule {
   const module: CommandModule<object, InspectArgs> = {
-    command: 'inspect <checkpoint>',
-    describe: 'Show the family, files, config, tensors, step, tokens seen and parameter count of one checkpoint',
     builder: (yargs) => yargs
       .positional('checkpoint', { type: 'string', demandOption: true, describe: 'A checkpoint file (.safetensors, .pt, .pth, .bin, *.index.json) or a model folder' })
       .option('family', { type: 'string', choices: FAMILY_NAMES, describe: 'Read it as this family instead of telling it from config.json or the file' })

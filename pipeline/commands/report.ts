@@ -16,8 +16,6 @@ interface ReportArgs {
 
 export default function report(state: CliState): CommandModule {
   const module: CommandModule<object, ReportArgs> = {
-    command: 'report <out>',
-    describe: 'Write an HTML report (charts and tables) of a sweep output folder',
     builder: (yargs) => yargs
       .positional('out', { type: 'string', demandOption: true, describe: 'Sweep output folder (the config\'s `output`)' })
       .option('html', { type: 'string', demandOption: true, describe: 'HTML file to write' })

@@ -68,8 +68,6 @@ function summaryText(result: SweepResult, outDir: string): string {
 
 export default function sweep(state: CliState): CommandModule {
   const module: CommandModule<object, SweepArgs> = {
-    command: 'sweep <config>',
-    describe: 'Score every attention head of every checkpoint in a sweep config and write the tables (only what is new, on a rerun)',
     builder: sweepOptions,
     handler: async (args) => {
       let shard: Shard | null;

@@ -18,8 +18,6 @@ interface TrainArgs {
 
 export default function trainCommand(state: CliState): CommandModule {
   const module: CommandModule<object, TrainArgs> = {
-    command: 'train <config>',
-    describe: 'Train an attention-only transformer from a train config and write its checkpoint series',
     builder: (yargs) =>
       yargs
         .positional('config', { type: 'string', demandOption: true, describe: 'Train config (YAML)' })

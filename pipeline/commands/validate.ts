@@ -74,8 +74,6 @@ export async function planFromArgs(state: CliState, args: ConfigArgs): Promise<P
 
 export default function validate(state: CliState): CommandModule {
   const module: CommandModule<object, ConfigArgs> = {
-    command: 'validate <config>',
-    describe: 'Check a sweep config and print its plan (runs, checkpoints, prompt sets, work) without computing',
     builder: configOptions,
     handler: async (args) => {
       const plan = await planFromArgs(state, args);
