@@ -122,7 +122,8 @@ interface Components {
  * Training keeps everything (backprop reads it) and multiplies with the batched
  * `tf.matMul` that autodiff differentiates.
  */
-function componentsFor(c: ModelConfig, at: AttentionContext | undefined, inference: boolean): Components {
+function componentsFor(c: ModelConfig, shared: Omit<AttentionContext, 'matMul3d'> | undefined, inference: boolean): Components {
+  const at: AttentionContext | undefined = shared && { ...shared, matMul3d: inference ? stackedMatMul : (a, b) => tf.matMul(a, b) };
   const scoped = inference
     ? <A extends unknown[], R extends tf.TensorContainer>(f: (...args: A) => R) => (...args: A): R => tf.tidy(() => f(...args))
     : <A extends unknown[], R>(f: (...args: A) => R) => f;
@@ -167,16 +168,9 @@ export function forward(params: Params, c: ModelConfig, tokens: tf.Tensor2D, opt
   const positions = readsPositions ? positionRows(params['pos_embed.W_pos'], c, pos) : undefined; // (T, dm)
   let resid = embed(c, params['embed.W_E'], tokens, positions, opts.tokenEmbeddings); // (B, T, dm)
 
-  const at: AttentionContext | undefined =
-    lastLayer < 0
-      ? undefined
-      : {
-          mask: causalMask(pos),
-          positions,
-          rotation: c.positional_embedding_type === 'rotary' ? rotation(c, pos) : undefined,
-          matMul3d: opts.inference ? stackedMatMul : (a, b) => tf.matMul(a, b),
-        };
-  const k = componentsFor(c, at, opts.inference === true);
+  // What every layer's attention shares: the causal mask, W_pos with shortformer positions, the rotary tables.
+  const shared = lastLayer < 0 ? undefined : { mask: causalMask(pos), positions, rotation: c.positional_embedding_type === 'rotary' ? rotation(c, pos) : undefined };
+  const k = componentsFor(c, shared, opts.inference === true);
   const patterns: tf.Tensor4D[] = [];
   for (let l = 0; l <= lastLayer; l++) {
     const w = blockWeights(params, c, l);
