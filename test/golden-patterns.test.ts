@@ -17,9 +17,8 @@ import { prefixMatchingMask } from '../src/metrics/specs/prefix-matching.ts';
 import { previousTokenMask } from '../src/metrics/specs/previous-token.ts';
 import { scoreCheckpoint, type CheckpointScores, type MetricName } from '../src/score.ts';
 import { FIXTURE_NAMES, loadFixture, type Fixture } from './helpers/fixtures.ts';
+import { patternMisses, TOL } from './helpers/golden.ts';
 
-const PATTERN_TOL = 1e-4;
-const LOSS_TOL = 1e-3;
 const PATTERNS = ['prefix_matching', 'duplicate_token', 'previous_token'] as const;
 const METRICS: MetricName[] = [...PATTERNS, 'mean_loss', 'icl_score'];
 
@@ -107,22 +106,15 @@ describe.each(FIXTURE_NAMES)('golden pattern and loss scores: %s', (name) => {
   });
 
   it.each(PATTERNS)('%s per head within 1e-4', (metric) => {
-    for (const got of scores.promptSets) {
-      const want = fx.expected[got.promptSet].heads;
-      expect(got[metric]).toHaveLength(want.length);
-      const misses = want
-        .map((h) => ({ at: `${got.promptSet} L${h.layer}H${h.head}`, got: got[metric]![h.layer * scores.nHeads + h.head], want: h[metric] }))
-        .filter((r) => !(Math.abs(r.got - r.want) <= PATTERN_TOL));
-      expect(misses).toEqual([]);
-    }
+    expect(patternMisses(scores, fx.expected, metric)).toEqual([]);
   });
 
   it('mean_loss within 1e-3, icl_score within 1e-3 where the sequences reach `late`, else null', () => {
     for (const got of scores.promptSets) {
       const want = fx.expected[got.promptSet];
-      expect(Math.abs(got.mean_loss! - want.mean_loss)).toBeLessThanOrEqual(LOSS_TOL);
+      expect(Math.abs(got.mean_loss! - want.mean_loss)).toBeLessThanOrEqual(TOL);
       if (want.icl_score === undefined) expect(got.icl_score).toBeNull();
-      else expect(Math.abs(got.icl_score! - want.icl_score)).toBeLessThanOrEqual(LOSS_TOL);
+      else expect(Math.abs(got.icl_score! - want.icl_score)).toBeLessThanOrEqual(TOL);
     }
   });
 });

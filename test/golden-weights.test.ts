@@ -13,17 +13,10 @@ import { compositionScores } from '../src/metrics/composition.ts';
 import { copyingScores } from '../src/metrics/copying.ts';
 import { disposeParams, uploadParams } from '../src/model/forward.ts';
 import type { CompositionScores } from '../src/score.ts';
+import type { ExpectedWeights } from './helpers/fixtures.ts';
+import { compositionMisses, copyingMisses } from './helpers/golden.ts';
 
 const FIXTURES = join(import.meta.dirname, 'fixtures');
-const TOL = 1e-3;
-
-interface ExpectedWeights {
-  copying: { layer: number; head: number; copying: number }[];
-  composition: {
-    src_layer: number; src_head: number; dst_layer: number; dst_head: number;
-    kind: 'Q' | 'K' | 'V'; score: number; baseline: number;
-  }[];
-}
 
 interface Computed {
   nHeads: number;
@@ -45,29 +38,6 @@ function scoreFixture(name: string): Computed {
   return { nHeads: ckpt.config.n_heads, copying, composition, expected, leaked: tf.memory().numTensors - before };
 }
 
-/** Every score off by more than TOL, named, so a failure lists exactly which heads disagree. */
-function copyingMisses(r: Computed): string[] {
-  expect(r.copying.length).toBe(r.expected.copying.length);
-  return r.expected.copying
-    .map(({ layer, head, copying }) => ({ at: `L${layer}H${head}`, got: r.copying[layer * r.nHeads + head], want: copying }))
-    .filter(({ got, want }) => !(Math.abs(got - want) <= TOL))
-    .map(({ at, got, want }) => `${at}: ${got} vs ${want}`);
-}
-
-function compositionMisses(r: Computed): string[] {
-  const comp = r.composition;
-  expect(comp.score.length).toBe(r.expected.composition.length);
-  const misses: string[] = [];
-  r.expected.composition.forEach((e, i) => {
-    const at = `L${e.src_layer}H${e.src_head}→L${e.dst_layer}H${e.dst_head} ${e.kind}`;
-    const key = [comp.src_layer[i], comp.src_head[i], comp.dst_layer[i], comp.dst_head[i], comp.kind[i]];
-    if (key.join() !== [e.src_layer, e.src_head, e.dst_layer, e.dst_head, e.kind].join()) misses.push(`row ${i} is ${key.join()}, want ${at}`);
-    else if (!(Math.abs(comp.score[i] - e.score) <= TOL)) misses.push(`${at}: ${comp.score[i]} vs ${e.score}`);
-    if (!(Math.abs(comp.baseline - e.baseline) <= TOL)) misses.push(`${at} baseline: ${comp.baseline} vs ${e.baseline}`);
-  });
-  return misses;
-}
-
 function goldenSuite(backend: BackendName, fixtures: readonly string[]): void {
   describe(`weight scores on ${backend}`, () => {
     beforeAll(async () => {
@@ -76,8 +46,8 @@ function goldenSuite(backend: BackendName, fixtures: readonly string[]): void {
 
     it.each(fixtures)('%s: copying and composition match the golden values, no tensor leaks', (name) => {
       const r = scoreFixture(name);
-      expect(copyingMisses(r)).toEqual([]);
-      expect(compositionMisses(r)).toEqual([]);
+      expect(copyingMisses(r.copying, r.nHeads, r.expected.copying)).toEqual([]);
+      expect(compositionMisses(r.composition, r.expected.composition)).toEqual([]);
       expect(r.leaked).toBe(0);
     });
   });

@@ -9,8 +9,9 @@ import { ReadBuffer } from '../src/checkpoint/read.ts';
 import { stackedMatMul } from '../src/model/pieces.ts';
 import { countBigrams } from '../src/metrics/bigrams.ts';
 import { prefixMatchingMask } from '../src/metrics/specs/prefix-matching.ts';
-import { METRIC_NAMES, scoreCheckpoint, type CheckpointScores, type MetricName } from '../src/score.ts';
+import { METRIC_NAMES, scoreCheckpoint, type MetricName } from '../src/score.ts';
 import { FIXTURE_NAMES, loadFixture } from './helpers/fixtures.ts';
+import { scoreDifference } from './helpers/scores.ts';
 
 const PATTERNS = ['prefix_matching', 'duplicate_token', 'previous_token'] as const;
 const FORWARD_METRICS: MetricName[] = [...PATTERNS, 'mean_loss', 'icl_score'];
@@ -19,29 +20,13 @@ beforeAll(async () => {
   await initBackend('wasm');
 });
 
-/** Largest absolute difference over every score two results share; a NaN or a missing score counts as Infinity. */
-function maxDifference(a: CheckpointScores, b: CheckpointScores): number {
-  const pairs: [number, number][] = [];
-  a.promptSets.forEach((sa, i) => {
-    const sb = b.promptSets[i];
-    for (const m of PATTERNS) if (sa[m]) sa[m].forEach((x, j) => pairs.push([x, sb[m]?.[j] ?? NaN]));
-    if (typeof sa.mean_loss === 'number') pairs.push([sa.mean_loss, sb.mean_loss ?? NaN]);
-    if (typeof sa.icl_score === 'number') pairs.push([sa.icl_score, sb.icl_score ?? NaN]);
-  });
-  a.copying?.forEach((x, j) => pairs.push([x, b.copying?.[j] ?? NaN]));
-  a.composition?.score.forEach((x, j) => pairs.push([x, b.composition?.score[j] ?? NaN]));
-  if (a.bigram_kl !== undefined) pairs.push([a.bigram_kl, b.bigram_kl ?? NaN]);
-  expect(pairs.length).toBeGreaterThan(0);
-  return Math.max(...pairs.map(([x, y]) => (Number.isNaN(x - y) ? Infinity : Math.abs(x - y))));
-}
-
 describe.each(FIXTURE_NAMES)('batch size does not change the scores: %s', (name) => {
   it('batch size 1 equals the whole prompt set in one batch, within 1e-6', async () => {
     const fx = loadFixture(name);
     const run = (batchSize: number) => scoreCheckpoint(fx.checkpoint, fx.promptSets, { metrics: FORWARD_METRICS, batchSize, icl: fx.icl });
     const one = await run(1);
     const whole = await run(Math.max(...fx.promptSets.map((s) => s.sequences.length)));
-    expect(maxDifference(one, whole)).toBeLessThanOrEqual(1e-6);
+    expect(scoreDifference(one, whole).max).toBeLessThanOrEqual(1e-6);
   });
 });
 
@@ -78,7 +63,7 @@ describe('where the weights live', () => {
     const inFile = loadCheckpoint(fx.checkpoint.path, { readBuffer: new ReadBuffer(), leaveInFile: ['embed.W_E', 'unembed.W_U'] });
     try {
       expect(inFile.weights.has('embed.W_E')).toBe(false);
-      expect(maxDifference(await scoreCheckpoint(fx.checkpoint, fx.promptSets, opts), await scoreCheckpoint(inFile, fx.promptSets, opts))).toBe(0);
+      expect(scoreDifference(await scoreCheckpoint(fx.checkpoint, fx.promptSets, opts), await scoreCheckpoint(inFile, fx.promptSets, opts)).max).toBe(0);
     } finally {
       closeCheckpoint(inFile);
     }
@@ -121,6 +106,6 @@ describe('backends', () => {
     const cpu = await run();
     await initBackend('wasm');
     const wasm = await run();
-    expect(maxDifference(cpu, wasm)).toBeLessThanOrEqual(1e-5);
+    expect(scoreDifference(cpu, wasm).max).toBeLessThanOrEqual(1e-5);
   });
 });

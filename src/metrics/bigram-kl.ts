@@ -22,7 +22,10 @@
  *   the corpus pairs) − H(next | previous), the corpus's own bigram entropy. With
  *   standard positions it scores the token part of the path only.
  * - For models with layers it scores the direct path in isolation, as TransformerLens's
- *   direct logit attribution does; attention outputs are ignored.
+ *   direct logit attribution does: attention and MLP outputs are ignored, so on a model
+ *   with MLPs it is still embed → final norm → unembed; what an MLP adds to the
+ *   bigram prediction is not counted. Rotary models have no positional embedding to
+ *   leave out.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { ModelConfig } from '../model/config.ts';
@@ -32,7 +35,8 @@ import type { Bigrams } from './bigrams.ts';
 
 /**
  * log q(b|a) for every pair, through forward() itself run as a zero-layer model with
- * shortformer positions on one-token sequences: that is the direct path of METRICS.md §2.
+ * shortformer positions on one-token sequences: that is the direct path of METRICS.md §2
+ * (no layer runs, so neither W_pos nor any block weight is read).
  * -> [d_vocab, d_vocab], row a
  */
 function directPathLogProbs(params: Params, c: ModelConfig): Float32Array {

@@ -6,7 +6,9 @@
  *   V: ||OV1 OV2|| / (||OV1|| ||OV2||)
  *
  * with OV = A B (A = R(W_V^h) [d_model, d_head], B = W_O^h [d_head, d_model]) and
- * QK = C Dᵀ (C = R(W_Q^h), D = R(W_K^h)), ||.|| the Frobenius norm.
+ * QK = C Dᵀ (C = R(W_Q^h), D = R(W_K^h)), ||.|| the Frobenius norm. As in TransformerLens,
+ * these are weight circuits only: MLPs, rotary rotations and the attention scale are not
+ * part of them, and grouped K and V are read per query head (fold.ts).
  *
  * No [d_model, d_model] matrix is ever formed. Every numerator is ||A1 (B1 X2) Y2ᵀ|| for
  * rank-d_head factors (Q: X2 = C2, Y2 = D2; K: X2 = D2, Y2 = C2; V: X2 = A2, Y2 = B2ᵀ),
@@ -25,7 +27,7 @@ import type { ModelConfig } from '../model/config.ts';
 import type { Params } from '../model/forward.ts';
 import { stackedMatMul } from '../model/pieces.ts';
 import type { CompositionKind, CompositionScores } from '../score.ts';
-import { foldReading } from './fold.ts';
+import { foldedHeadWeight } from './fold.ts';
 
 const KINDS: readonly CompositionKind[] = ['Q', 'K', 'V'];
 
@@ -89,7 +91,7 @@ function layerFactors(params: Params, c: ModelConfig, l: number): LayerFactors {
   const p = `blocks.${l}.attn`;
   const wO = params[`${p}.W_O`] as tf.Tensor3D; // (H, dh, dm)
   // R(W_Q), R(W_K), R(W_V): (H, dm, dh) each, made once for the Gram matrices and the factors.
-  const [rQ, rK, rV] = tf.tidy(() => (['W_Q', 'W_K', 'W_V'] as const).map((w) => foldReading(params, c, l, params[`${p}.${w}`]) as tf.Tensor3D));
+  const [rQ, rK, rV] = tf.tidy(() => (['W_Q', 'W_K', 'W_V'] as const).map((w) => foldedHeadWeight(params, c, l, w)));
   try {
     // Gram matrices on the device, factored on the host.
     const grams = tf.tidy(() => ({

@@ -3,6 +3,8 @@
  * M = W_E R(W_V^h) W_O^h R_final(W_U)   [d_vocab, d_vocab]
  * raises the logit of the token it attends to. With λ its eigenvalues,
  * copying = Σ Re(λ) / Σ |λ|  in [-1, 1].
+ * As TransformerLens's `OV`, the circuit is the direct path through the head alone: MLPs
+ * are not in it; with grouped-query attention W_V^h is its key/value head's (fold.ts).
  *
  * M has the same non-zero eigenvalues as the cyclically rotated
  * W_O^h R_final(W_U) W_E R(W_V^h)   [d_head, d_head],
@@ -16,7 +18,7 @@ import { weightBlock, type Checkpoint } from '../checkpoint/checkpoint.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { Params } from '../model/forward.ts';
 import { stackedMatMul } from '../model/pieces.ts';
-import { foldReading } from './fold.ts';
+import { foldedHeadWeight, foldReading } from './fold.ts';
 
 /** Vocabulary rows per slice of the W_U·W_E product (see `unembedEmbed`). */
 const VOCAB_SLICE = 2048;
@@ -65,7 +67,7 @@ function rotatedOvCircuits(params: Params, ck: Checkpoint, c: ModelConfig): tf.T
     const gRv: tf.Tensor[] = [];
     for (let l = 0; l < nLayers; l++) {
       wO.push(params[`blocks.${l}.attn.W_O`]); // (H, dh, dm)
-      const rV = foldReading(params, c, l, params[`blocks.${l}.attn.W_V`]); // (H, dm, dh)
+      const rV = foldedHeadWeight(params, c, l, 'W_V'); // (H, dm, dh)
       const rVSide = tf.reshape(tf.transpose(rV, [1, 0, 2]), [dModel, nHeads * dHead]) as tf.Tensor2D; // (dm, H·dh)
       const product = tf.reshape(tf.matMul(g, rVSide), [dModel, nHeads, dHead]); // (dm, dm) x (dm, H·dh) -> (dm, H, dh)
       gRv.push(tf.transpose(product, [1, 0, 2])); // (H, dm, dh)

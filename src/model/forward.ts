@@ -1,20 +1,24 @@
 /**
- * The attention-only transformer forward pass of METRICS.md §2, in TransformerLens
- * semantics (row vectors, `x W`), reading top-down in the order data flows:
- * embed → (norm → attention) per layer → final norm → unembed.
+ * The transformer forward pass of METRICS.md §2, in TransformerLens semantics (row
+ * vectors, `x W`), reading top-down in the order data flows:
  *
- * It is written in differentiable tfjs ops, so the trainer runs the same code under
- * `tf.variableGrads`. Per-head weights are laid side by side (`[d_model, head·d_head]`)
- * so each projection is one large 2-D matMul, the formulation the wasm backend runs
- * fastest. The scorer passes `inference: true`, which runs the per-(sequence, head)
- * attention products as separate 2-D matrices (pieces.ts) and frees each layer's
- * intermediates as it goes; that path reads tensors back to the host, so it is not
- * differentiable.
+ *   embed → per layer: block (norm → attention [→ norm → MLP]) → final norm → unembed
+ *
+ * from the components in this folder (embed.ts, norm.ts, attention.ts, rotary.ts,
+ * mlp.ts, unembed.ts), each plain differentiable tfjs ops. The trainer runs the same
+ * code under `tf.variableGrads`; the scorer passes `inference: true`, and how that pass
+ * frees memory and which matMul it uses are decided in one place, `componentsFor`.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { ModelConfig } from './config.ts';
 import type { Weights } from '../checkpoint/checkpoint.ts';
+import { attentionOutput, attentionPattern, causalMask, type AttentionContext, type AttentionWeights } from './attention.ts';
+import { embed, positionRows } from './embed.ts';
+import { mlp, type MlpWeights } from './mlp.ts';
+import { norm, type NormWeights } from './norm.ts';
 import { stackedMatMul } from './pieces.ts';
+import { rotation } from './rotary.ts';
+import { unembed } from './unembed.ts';
 
 /** TL state-dict name → tensor (weights on the active backend, or trainable variables). */
 export type Params = Record<string, tf.Tensor>;
@@ -31,9 +35,9 @@ export interface ForwardOptions {
    */
   tokenEmbeddings?: tf.Tensor3D;
   /**
-   * Run the per-(sequence, head) attention products as separate matrices (see
-   * pieces.ts): faster on wasm, but not differentiable. Default: false, one batched
-   * matMul, which is what training differentiates.
+   * Free intermediates as the pass goes and run the per-(sequence, head) attention
+   * products as separate matrices (see pieces.ts): faster on wasm and much smaller on
+   * the device, but not differentiable. Default: false, what training differentiates.
    */
   inference?: boolean;
 }
@@ -59,38 +63,92 @@ export function disposeParams(params: Params): void {
   for (const t of Object.values(params)) t.dispose();
 }
 
+/** One block's weights, as TL names them. */
+interface BlockWeights {
+  ln1: NormWeights;
+  attn: AttentionWeights;
+  ln2: NormWeights;
+  /** Absent in attention-only models. */
+  mlp?: MlpWeights;
+}
+
+function normWeights(p: Params, prefix: string): NormWeights {
+  return { w: p[`${prefix}.w`], b: p[`${prefix}.b`] };
+}
+
+function blockWeights(p: Params, c: ModelConfig, l: number): BlockWeights {
+  const at = `blocks.${l}`;
+  // Grouped K and V are stored once per key/value head, under TL's underscored names.
+  const kv = c.n_key_value_heads === null ? '' : '_';
+  return {
+    ln1: normWeights(p, `${at}.ln1`),
+    attn: {
+      W_Q: p[`${at}.attn.W_Q`], b_Q: p[`${at}.attn.b_Q`],
+      W_K: p[`${at}.attn.${kv}W_K`], b_K: p[`${at}.attn.${kv}b_K`],
+      W_V: p[`${at}.attn.${kv}W_V`], b_V: p[`${at}.attn.${kv}b_V`],
+      W_O: p[`${at}.attn.W_O`], b_O: p[`${at}.attn.b_O`],
+    },
+    ln2: normWeights(p, `${at}.ln2`),
+    mlp: c.attn_only
+      ? undefined
+      : { W_in: p[`${at}.mlp.W_in`], b_in: p[`${at}.mlp.b_in`], W_gate: p[`${at}.mlp.W_gate`], W_out: p[`${at}.mlp.W_out`], b_out: p[`${at}.mlp.b_out`] },
+  };
+}
+
+/** The components as one pass calls them: the memory policy and fast paths applied, attention's shared inputs bound. */
+interface Components {
+  norm: (n: NormWeights, x: tf.Tensor3D) => tf.Tensor3D;
+  attentionPattern: (w: AttentionWeights, layer: number, xn: tf.Tensor3D) => tf.Tensor4D;
+  attentionOutput: (w: AttentionWeights, pattern: tf.Tensor4D, xn: tf.Tensor3D) => tf.Tensor3D;
+  mlp: (w: MlpWeights, x: tf.Tensor3D) => tf.Tensor3D;
+  /** Runs a block (or the last layer's pattern) as one step: in inference, what it made and does not return is freed. */
+  step: <T extends tf.TensorContainer>(f: () => T) => T;
+  /** Frees a residual stream that no later step reads; training keeps it, backprop reads it. */
+  release: (t: tf.Tensor) => void;
+}
+
 /**
- * Normalisation before attention or unembedding.
- * x: [batch, pos, d_model] -> [batch, pos, d_model]
+ * The one place that decides how a pass runs.
+ *
+ * Inference runs every component call in its own `tf.tidy`, so what it makes on the way
+ * goes as soon as it returns, and frees each layer's residual stream once the next one
+ * exists: besides the patterns asked for, the device holds a few [batch, pos, ·] tensors
+ * at a time (growing the wasm heap is costly here, ~6 ms per MB, and a 12-layer model
+ * would otherwise keep all twelve layers' intermediates until the caller's tidy ends).
+ * Its per-(sequence, head) products run as separate 2-D matMuls (`stackedMatMul`, the
+ * fast path on wasm), which reads tensors back to the host, so inference is not
+ * differentiable.
+ *
+ * Training keeps everything (backprop reads it) and multiplies with the batched
+ * `tf.matMul` that autodiff differentiates.
  */
-function norm(c: ModelConfig, x: tf.Tensor3D, w: tf.Tensor | undefined, b: tf.Tensor | undefined): tf.Tensor3D {
-  if (c.normalization_type === null) return x;
-  const { mean, variance } = tf.moments(x, -1, true); // biased variance over d_model
-  const scaled = tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, c.eps))) as tf.Tensor3D; // (B, T, dm) - (B, T, 1) -> (B, T, dm)
-  if (c.normalization_type === 'LNPre') return scaled;
-  return tf.add(tf.mul(scaled, w!), b!) as tf.Tensor3D; // (B, T, dm) * (dm) + (dm)
-}
-
-/** [head, d_model, d_head] -> [d_model, head·d_head] */
-function headsSideBySide(w: tf.Tensor): tf.Tensor2D {
-  const [nHeads, dModel, dHead] = w.shape;
-  return tf.reshape(tf.transpose(w, [1, 0, 2]), [dModel, nHeads * dHead]); // (H, dm, dh) -> (dm, H, dh) -> (dm, H·dh)
+function componentsFor(c: ModelConfig, shared: Omit<AttentionContext, 'matMul3d'> | undefined, inference: boolean): Components {
+  const at: AttentionContext | undefined = shared && { ...shared, matMul3d: inference ? stackedMatMul : (a, b) => tf.matMul(a, b) };
+  const scoped = inference
+    ? <A extends unknown[], R extends tf.TensorContainer>(f: (...args: A) => R) => (...args: A): R => tf.tidy(() => f(...args))
+    : <A extends unknown[], R>(f: (...args: A) => R) => f;
+  return {
+    norm: scoped((n: NormWeights, x: tf.Tensor3D) => norm(c, n, x)),
+    attentionPattern: scoped((w: AttentionWeights, layer: number, xn: tf.Tensor3D) => attentionPattern(w, c, at!, layer, xn)),
+    attentionOutput: scoped((w: AttentionWeights, pattern: tf.Tensor4D, xn: tf.Tensor3D) => attentionOutput(w, c, at!, pattern, xn)),
+    mlp: scoped((w: MlpWeights, x: tf.Tensor3D) => mlp(w, c, x)),
+    step: inference ? (f) => tf.tidy(f) : (f) => f(),
+    release: inference ? (t) => t.dispose() : () => {},
+  };
 }
 
 /**
- * One projection for all heads.
- * x2d: [batch·pos, d_model], W: [head, d_model, d_head], b: [head, d_head] -> [batch, head, pos, d_head]
+ * One transformer block. x: [batch, pos, d_model] -> resid: [batch, pos, d_model], and
+ * the block's attention pattern: [batch, head, qPos, kPos]
  */
-function project(x2d: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor, batch: number, pos: number): tf.Tensor4D {
-  const [nHeads, , dHead] = w.shape;
-  const flat = tf.add(tf.matMul(x2d, headsSideBySide(w)), tf.reshape(b, [nHeads * dHead])); // (B·T, dm) x (dm, H·dh)
-  return tf.transpose(tf.reshape(flat, [batch, pos, nHeads, dHead]), [0, 2, 1, 3]) as tf.Tensor4D; // (B, T, H, dh) -> (B, H, T, dh)
-}
-
-/** Additive causal mask: 0 on and below the diagonal, -1e9 above. [qPos, kPos] */
-function causalMask(pos: number): tf.Tensor2D {
-  const lower = tf.linalg.bandPart(tf.ones([pos, pos]), -1, 0); // (T, T): 1 where kPos ≤ qPos
-  return tf.mul(tf.sub(1, lower), -1e9) as tf.Tensor2D; // (T, T)
+function block(k: Components, c: ModelConfig, w: BlockWeights, layer: number, x: tf.Tensor3D): { resid: tf.Tensor3D; pattern: tf.Tensor4D } {
+  const xn = k.norm(w.ln1, x);
+  const pattern = k.attentionPattern(w.attn, layer, xn);
+  const a = k.attentionOutput(w.attn, pattern, xn);
+  if (c.attn_only) return { pattern, resid: tf.add(x, a) };
+  if (c.parallel_attn_mlp) return { pattern, resid: tf.addN([x, a, k.mlp(w.mlp!, k.norm(w.ln2, x))]) };
+  const mid = tf.add(x, a) as tf.Tensor3D;
+  return { pattern, resid: tf.add(mid, k.mlp(w.mlp!, k.norm(w.ln2, mid))) };
 }
 
 /**
@@ -98,80 +156,42 @@ function causalMask(pos: number): tf.Tensor2D {
  * tokens: [batch, pos] int32 -> patterns per requested layer [batch, head, qPos, kPos], logits [batch, pos, d_vocab]
  *
  * Stops as early as the request allows: without logits, nothing past the last requested
- * pattern is computed (not that layer's values, not the unembedding). Call inside
+ * pattern is computed (not that layer's values or MLP, not the unembedding); the layers
+ * before it run whole, MLPs included, since the pattern reads their output. Call inside
  * `tf.tidy` or dispose the outputs.
  */
 export function forward(params: Params, c: ModelConfig, tokens: tf.Tensor2D, opts: ForwardOptions = {}): ForwardOutput {
-  const [batch, pos] = tokens.shape;
-  const { n_heads: nHeads, d_head: dHead } = c;
-  // Interim guard while the full-transformer forward pass is built (issue: MLPs, RMS,
-  // rotary, GQA): the config layer already describes these models.
-  if (!c.attn_only || c.positional_embedding_type === 'rotary' || c.n_key_value_heads !== null || c.normalization_type === 'RMS' || c.normalization_type === 'RMSPre' || c.scale_attn_by_inverse_layer_idx) {
-    throw new Error('forward: models with MLPs, RMS norms, rotary positions, grouped-query attention or per-layer scaling are not implemented yet');
-  }
+  const pos = tokens.shape[1];
   const patternLayers = opts.patternLayers ?? [];
   const lastLayer = opts.logits ? c.n_layers - 1 : Math.max(-1, ...patternLayers);
+  const readsPositions = c.positional_embedding_type === 'standard' || (c.positional_embedding_type === 'shortformer' && lastLayer >= 0);
+  const positions = readsPositions ? positionRows(params['pos_embed.W_pos'], c, pos) : undefined; // (T, dm)
+  let resid = embed(c, params['embed.W_E'], tokens, positions, opts.tokenEmbeddings); // (B, T, dm)
+
+  // What every layer's attention shares: the causal mask, W_pos with shortformer positions, the rotary tables.
+  const shared = lastLayer < 0 ? undefined : { mask: causalMask(pos), positions, rotation: c.positional_embedding_type === 'rotary' ? rotation(c, pos) : undefined };
+  const k = componentsFor(c, shared, opts.inference === true);
   const patterns: tf.Tensor4D[] = [];
-
-  const posEmbed = tf.slice(params['pos_embed.W_pos'], [0, 0], [pos, c.d_model]); // (T, dm)
-  let x = opts.tokenEmbeddings ?? (tf.gather(params['embed.W_E'], tokens) as tf.Tensor3D); // (B, T, dm)
-  const bmm = opts.inference ? stackedMatMul : (a: tf.Tensor3D, b: tf.Tensor3D) => tf.matMul(a, b);
-  if (c.positional_embedding_type === 'standard') x = tf.add(x, posEmbed);
-  const mask = lastLayer >= 0 ? causalMask(pos) : undefined;
-
-  // Inference frees intermediates as soon as the step that made them is done, so besides
-  // the patterns asked for the device holds a few [batch, pos, ·] tensors at a time
-  // (growing the wasm heap is costly here, ~6 ms per MB, and a 12-layer model would
-  // otherwise keep all twelve layers' until the caller's tidy ends). Training keeps
-  // them: backprop reads them.
-  const scope = opts.inference ? <T extends tf.TensorContainer>(f: () => T) => tf.tidy(f) : <T>(f: () => T) => f();
   for (let l = 0; l <= lastLayer; l++) {
-    const p = `blocks.${l}`;
-    const withValues = l < lastLayer || opts.logits === true;
-    const resid = x;
-    const out = scope(() => {
-      const xn = scope(() => norm(c, resid, params[`${p}.ln1.w`], params[`${p}.ln1.b`])); // (B, T, dm)
-      const pattern = scope(() => {
-        const qkIn = c.positional_embedding_type === 'shortformer' ? tf.add(xn, posEmbed) : xn;
-        const qkIn2d = tf.reshape(qkIn, [batch * pos, c.d_model]) as tf.Tensor2D;
-        const q = scope(() => tf.reshape(project(qkIn2d, params[`${p}.attn.W_Q`], params[`${p}.attn.b_Q`], batch, pos), [batch * nHeads, pos, dHead])) as tf.Tensor3D; // (B·H, T, dh)
-        const kT = scope(() => {
-          const k = project(qkIn2d, params[`${p}.attn.W_K`], params[`${p}.attn.b_K`], batch, pos); // (B, H, T, dh)
-          return tf.reshape(tf.transpose(k, [0, 1, 3, 2]), [batch * nHeads, dHead, pos]) as tf.Tensor3D; // (B·H, dh, T)
-        });
-        const qk = bmm(q, kT); // (B·H, T, dh) x (B·H, dh, T) -> (B·H, T, T)
-        const scores = tf.add(tf.div(tf.reshape(qk, [batch, nHeads, pos, pos]), Math.sqrt(dHead)), mask!); // (B, H, T, T) + (T, T)
-        return tf.softmax(scores) as tf.Tensor4D; // (B, H, T, T)
-      });
-      if (!withValues) return { pattern };
-
-      const z = scope(() => {
-        const xn2d = tf.reshape(xn, [batch * pos, c.d_model]) as tf.Tensor2D;
-        const v = project(xn2d, params[`${p}.attn.W_V`], params[`${p}.attn.b_V`], batch, pos); // (B, H, T, dh)
-        return bmm(tf.reshape(pattern, [batch * nHeads, pos, pos]) as tf.Tensor3D, tf.reshape(v, [batch * nHeads, pos, dHead]) as tf.Tensor3D); // (B·H, T, T) x (B·H, T, dh) -> (B·H, T, dh)
-      });
-      const zFlat = tf.reshape(tf.transpose(tf.reshape(z, [batch, nHeads, pos, dHead]), [0, 2, 1, 3]), [batch * pos, nHeads * dHead]); // (B, T, H, dh) -> (B·T, H·dh)
-      const wO = tf.reshape(params[`${p}.attn.W_O`], [nHeads * dHead, c.d_model]); // (H·dh, dm): sums over heads
-      const attnOut = tf.add(tf.matMul(zFlat, wO), params[`${p}.attn.b_O`]); // (B·T, dm)
-      return { pattern, x: tf.add(resid, tf.reshape(attnOut, [batch, pos, c.d_model])) as tf.Tensor3D }; // (B, T, dm)
+    const w = blockWeights(params, c, l);
+    if (l === lastLayer && !opts.logits) {
+      // Nothing reads this layer's output: its pattern is all there is to compute.
+      patterns.push(k.step(() => k.attentionPattern(w.attn, l, k.norm(w.ln1, resid)))); // (B, H, T, T)
+      break;
+    }
+    const keep = patternLayers.includes(l);
+    const out = k.step(() => {
+      const { resid: next, pattern } = block(k, c, w, l, resid);
+      return keep ? { resid: next, pattern } : { resid: next };
     });
-    if (patternLayers.includes(l)) patterns.push(out.pattern);
-    else if (opts.inference) out.pattern.dispose();
-    if (out.x === undefined) break;
+    if (keep) patterns.push(out.pattern!);
     // The caller's embeddings are the caller's to free.
-    if (opts.inference && x !== opts.tokenEmbeddings) x.dispose();
-    x = out.x;
+    if (resid !== opts.tokenEmbeddings) k.release(resid);
+    resid = out.resid;
   }
 
   if (!opts.logits) return { patterns };
-  const logits = scope(() => {
-    const xf = norm(c, x, params['ln_final.w'], params['ln_final.b']); // (B, T, dm)
-    const flat = tf.add(
-      tf.matMul(tf.reshape(xf, [batch * pos, c.d_model]), params['unembed.W_U']), // (B·T, dm) x (dm, V)
-      params['unembed.b_U'],
-    );
-    return tf.reshape(flat, [batch, pos, c.d_vocab]) as tf.Tensor3D; // (B·T, V) -> (B, T, V)
-  });
+  const logits = k.step(() => unembed(params['unembed.W_U'], params['unembed.b_U'], k.norm(normWeights(params, 'ln_final'), resid))); // (B, T, V)
   return { patterns, logits };
 }
 

@@ -53,3 +53,43 @@ export function loadFixture(name: FixtureName): Fixture {
     icl: FIXTURE_ICL[name],
   };
 }
+
+/** The models with MLPs of METRICS.md §7 (`fixtures/real/`), in TL names; cases.json lists them. */
+export const REAL_FIXTURES_DIR = join(FIXTURES_DIR, 'real');
+
+interface RealCase {
+  name: string;
+  tl: string;
+  icl: [number, number];
+}
+
+const REAL_CASES = JSON.parse(readFileSync(join(REAL_FIXTURES_DIR, 'cases.json'), 'utf8')) as RealCase[];
+export const REAL_FIXTURE_NAMES = REAL_CASES.map((c) => c.name);
+
+/** The weight scores of an expected.json: copying per head, composition per (src, dst, kind), in float64. */
+export interface ExpectedWeights {
+  copying: { layer: number; head: number; copying: number }[];
+  composition: { src_layer: number; src_head: number; dst_layer: number; dst_head: number; kind: 'Q' | 'K' | 'V'; score: number; baseline: number }[];
+}
+
+export interface RealFixture extends Omit<Fixture, 'name'> {
+  name: string;
+  weights: ExpectedWeights;
+}
+
+/** A model with MLPs from its `NAME.tl.safetensors` (config in the header), with its prompts and expected scores. */
+export function loadRealFixture(name: string): RealFixture {
+  const c = REAL_CASES.find((r) => r.name === name);
+  if (c === undefined) throw new Error(`no real fixture '${name}' in cases.json`);
+  const read = (suffix: string): unknown => JSON.parse(readFileSync(join(REAL_FIXTURES_DIR, `${name}.${suffix}`), 'utf8'));
+  const prompts = read('prompts.json') as Record<string, number[][]>;
+  const expected = read('expected.json') as { prompt_sets: Record<string, ExpectedPromptSet> } & ExpectedWeights;
+  return {
+    name,
+    checkpoint: loadCheckpoint(join(REAL_FIXTURES_DIR, c.tl)),
+    promptSets: Object.entries(prompts).map(([setName, seqs]) => ({ name: setName, sequences: seqs.map((s) => Int32Array.from(s)) })),
+    expected: expected.prompt_sets,
+    weights: { copying: expected.copying, composition: expected.composition },
+    icl: { early: c.icl[0], late: c.icl[1] },
+  };
+}
