@@ -48,7 +48,7 @@ test('--help lists every command and loads no command\'s module', () => {
 
 test('inspect loads the checkpoint reader, not the sweep\'s packages', () => {
   const { packages, own, stdout } = loaded(['inspect', PLANTED]);
-  expect(stdout).toMatch(/^step {9}\d+$/m);
+  expect(stdout).toMatch(/^step {9}\d+ \(__metadata__\.step\)$/m);
   expect(own.some((f) => /^dist\/inspect-/.test(f))).toBe(true);
   expect([...packages].filter((p) => SWEEP_ONLY.includes(p))).toEqual([]);
 });

@@ -81,7 +81,7 @@ test('npx headsweep: --help lists every command, --version is headsweep\'s own',
 
 test('npx headsweep inspect reads a checkpoint', () => {
   const text = ok(run('npx', ['--no-install', 'headsweep', 'inspect', 'step-001500.safetensors']));
-  expect(text).toMatch(/^step {9}1500$/m);
+  expect(text).toMatch(/^step {9}1500 \(__metadata__\.step\)$/m);
   expect(text).toMatch(/^ {2}n_layers +2$/m);
 });
 

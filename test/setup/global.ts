@@ -41,7 +41,9 @@ export function setup(project: TestProject): void {
 
 export function teardown(): void {
   if (suiteTmp === null) return;
-  const left = readdirSync(suiteTmp);
+  // tsx keeps its compile cache in the temp folder (`tsx-<uid>`) for any process that runs
+  // a TypeScript file through it: a tool's cache, not something a test wrote.
+  const left = readdirSync(suiteTmp).filter((name) => !/^tsx-\d+$/.test(name));
   rmSync(suiteTmp, { recursive: true, force: true });
   if (left.length === 0) return;
   // vitest reports an error thrown here but keeps its exit code.
