@@ -45,7 +45,7 @@ export type SweepEvent =
   | (CheckpointRef & {
     event: 'checkpoint_finished';
     sha256: string;
-    /** The file stem of its table files: `step-<step>-<sha12>`. */
+    /** The file stem of its table files: `step-<step>-<sha12>-<source>` (state.ts `fileStem`). */
     id: string;
     prompt_sets: string[];
     weights: boolean;

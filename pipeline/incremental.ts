@@ -3,8 +3,8 @@
  * (state.ts) and the keys of the current settings, and the scores of unchanged prompt
  * sets read back from its existing files when only some prompt sets need scoring.
  *
- * A checkpoint is identified by its bytes (sha256) and its step (both make the file stem
- * `step-<step>-<sha12>`). Its results are keyed by:
+ * A checkpoint is identified by its run and path, its bytes (sha256) and its step (all
+ * three make the file stem, `fileStem` in state.ts). Its results are keyed by:
  *
  * - one key per prompt set, covering everything its `heads` and `checkpoint_scores`
  *   rows depend on but the per-checkpoint scores: the version of the score definitions
@@ -35,7 +35,7 @@ import { sha256File } from './hash.ts';
 import type { BigramCorpus, PlannedCheckpoint } from './plan.ts';
 import type { OutputFormat } from './sinks/index.ts';
 import { parquetTable } from './sinks/parquet.ts';
-import { fileStamp, type CheckpointState, type KeyedSet } from './state.ts';
+import { fileStamp, fileStem, isOldStem, type CheckpointState, type KeyedSet } from './state.ts';
 import { checkpointId } from './tables.ts';
 
 /**
@@ -126,6 +126,11 @@ export interface Decided {
   decision: Decision;
   /** Size and mtime before anything read the file; null when it cannot be stat'ed (scoring will fail and say why). */
   stamp: { size: number; mtime_ns: string } | null;
+  /**
+   * The stem the stored entry's files take before anything else is done: set when they
+   * carry the old stem of the same bytes and step and no other entry lists them.
+   */
+  renameTo: string | null;
 }
 
 function sameSets(a: readonly KeyedSet[], b: readonly KeyedSet[]): boolean {
@@ -149,25 +154,36 @@ function fullWork(reason: WorkReason, keys: SettingsKeys): Decision {
  */
 export async function decide(
   out: string, ck: PlannedCheckpoint, keys: SettingsKeys, prev: CheckpointState | null,
-  opts: { force: boolean; formats: readonly OutputFormat[] },
+  opts: { force: boolean; formats: readonly OutputFormat[]; listedElsewhere: (file: string) => boolean },
 ): Promise<Decided> {
   const stamp = fileStamp(ck.file);
-  if (opts.force) return { decision: fullWork('force', keys), stamp };
-  if (prev === null) return { decision: fullWork('new', keys), stamp };
-  if (prev.status === 'failed' || stamp === null) return { decision: fullWork('retry', keys), stamp };
+  const whole = (reason: WorkReason): Decided => ({ decision: fullWork(reason, keys), stamp, renameTo: null });
+  if (opts.force) return whole('force');
+  if (prev === null) return whole('new');
+  if (prev.status === 'failed' || stamp === null) return whole('retry');
   const touched = stamp.size !== prev.size || stamp.mtime_ns !== prev.mtime_ns;
   const sha = touched ? await sha256File(ck.file).catch(() => null) : prev.sha256;
-  if (sha === null || checkpointId(ck.step, sha) !== prev.id) return { decision: fullWork('changed', keys), stamp };
+  if (sha === null) return whole('changed');
+  const stem = fileStem(ck, sha);
+  let renameTo: string | null = null;
+  if (stem !== prev.id) {
+    // Files of before stems named their source are taken over when they are this
+    // source's alone; shared ones (two paths, same bytes) hold another path's rows.
+    const own = isOldStem(prev.id) && prev.id === checkpointId(ck.step, sha) && !prev.files.some(opts.listedElsewhere);
+    if (!own) return whole('changed');
+    renameTo = stem;
+  }
+  const decided = (decision: Decision): Decided => ({ decision, stamp, renameTo });
   const formatsSame = prev.formats.length === opts.formats.length && prev.formats.every((f) => opts.formats.includes(f));
   // A file deleted by hand, or formats added: score it whole rather than patch the files.
-  if (!formatsSame || !prev.files.every((f) => existsSync(join(out, f)))) return { decision: fullWork('settings', keys), stamp };
+  if (!formatsSame || !prev.files.every((f) => existsSync(join(out, f)))) return whole('settings');
   if (sameSets(prev.prompt_sets, keys.promptSets) && prev.weights === keys.weights) {
-    return { decision: { kind: 'skip', state: prev, restamp: touched }, stamp };
+    return decided({ kind: 'skip', state: prev, restamp: touched });
   }
   const stored = new Set(prev.prompt_sets.map((s) => `${s.name}\u0000${s.key}`));
   const sets = keys.promptSets.filter((s) => !stored.has(`${s.name}\u0000${s.key}`)).map((s) => s.name);
   const weights = keys.weights !== null && keys.weights !== prev.weights;
-  return { decision: { kind: 'work', work: { reason: 'settings', sets, weights, keep: prev } }, stamp };
+  return decided({ kind: 'work', work: { reason: 'settings', sets, weights, keep: prev } });
 }
 
 /** A decision made before the backend was known, checked against it: other kernels mean other numbers, so everything is scored again. */

@@ -47,11 +47,12 @@ import { checkpointKey, inShard, manifestFileName, shardLabel, shardOfManifestFi
 import { writeFileAtomic } from './sinks/atomic.ts';
 import { tableFileBytes, tableFilePath, writeTableFile } from './sinks/index.ts';
 import {
-  fileStamp, readState, removeStaleTemps, STATE_DIR, stateFile, writeState, type CheckpointState,
+  fileStamp, fileStem, isOldStem, listings, readState, removeStaleTemps, removeUnlistedOldStems, renameStem, STATE_DIR, stateFile, writeState,
+  type CheckpointState,
 } from './state.ts';
 import { ReadinessTracker, type Readiness } from './watch.ts';
 import {
-  checkpointId, checkpointsTable, checkpointTables, errorsTable, promptsTable, TABLE_NAMES, type TableName,
+  checkpointsTable, checkpointTables, errorsTable, promptsTable, TABLE_NAMES, type TableName,
 } from './tables.ts';
 
 /** A head in the end-of-sweep summary. */
@@ -302,11 +303,19 @@ class SweepRun {
     for (const r of plan.runs) {
       keysOf.set(r.run, r.promptSets.length > 0 ? settingsKeys(plan.config, r.promptSets, plan.bigram) : { promptSets: [], weights: null });
     }
+    // Read only for outputs that still hold files of the old stems, which two entries may list.
+    const listed = new Map<string, Map<string, number>>();
     const items: Item[] = [];
     for (const ck of checkpoints) {
       const keys = keysOf.get(ck.run)!;
       const prev = readState(this.outDir, ck.run, ck.path);
-      const decided = ck.problem !== null ? null : await decide(this.outDir, ck, keys, prev, { force: this.opts.force ?? false, formats: this.config.output.formats });
+      const listedElsewhere = (file: string) => {
+        if (!listed.has(ck.run)) listed.set(ck.run, listings(this.outDir, ck.run));
+        return (listed.get(ck.run)!.get(file) ?? 0) > 1;
+      };
+      const decided = ck.problem !== null ? null : await decide(this.outDir, ck, keys, prev, {
+        force: this.opts.force ?? false, formats: this.config.output.formats, listedElsewhere,
+      });
       items.push({ ck, keys, prev, decided });
     }
     return items;
@@ -349,6 +358,7 @@ class SweepRun {
         });
       }
       await queue.onIdle();
+      if (!this.stopped) for (const r of plan.runs) await removeUnlistedOldStems(this.outDir, r.run, TABLE_NAMES);
     } catch (err) {
       this.fatal ??= err;
       this.stop.abort();
@@ -398,6 +408,7 @@ class SweepRun {
       await this.fail(item, at, ck.problem!.stage, ck.problem!.message, null);
       return;
     }
+    if (item.decided.renameTo !== null) await this.takeOver(item, item.decided.renameTo);
     const d = item.decided.decision;
     if (d.kind === 'skip') {
       const said = `${ck.file}\u0000${d.state.id}`;
@@ -446,6 +457,18 @@ class SweepRun {
     }
   }
 
+  /**
+   * Gives the files of an entry written with an old stem the checkpoint's stem, so what
+   * follows (skip, or a partial rescore that keeps rows) works on files named as today.
+   */
+  private async takeOver(item: Item, id: string): Promise<void> {
+    const renamed = await renameStem(this.outDir, item.prev!, id);
+    const d = item.decided!.decision;
+    if (d.kind === 'skip') d.state = renamed;
+    else if (d.work.keep !== null) d.work.keep = renamed;
+    item.prev = renamed;
+  }
+
   /** Asks the pool for the prompt sets and weight scores `work` names. */
   private async score(plan: Plan, run: RunPlan, ck: PlannedCheckpoint, work: Work): Promise<CheckpointOutcome> {
     const c = this.config;
@@ -484,7 +507,7 @@ class SweepRun {
     const c = this.config;
     const keep = work.keep;
     const sha256 = outcome?.sha256 ?? keep!.sha256!;
-    const id = checkpointId(ck.step, sha256);
+    const id = fileStem(ck, sha256);
     const model = outcome?.config ?? ck.config!;
     const start = performance.now();
     const order = item.keys.promptSets.map((s) => s.name);
@@ -527,8 +550,11 @@ class SweepRun {
       carry('checkpoints');
     }
     // Only now that the new files are in place: drop what they replace (another stem's
-    // files, an errors row, a format or table no longer written).
-    for (const old of item.prev?.files ?? []) if (!files.includes(old)) await rm(join(this.outDir, old), { force: true });
+    // files, an errors row, a format or table no longer written). Files of an old stem
+    // may be another entry's too: removeUnlistedOldStems takes them once none lists them.
+    for (const old of item.prev?.files ?? []) {
+      if (!files.includes(old) && !isOldStem(old)) await rm(join(this.outDir, old), { force: true });
+    }
     await writeState(this.outDir, {
       format: 1, run: ck.run, path: ck.path, ...(item.decided!.stamp ?? { size: 0, mtime_ns: '0' }),
       sha256, id, status: 'scored', backend: this.backend, formats: [...c.output.formats],
@@ -545,7 +571,7 @@ class SweepRun {
     const { ck, prev } = item;
     const stamp = item.decided?.stamp ?? fileStamp(ck.file);
     const sha = sha256 ?? await sha256File(ck.file).catch(() => null);
-    const id = checkpointId(ck.step, sha ?? pathDigest(ck.path));
+    const id = fileStem(ck, sha ?? pathDigest(ck.path));
     this.errors.push({ at, run: ck.run, path: ck.path, stage, message });
     const written = await this.writeTable('errors', ck.run, id, errorsTable([{ run: ck.run, path: ck.path, stage, message }]));
     const files = [...new Set([...(prev?.files ?? []), ...written])];
