@@ -54,7 +54,14 @@ export type SweepEvent =
     /** Measured times; 0 for work that was not done (a rewrite without scoring). */
     seconds: { load: number; forward: number; weights: number; write: number };
   })
-  | (CheckpointRef & { event: 'checkpoint_skipped'; sha256: string; id: string; reason: 'up_to_date' })
+  | (CheckpointRef & {
+    event: 'checkpoint_skipped';
+    sha256: string;
+    id: string;
+    reason: 'up_to_date';
+    /** Formats its files were written in now, from its files in another format (no scoring). */
+    formats_added: string[];
+  })
   | (CheckpointRef & { event: 'checkpoint_failed'; stage: Stage; message: string })
   /** --watch: a file the globs match that is not yet whole, or still changing; not an error. */
   | (CheckpointRef & { event: 'checkpoint_waiting'; reason: 'incomplete' | 'changing' })

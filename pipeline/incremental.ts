@@ -18,14 +18,18 @@
  *   row. It covers the definitions version, whether composition is asked for, and for
  *   bigram_kl the corpus file's sha256 and tokenizer; none when neither is asked for.
  *   A new corpus thus scores bigram_kl again with no forward pass.
- * - the tfjs backend that computed them and the output formats, recorded beside the keys.
+ * - the tfjs backend that computed them, recorded beside the keys.
+ *
+ * The output formats are in no key: every format holds the same rows, so a format added
+ * to the config is written from the files already there, and files of a format dropped
+ * from it are left alone (until the checkpoint's rows change: then they would be stale).
  *
  * batch_size, workers, memory_budget_mb, retries and timeouts are in no key: they change
  * how fast numbers are computed, not the numbers.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { extname, join } from 'node:path';
 import { tableFromIPC, type Table } from 'apache-arrow';
 import type { PromptSet } from '../src/prompts/types.ts';
 import type { CheckpointScores, MetricName, PromptSetScores } from '../src/score.ts';
@@ -33,7 +37,8 @@ import type { SweepConfig } from './config.ts';
 import type { WorkReason } from './events.ts';
 import { sha256File } from './hash.ts';
 import type { BigramCorpus, PlannedCheckpoint } from './plan.ts';
-import type { OutputFormat } from './sinks/index.ts';
+import { writeFileAtomic } from './sinks/atomic.ts';
+import { OUTPUT_FORMATS, tableFileBytes, type OutputFormat } from './sinks/index.ts';
 import { parquetTable } from './sinks/parquet.ts';
 import { fileStamp, fileStem, isOldStem, type CheckpointState, type KeyedSet } from './state.ts';
 import { checkpointId } from './tables.ts';
@@ -118,8 +123,12 @@ export interface Work {
 }
 
 export type Decision =
-  /** Up to date. `restamp`: the file was touched (same bytes, new mtime), so its entry gets the new stamp. */
-  | { kind: 'skip'; state: CheckpointState; restamp: boolean }
+  /**
+   * Up to date. `restamp`: the file was touched (same bytes, new mtime), so its entry gets
+   * the new stamp. `complete`: some of its files are missing in a format asked for (or
+   * gone from disk), and are written from their other format (`completeFormats`).
+   */
+  | { kind: 'skip'; state: CheckpointState; restamp: boolean; complete: boolean }
   | { kind: 'work'; work: Work };
 
 export interface Decided {
@@ -174,11 +183,12 @@ export async function decide(
     renameTo = stem;
   }
   const decided = (decision: Decision): Decided => ({ decision, stamp, renameTo });
-  const formatsSame = prev.formats.length === opts.formats.length && prev.formats.every((f) => opts.formats.includes(f));
-  // A file deleted by hand, or formats added: score it whole rather than patch the files.
-  if (!formatsSame || !prev.files.every((f) => existsSync(join(out, f)))) return whole('settings');
+  const stems = [...filesByStem(out, prev.files).values()];
+  // A table file deleted by hand in every format: nothing to write it from.
+  if (stems.some((s) => s.present.length === 0)) return whole('settings');
+  const complete = stems.some((s) => s.missing.length > 0 || opts.formats.some((f) => !s.present.includes(f)));
   if (sameSets(prev.prompt_sets, keys.promptSets) && prev.weights === keys.weights) {
-    return decided({ kind: 'skip', state: prev, restamp: touched });
+    return decided({ kind: 'skip', state: prev, restamp: touched, complete });
   }
   const stored = new Set(prev.prompt_sets.map((s) => `${s.name}\u0000${s.key}`));
   const sets = keys.promptSets.filter((s) => !stored.has(`${s.name}\u0000${s.key}`)).map((s) => s.name);
@@ -204,14 +214,61 @@ export interface KeptRows {
   bigram_kl?: number;
 }
 
+// ---------------------------------------------------------------------------------------
+// Formats: one table file's rows, in as many formats as asked
+
+/** The listed files by path without extension, with the formats found on disk and those listed but gone. */
+function filesByStem(out: string, files: readonly string[]): Map<string, { present: OutputFormat[]; missing: OutputFormat[] }> {
+  const stems = new Map<string, { present: OutputFormat[]; missing: OutputFormat[] }>();
+  for (const f of files) {
+    const format = extname(f).slice(1) as OutputFormat;
+    const stem = f.slice(0, -extname(f).length);
+    const s = stems.get(stem) ?? { present: [], missing: [] };
+    (existsSync(join(out, f)) ? s.present : s.missing).push(format);
+    stems.set(stem, s);
+  }
+  return stems;
+}
+
+/** The formats of a list of table files, in OUTPUT_FORMATS order. */
+export function formatsOf(files: readonly string[]): OutputFormat[] {
+  return OUTPUT_FORMATS.filter((format) => files.some((f) => f.endsWith(`.${format}`)));
+}
+
+/**
+ * Makes every table file of `files` exist in each of `formats`, writing a missing one
+ * from the same stem's file in another format (the formats hold the same rows; no score
+ * is computed). Returns the files that then exist, listed ones gone from disk left out,
+ * and those written.
+ */
+export async function completeFormats(out: string, files: readonly string[], formats: readonly OutputFormat[]): Promise<{ files: string[]; written: string[] }> {
+  const result: string[] = [];
+  const written: string[] = [];
+  for (const [stem, s] of filesByStem(out, files)) {
+    if (s.present.length === 0) throw new Error(`${join(out, stem)}: no file of it is left to write its other formats from`);
+    result.push(...s.present.map((f) => `${stem}.${f}`));
+    const missing = formats.filter((f) => !s.present.includes(f));
+    if (missing.length === 0) continue;
+    const from = `${stem}.${s.present.includes('arrow') ? 'arrow' : s.present[0]}`;
+    const table = await readTableFile(join(out, from));
+    for (const format of missing) {
+      await writeFileAtomic(join(out, `${stem}.${format}`), await tableFileBytes(table, format));
+      written.push(`${stem}.${format}`);
+    }
+  }
+  return { files: [...result, ...written].sort(), written };
+}
+
+async function readTableFile(file: string): Promise<Table> {
+  const bytes = readFileSync(file);
+  return file.endsWith('.parquet') ? parquetTable(bytes) : tableFromIPC(bytes);
+}
+
 /** The entry's file for `table`, Arrow preferred (the formats hold the same rows); null when it has none. */
 async function readTable(out: string, state: CheckpointState, table: string): Promise<Table | null> {
   const files = state.files.filter((f) => f.startsWith(`${table}/`));
-  const arrow = files.find((f) => f.endsWith('.arrow'));
-  if (arrow !== undefined) return tableFromIPC(readFileSync(join(out, arrow)));
-  const parquet = files.find((f) => f.endsWith('.parquet'));
-  if (parquet === undefined) return null;
-  return parquetTable(readFileSync(join(out, parquet)));
+  const file = files.find((f) => f.endsWith('.arrow')) ?? files.find((f) => f.endsWith('.parquet'));
+  return file === undefined ? null : readTableFile(join(out, file));
 }
 
 /**

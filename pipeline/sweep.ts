@@ -38,14 +38,15 @@ import type { ConfigOverrides, LoadedConfig, SweepConfig } from './config.ts';
 import { poolEventToSweep, type EventLog } from './events.ts';
 import { sha256File } from './hash.ts';
 import {
-  allWork, decide, mergeScores, readKept, settingsKeys, withBackend, WEIGHTS_KEYED_METRICS, type Decided, type KeptRows, type SettingsKeys, type Work,
+  allWork, completeFormats, decide, formatsOf, mergeScores, readKept, settingsKeys, withBackend, WEIGHTS_KEYED_METRICS,
+  type Decided, type KeptRows, type SettingsKeys, type Work,
 } from './incremental.ts';
 import { packageVersions, writeManifest, type Manifest } from './manifest.ts';
 import { buildPlan, plannedCheckpoints, type Plan, type PlannedCheckpoint, type RunPlan } from './plan.ts';
 import { CheckpointPool, type CheckpointOutcome, type PoolEvent } from './pool.ts';
 import { checkpointKey, inShard, manifestFileName, shardLabel, shardOfManifestFile, type Shard } from './shard.ts';
 import { writeFileAtomic } from './sinks/atomic.ts';
-import { tableFileBytes, tableFilePath, writeTableFile } from './sinks/index.ts';
+import { OUTPUT_FORMATS, tableFileBytes, tableFilePath, writeTableFile, type OutputFormat } from './sinks/index.ts';
 import {
   fileStamp, fileStem, isOldStem, listings, readState, removeStaleTemps, removeUnlistedOldStems, renameStem, STATE_DIR, stateFile, writeState,
   type CheckpointState,
@@ -78,6 +79,8 @@ export interface SweepResult {
   /** One per run with a checkpoint scored by this sweep that has prefix_matching, in config order. */
   summary: RunSummary[];
   errors: { run: string; path: string; stage: Stage; message: string }[];
+  /** Up-to-date checkpoints whose files this sweep wrote in formats they lacked, and those formats. */
+  formatsAdded: { checkpoints: number; formats: OutputFormat[] };
 }
 
 type Scored = Extract<CheckpointOutcome, { ok: true }>;
@@ -214,6 +217,9 @@ class SweepRun {
   private passes = 0;
   private readonly errors: (SweepResult['errors'][number] & { at: number })[] = [];
   private readonly latest = new Map<string, { at: number; summary: RunSummary }>();
+  /** Up-to-date checkpoints given files in formats they lacked, and which formats. */
+  private readonly completed = new Set<string>();
+  private readonly formatsAdded = new Set<OutputFormat>();
   /** Checkpoints already reported scored or up to date, by path and id, so a watching sweep says it once. */
   private readonly reported = new Set<string>();
   /** --watch: the file stamp each checkpoint failed at; it is not tried again until the file changes. */
@@ -411,12 +417,23 @@ class SweepRun {
     if (item.decided.renameTo !== null) await this.takeOver(item, item.decided.renameTo);
     const d = item.decided.decision;
     if (d.kind === 'skip') {
-      const said = `${ck.file}\u0000${d.state.id}`;
-      if (!this.reported.has(said)) {
-        this.reported.add(said);
-        this.log({ event: 'checkpoint_skipped', run: ck.run, path: ck.path, step: ck.step, sha256: d.state.sha256!, id: d.state.id, reason: 'up_to_date' });
+      let state = d.state;
+      let added: OutputFormat[] = [];
+      if (d.complete) {
+        const { files, written } = await completeFormats(this.outDir, state.files, this.config.output.formats);
+        state = { ...state, files, formats: formatsOf(files) };
+        added = formatsOf(written);
+        this.completed.add(ck.file);
+        for (const f of added) this.formatsAdded.add(f);
       }
-      if (d.restamp && item.decided.stamp !== null) await writeState(this.outDir, { ...d.state, ...item.decided.stamp });
+      const said = `${ck.file}\u0000${d.state.id}`;
+      if (!this.reported.has(said) || added.length > 0) {
+        this.reported.add(said);
+        this.log({
+          event: 'checkpoint_skipped', run: ck.run, path: ck.path, step: ck.step, sha256: state.sha256!, id: state.id, reason: 'up_to_date', formats_added: added,
+        });
+      }
+      if (d.complete || (d.restamp && item.decided.stamp !== null)) await writeState(this.outDir, { ...state, ...(item.decided.stamp ?? {}) });
       return;
     }
     const run = plan.runs.find((r) => r.run === ck.run)!;
@@ -526,8 +543,11 @@ class SweepRun {
 
     const files: string[] = [];
     const rows: CheckpointState['rows'] = {};
-    const carry = (table: TableName) => {
-      files.push(...keep!.files.filter((f) => f.startsWith(`${table}/`)));
+    // A table whose rows are unchanged keeps its files, written in any format asked for
+    // that it lacks; its files in other formats go with the rest of the old result.
+    const carry = async (table: TableName) => {
+      const kept = await completeFormats(this.outDir, keep!.files.filter((f) => f.startsWith(`${table}/`)), c.output.formats);
+      files.push(...kept.files.filter((f) => c.output.formats.some((format) => f.endsWith(`.${format}`))));
       if (keep!.rows[table] !== undefined) rows[table] = keep!.rows[table];
     };
     const tables = checkpointTables(info, scores, merged.labels);
@@ -537,7 +557,7 @@ class SweepRun {
         files.push(...await this.writeTable(table, ck.run, id, data));
         rows[table] = data.numRows;
       } else if (table === 'composition' && keep !== null && !work.weights && item.keys.weights !== null) {
-        carry(table);
+        await carry(table);
       }
     }
     if (outcome !== null) {
@@ -547,7 +567,7 @@ class SweepRun {
       files.push(...await this.writeTable('checkpoints', ck.run, id, row));
       rows.checkpoints = 1;
     } else {
-      carry('checkpoints');
+      await carry('checkpoints');
     }
     // Only now that the new files are in place: drop what they replace (another stem's
     // files, an errors row, a format or table no longer written). Files of an old stem
@@ -621,7 +641,8 @@ class SweepRun {
     if (this.fatal !== null) throw this.fatal;
     const summary = plan.runs.map((r) => this.latest.get(r.run)?.summary).filter((s): s is RunSummary => s !== undefined);
     const inPlanOrder = this.errors.sort((a, b) => a.at - b.at).map(({ at: _, ...e }) => e);
-    return { exitCode, manifest, summary, errors: inPlanOrder };
+    const formatsAdded = { checkpoints: this.completed.size, formats: OUTPUT_FORMATS.filter((f) => this.formatsAdded.has(f)) };
+    return { exitCode, manifest, summary, errors: inPlanOrder, formatsAdded };
   }
 }
 

@@ -3,11 +3,13 @@
  * scores nothing and rewrites nothing; a changed prompt set is the only work a rerun
  * does, and the result equals a clean sweep under the new settings, also when that rerun
  * is killed with SIGKILL halfway and run again. Another corpus for bigram_kl scores
- * bigram_kl alone again.
+ * bigram_kl alone again. A format added to the output is written from the stored rows
+ * (no scoring); a format dropped leaves the files already written in it alone.
  */
 import { cpSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
+import { parquetTable } from '../pipeline/sinks/parquet.ts';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Manifest } from '../pipeline/manifest.ts';
 import { tempDir } from './helpers/safetensors.ts';
@@ -174,5 +176,60 @@ describe('another bigram corpus', () => {
     expect(bigramKl(cleanB)).toHaveLength(3);
     bigramKl(cleanB).forEach((kl, i) => expect(kl).not.toBe(bigramKl(cleanA)[i]));
     expect(tableSnapshot(root)).toEqual(tableSnapshot(cleanB));
+  });
+});
+
+describe('adding an output format, then dropping it', () => {
+  let arrowOnly: string;
+  let both: string;
+  let root: string;
+  let added: SweepRun;
+  let dropped: SweepRun;
+  let parquetBefore: Map<string, { bytes: string; mtimeMs: number }>;
+
+  beforeAll(async () => {
+    arrowOnly = join(tmp.dir, 'formats-arrow');
+    both = join(tmp.dir, 'formats-both');
+    const runs = await Promise.all([
+      sweep([SEED_0, '--out', arrowOnly, '--format', 'arrow']),
+      sweep([SEED_0, '--out', both, '--format', 'arrow', '--format', 'parquet']),
+    ]);
+    for (const run of runs) expect(run.code, run.other.join('\n')).toBe(0);
+    root = copyOf(arrowOnly, 'formats-added');
+    added = await sweep([SEED_0, '--out', root, '--format', 'arrow', '--format', 'parquet']);
+    const parquet = tableFiles(root).filter((f) => f.endsWith('.parquet'));
+    parquetBefore = new Map(parquet.map((f) => [f, { bytes: readFileSync(join(root, f)).toString('base64'), mtimeMs: statSync(join(root, f)).mtimeMs }]));
+    dropped = await sweep([SEED_0, '--out', root, '--format', 'arrow']);
+  });
+
+  test('adding parquet scores nothing: every checkpoint is up to date and gets its Parquet files from the stored rows', () => {
+    expect(added.code, added.other.join('\n')).toBe(0);
+    expect(eventsOf(added.events, 'checkpoint_started')).toEqual([]);
+    const skipped = eventsOf(added.events, 'checkpoint_skipped');
+    expect(skipped).toHaveLength(CHECKPOINTS);
+    for (const e of skipped) expect(e).toMatchObject({ reason: 'up_to_date', formats_added: ['parquet'] });
+    expect(added.stdout).toMatch(/^finished: 0\/7 checkpoints scored, 7 up to date \(parquet written from the stored rows\) on \w+/m);
+  });
+
+  test('the output then holds the files of a clean sweep in both formats', async () => {
+    expect(tableFiles(root)).toEqual(tableFiles(both));
+    // The checkpoints table holds measured times: its Parquet rows are those of its Arrow file.
+    expect(tableSnapshot(root)).toEqual(tableSnapshot(both));
+    for (const f of tableFiles(root).filter((f) => f.startsWith('checkpoints/') && f.endsWith('.parquet'))) {
+      const fromParquet = (await parquetTable(readFileSync(join(root, f)))).toArray().map((r) => r.toJSON());
+      const fromArrow = tableFromIPC(readFileSync(join(root, f.replace(/parquet$/, 'arrow')))).toArray().map((r) => r.toJSON());
+      expect(fromParquet, f).toEqual(fromArrow);
+    }
+  });
+
+  test('dropping parquet again scores nothing and leaves the Parquet files as they are', () => {
+    expect(dropped.code, dropped.other.join('\n')).toBe(0);
+    expect(eventsOf(dropped.events, 'checkpoint_started')).toEqual([]);
+    expect(eventsOf(dropped.events, 'checkpoint_skipped')).toHaveLength(CHECKPOINTS);
+    expect(parquetBefore.size).toBe(tableFiles(both).filter((f) => f.endsWith('.parquet')).length);
+    for (const [f, was] of parquetBefore) {
+      expect(readFileSync(join(root, f)).toString('base64'), f).toBe(was.bytes);
+      expect(statSync(join(root, f)).mtimeMs, f).toBe(was.mtimeMs);
+    }
   });
 });
