@@ -121,15 +121,20 @@ function isOutputEntry(name: string): boolean {
 }
 
 /**
- * Refuses an output folder that holds anything headsweep does not write, so a mistyped
- * `--out` never mixes tables into someone's files.
+ * Refuses a folder that is not a sweep's output and holds anything headsweep does not
+ * write, so a mistyped `--out` never mixes tables into someone's files. A folder with a
+ * sweep's manifest or state is an output: what else is in it (a report written beside
+ * the tables, notes) is left alone.
  */
 function checkOutput(outDir: string): void {
   if (!existsSync(outDir)) return;
-  const foreign = readdirSync(outDir).filter((name) => !isOutputEntry(name));
+  const names = readdirSync(outDir);
+  if (names.some((name) => name === STATE_DIR || shardOfManifestFile(name) !== undefined)) return;
+  const foreign = names.filter((name) => !isOutputEntry(name));
   if (foreign.length > 0) {
     throw new HeadsweepError(
-      `output folder ${outDir} holds files a sweep does not write (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}); choose a new or empty folder`,
+      `output folder ${outDir} holds files a sweep does not write (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}) ` +
+        "and no sweep's manifest or .state; choose a new or empty folder",
       { stage: 'config', file: outDir, key: 'output' },
     );
   }

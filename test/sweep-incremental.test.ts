@@ -6,13 +6,14 @@
  * bigram_kl alone again. A format added to the output is written from the stored rows
  * (no scoring); a format dropped leaves the files already written in it alone.
  */
-import { cpSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import { parquetTable } from '../pipeline/sinks/parquet.ts';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Manifest } from '../pipeline/manifest.ts';
 import { tempDir } from './helpers/safetensors.ts';
+import { headsweep } from './helpers/cli.ts';
 import { demoConfig, eventsOf, files, sweep, tableFiles, tableSnapshot, type SweepRun } from './helpers/sweep-run.ts';
 
 const tmp = tempDir();
@@ -74,6 +75,27 @@ describe('rerunning the same config', () => {
     // The counts describe what the output holds, not what this sweep wrote.
     expect(m.counts.rows).toEqual((JSON.parse(readFileSync(join(CLEAN_0, 'manifest.json'), 'utf8')) as Manifest).counts.rows);
   });
+});
+
+test('a report written into the output folder, as the README does it, is left alone by the next sweep', async () => {
+  const root = copyOf(CLEAN_0, 'with-report');
+  const report = await headsweep(['report', root, '--html', join(root, 'report.html')]);
+  expect(report.code, report.stderr).toBe(0);
+  const page = readFileSync(join(root, 'report.html'), 'utf8');
+  const rerun = await sweep([SEED_0, '--out', root]);
+  expect(rerun.code, rerun.other.join('\n')).toBe(0);
+  expect(eventsOf(rerun.events, 'checkpoint_skipped')).toHaveLength(CHECKPOINTS);
+  expect(readFileSync(join(root, 'report.html'), 'utf8')).toBe(page);
+});
+
+test('a folder that is no sweep output is refused, without a word about its state', async () => {
+  const root = join(tmp.dir, 'someone-elses');
+  mkdirSync(root);
+  writeFileSync(join(root, 'notes.txt'), 'mine');
+  const run = await sweep([SEED_0, '--out', root]);
+  expect(run.code).toBe(2);
+  expect(run.other.join('\n')).toMatch(/holds files a sweep does not write \(notes\.txt\) and no sweep's manifest or \.state; choose a new or empty folder/);
+  expect(files(root)).toEqual(['notes.txt']);
 });
 
 describe("changing one prompt set's seed", () => {
