@@ -14,6 +14,7 @@ import { BACKENDS, METRIC_NAMES, type MetricName } from '../src/names.ts';
 import { DEFAULT_RULES, RulesSchema } from '../src/classify.ts';
 import { PromptSetSpecSchema } from '../src/prompts/index.ts';
 import { TOKENIZER_NAMES } from '../src/train/tokenizer.ts';
+import { configError } from '../src/errors.ts';
 import { parseYamlWith, readConfigText } from '../src/yaml-config.ts';
 import { OUTPUT_FORMATS, type OutputFormat } from './sinks/index.ts';
 
@@ -74,7 +75,8 @@ function defaultMetrics(bigram: unknown): MetricName[] {
 export const SweepConfigSchema = z
   .strictObject({
     name: z.string().min(1),
-    output: OutputSchema,
+    /** Required unless `--out` names the folder (withOverrides). */
+    output: OutputSchema.optional(),
     checkpoints: z.array(CheckpointSourceSchema).min(1),
     prompt_sets: z.array(PromptSetSpecSchema).min(1),
     /** Default: every metric, bigram_kl only with `bigram`. */
@@ -123,7 +125,11 @@ export const SweepConfigSchema = z
   })
   .transform((c) => ({ ...c, metrics: c.metrics ?? defaultMetrics(c.bigram) }));
 
-export type SweepConfig = z.infer<typeof SweepConfigSchema>;
+/** A config as its file says it; `output` may be left to `--out`. */
+export type SweepConfigFile = z.infer<typeof SweepConfigSchema>;
+export type OutputConfig = z.infer<typeof OutputSchema>;
+/** The config a sweep runs with: the file's, overrides applied, an output folder known. */
+export type SweepConfig = Omit<SweepConfigFile, 'output'> & { output: OutputConfig };
 export type BackendOption = SweepConfig['backend'];
 
 /** A config as read from disk, with where it came from (for resolving and for messages). */
@@ -132,11 +138,11 @@ export interface LoadedConfig {
   file: string;
   /** Absolute folder of the config file: relative paths inside it resolve here. */
   dir: string;
-  config: SweepConfig;
+  config: SweepConfigFile;
 }
 
 /** Parses and validates a sweep config's YAML text. */
-export function parseConfig(text: string, file: string): SweepConfig {
+export function parseConfig(text: string, file: string): SweepConfigFile {
   return parseYamlWith(SweepConfigSchema, text, file);
 }
 
@@ -155,17 +161,24 @@ export interface ConfigOverrides {
   batchSize?: number;
 }
 
-/** Applies overrides; returns the config the sweep runs with and its absolute output folder. */
+/**
+ * Applies overrides; returns the config the sweep runs with and its absolute output
+ * folder. `--out` replaces `output.dir`, or stands in for a config without `output`.
+ */
 export function withOverrides(loaded: LoadedConfig, o: ConfigOverrides): { config: SweepConfig; outDir: string } {
   const c = loaded.config;
-  const formats = o.formats && o.formats.length > 0 ? [...new Set(o.formats)] : c.output.formats;
+  if (c.output === undefined && o.out === undefined) {
+    throw configError(loaded.file, 'output', 'required: the folder the tables go to (or give --out)');
+  }
+  const output = c.output ?? OutputSchema.parse(o.out!);
+  const formats = o.formats && o.formats.length > 0 ? [...new Set(o.formats)] : output.formats;
   const config: SweepConfig = {
     ...c,
-    output: { dir: o.out ?? c.output.dir, formats },
+    output: { dir: o.out ?? output.dir, formats },
     workers: o.workers ?? c.workers,
     backend: o.backend ?? c.backend,
     batch_size: o.batchSize ?? c.batch_size,
   };
-  const outDir = o.out !== undefined ? resolve(o.out) : resolve(loaded.dir, c.output.dir);
+  const outDir = o.out !== undefined ? resolve(o.out) : resolve(loaded.dir, output.dir);
   return { config, outDir };
 }

@@ -204,6 +204,19 @@ describe('good configs', () => {
     expect((await buildPlan(loadConfig(file), { out: 'elsewhere' })).outDir).toBe(resolve('elsewhere'));
   });
 
+  test('--out stands in for a config without output; with neither, exit 2 names output and --out', async () => {
+    const file = tmp.file('no-output.yaml', configText((l) => l.filter((x) => !x.startsWith('output:'))));
+    const given = await headsweep(['validate', file, '--out', join(tmp.dir, 'given-out')]);
+    expect(given.code, given.stderr).toBe(EXIT.ok);
+    expect(given.stdout).toContain(`output   ${join(tmp.dir, 'given-out')} (`);
+    const swept = await headsweep(['sweep', file, '--out', join(tmp.dir, 'given-out'), '--format', 'arrow']);
+    expect(swept.code, swept.stderr).toBe(EXIT.ok);
+    expect(existsSync(join(tmp.dir, 'given-out', 'manifest.json'))).toBe(true);
+    const neither = await headsweep(['validate', file]);
+    expect(neither.code).toBe(EXIT.badConfig);
+    expect(neither.stderr).toMatch(/no-output\.yaml → at output: required: the folder the tables go to \(or give --out\)/);
+  });
+
   test('the memory budget bounds the checkpoints in flight, never below one', async () => {
     let n = 0;
     const plan = async (extra: string[]) => {

@@ -29,7 +29,7 @@ const CONFIG_EPILOG =
 export function configOptions(yargs: Argv): Argv<ConfigArgs> {
   return yargs
     .positional('config', { type: 'string', demandOption: true, describe: 'Sweep config (YAML)' })
-    .option('out', { alias: 'o', type: 'string', describe: "Output folder (replaces the config's output.dir)" })
+    .option('out', { alias: 'o', type: 'string', describe: "Output folder (replaces the config's output.dir, or stands in for a config without output)" })
     .option('workers', { alias: 'w', type: 'number', describe: 'Worker threads (default: the config\'s workers, else every available core)' })
     .option('backend', { type: 'string', choices: ['auto', ...BACKENDS], describe: 'tfjs backend (auto tries tensorflow, wasm, cpu)' })
     // Repeatable rather than an array option, which would swallow the config path after it.
