@@ -83,7 +83,7 @@ export const SweepConfigSchema = z
     metrics: z.array(z.enum(METRIC_NAMES)).min(1).optional(),
     bigram: BigramSourceSchema.optional(),
     /** 0-based positions for icl_score (METRICS.md §6). */
-    icl: z.strictObject({ early: z.number().int().min(1), late: z.number().int().min(2) }).default({ early: 50, late: 500 }),
+    icl: z.strictObject({ early: z.number().int().min(1), late: z.number().int().min(2) }).default({ early: 10, late: 90 }),
     /** Head labels; the first matching rule wins (src/classify.ts). */
     classify: RulesSchema.default([...DEFAULT_RULES]),
     /** Worker threads; default: every core the process may use. */

@@ -32,6 +32,8 @@ export type SweepEvent =
     watch: boolean;
     force: boolean;
   }
+  /** Something the plan warns of (a glob matching no file yet, icl positions past a prompt set); each said once. */
+  | { event: 'warning'; message: string }
   /** Once per sweep, and in --watch once per poll that finds work: what this pass will do. */
   | { event: 'work_planned'; checkpoints: number; to_score: number; up_to_date: number; waiting: number }
   | (CheckpointRef & {
@@ -122,6 +124,9 @@ export class TextLog {
         this.progress.note(`headsweep: ${e.checkpoints} checkpoint(s)${upToDate}${waiting}${shard}, ${s.workers} worker(s) on ${s.backend} → ${s.out}`);
         break;
       }
+      case 'warning':
+        this.note(`headsweep: warning: ${e.message}`);
+        break;
       case 'checkpoint_finished':
         this.progress?.checkpointDone({ run: e.run, path: e.path, step: e.step, heads: e.heads, failedAt: null });
         break;

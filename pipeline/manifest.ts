@@ -37,6 +37,8 @@ export interface Manifest {
     rows: Record<TableName, number>;
   };
   exit_code: number;
+  /** What the plan warned of (a glob matching no file yet, icl positions past a prompt set); absent before sweeps had warnings. */
+  warnings?: string[];
 }
 
 const ROOT = new URL('../', import.meta.url);
@@ -80,6 +82,7 @@ export async function writeManifest(out: string, m: Manifest, fileName = 'manife
     versions: m.versions,
     counts: m.counts,
     exit_code: m.exit_code,
+    warnings: m.warnings ?? [],
   };
   await writeFileAtomic(join(out, fileName), `${JSON.stringify(ordered, null, 2)}\n`);
 }

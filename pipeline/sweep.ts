@@ -225,6 +225,8 @@ class SweepRun {
   /** Up-to-date checkpoints given files in formats they lacked, and which formats. */
   private readonly completed = new Set<string>();
   private readonly formatsAdded = new Set<OutputFormat>();
+  /** Warnings of the plan already said: a watching sweep plans every poll. */
+  private readonly warned = new Set<string>();
   /** Checkpoints already reported scored or up to date, by path and id, so a watching sweep says it once. */
   private readonly reported = new Set<string>();
   /** --watch: the file stamp each checkpoint failed at; it is not tried again until the file changes. */
@@ -343,6 +345,11 @@ class SweepRun {
     // Output position of each checkpoint, looked up once per item rather than searched.
     const position = new Map(all.map((ck, i) => [ck, i]));
     const backend = this.backend!;
+    for (const message of plan.warnings) {
+      if (this.warned.has(message)) continue;
+      this.warned.add(message);
+      this.log({ event: 'warning', message });
+    }
     for (const item of items) {
       if (item.decided !== null) item.decided.decision = withBackend(item.decided.decision, item.keys, backend);
     }
@@ -635,6 +642,7 @@ class SweepRun {
       versions: packageVersions(),
       counts: { checkpoints_planned: all.length, scored: this.scoredPaths.size, up_to_date: this.lastUpToDate, failed: this.errors.length, rows },
       exit_code: exitCode,
+      warnings: plan.warnings,
     };
     await writeManifest(this.outDir, manifest, manifestFileName(this.shard));
     await removeOtherLayoutManifests(this.outDir, this.shard);

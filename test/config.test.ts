@@ -2,12 +2,14 @@
  * Sweep configs: a bad config stops the real CLI with exit code 2 and a message naming the
  * YAML path at fault; good configs parse with their defaults and plan as documented.
  */
-import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { tableFromIPC } from 'apache-arrow';
 import { afterAll, describe, expect, test } from 'vitest';
 import { EXIT } from '../pipeline/cli.ts';
 import { planFromArgs, type ConfigArgs } from '../pipeline/commands/validate.ts';
 import { loadConfig, parseConfig } from '../pipeline/config.ts';
+import type { Manifest } from '../pipeline/manifest.ts';
 import { buildPlan } from '../pipeline/plan.ts';
 import { loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import { writeSafetensors } from '../src/checkpoint/safetensors.ts';
@@ -23,6 +25,7 @@ afterAll(() => tmp.cleanup());
 const DEMO = resolve('data/demo/planted-2l');
 const NAT = resolve('data/prompts/nat.jsonl');
 const CORPUS = resolve('data/corpus/npm-readmes.txt');
+const FIXTURES = resolve('test/fixtures');
 
 /** A valid config (absolute paths, so it holds wherever it is written); `edit` breaks one thing. */
 function configText(edit: (lines: string[]) => string[] = (l) => l): string {
@@ -67,10 +70,13 @@ describe('a bad config: the real CLI exits 2 and names the YAML path', () => {
       expected: /bad\.yaml → at metrics\[1\]: bigram_kl needs a corpus: add bigram: \{path: <text file>, tokenizer: byte\|char64\} \(line 10\)/,
     },
     {
-      name: 'glob matching nothing',
-      command: 'validate',
-      edit: (l) => l.map((x) => x.replace('*.safetensors"]', '*.safetensors", "nowhere/*.safetensors"]')),
-      expected: /bad\.yaml → at checkpoints\[0\]\.paths\[1\]: "nowhere\/\*\.safetensors" matches no files/,
+      name: 'no glob matching anything',
+      command: 'sweep',
+      // Every glob is named, not only the first.
+      edit: (l) => l.flatMap((x) => (x.includes(DEMO)
+        ? ['    paths: ["nowhere/*.safetensors", "nor-here/*.st"]', '  - {run: later, paths: ["later/*.safetensors"]}']
+        : [x])),
+      expected: /bad\.yaml → at checkpoints\[0\]\.paths\[0\]: "nowhere\/\*\.safetensors" matches no files .*\n.*bad\.yaml → at checkpoints\[0\]\.paths\[1\]: "nor-here\/\*\.st" matches no files .*\n.*bad\.yaml → at checkpoints\[1\]\.paths\[0\]: "later\/\*\.safetensors" matches no files/,
     },
   ];
 
@@ -143,7 +149,7 @@ describe('good configs', () => {
     const withCorpus = parseConfig(configText((l) => [...l, 'bigram: {path: corpus.txt, tokenizer: byte}']), 'inline.yaml');
     expect(withCorpus.metrics).toEqual([...METRIC_NAMES]);
     expect(withCorpus.bigram).toEqual({ path: 'corpus.txt', tokenizer: 'byte' });
-    expect(c.icl).toEqual({ early: 50, late: 500 });
+    expect(c.icl).toEqual({ early: 10, late: 90 });
     expect(c.classify).toEqual(DEFAULT_RULES);
     expect(c.batch_size).toBe(8);
     expect(c.backend).toBe('auto');
@@ -215,6 +221,53 @@ describe('good configs', () => {
     const neither = await headsweep(['validate', file]);
     expect(neither.code).toBe(EXIT.badConfig);
     expect(neither.stderr).toMatch(/no-output\.yaml → at output: required: the folder the tables go to \(or give --out\)/);
+  });
+
+  test('a run with no checkpoints yet is a warning in the plan and the manifest; the sweep scores the others', async () => {
+    const file = tmp.file('not-yet.yaml', configText((l) => [
+      ...l.flatMap((x) => (x.includes(DEMO) ? [`    paths: ["${DEMO}/step0000*.safetensors", "${DEMO}/none-*.safetensors"]`, '  - {run: later, paths: ["later/*.safetensors"]}'] : [x])),
+      'metrics: [prefix_matching, previous_token]',
+    ]));
+    const validated = await headsweep(['validate', file]);
+    expect(validated.code, validated.stderr).toBe(EXIT.ok);
+    const emptyGlob = `checkpoints[0].paths[1]: "${DEMO}/none-*.safetensors" matches no files`;
+    const noneYet = `run 'later' has no checkpoints yet: checkpoints[1].paths[0]: "later/*.safetensors" matches no files (relative paths start at ${tmp.dir})`;
+    expect(validated.stdout).toContain(`warning: ${emptyGlob}`);
+    expect(validated.stdout).toContain(`warning: ${noneYet}`);
+    expect(validated.stdout).toContain('run later: no checkpoints yet');
+    const swept = await headsweep(['sweep', file, '--out', join(tmp.dir, 'not-yet-out')]);
+    expect(swept.code, swept.stderr).toBe(EXIT.ok);
+    expect(swept.stderr).toContain(`headsweep: warning: ${noneYet}`);
+    expect(swept.stdout).toMatch(/^finished: 1\/1 checkpoints scored on /m);
+    const manifest = JSON.parse(readFileSync(join(tmp.dir, 'not-yet-out', 'manifest.json'), 'utf8')) as Manifest;
+    expect(manifest.warnings).toEqual([emptyGlob, noneYet]);
+  });
+
+  test('icl positions past a prompt set are said once per prompt set; the defaults fit the default prompt set', async () => {
+    // Two runs, both scored on nat (21-24 tokens) and the default repeated_random set.
+    const file = tmp.file('icl.yaml', [
+      'name: icl',
+      'output: out',
+      'checkpoints:',
+      `  - {run: a, paths: ["${FIXTURES}/random-2l-ln-standard.safetensors"]}`,
+      `  - {run: b, paths: ["${FIXTURES}/random-2l-ln-standard.safetensors"]}`,
+      'prompt_sets:',
+      '  - {name: default, kind: repeated_random, count: 2, seed: 0}',
+      `  - {name: nat, kind: tokens, path: "${NAT}"}`,
+      'metrics: [mean_loss, icl_score]',
+      'workers: 1',
+    ].join('\n'));
+    const icl = parseConfig(readFileSync(file, 'utf8'), file).icl;
+    const validated = await headsweep(['validate', file]);
+    expect(validated.code, validated.stderr).toBe(EXIT.ok);
+    const warning = `prompt set 'nat' has sequences of 21 tokens, fewer than icl.late + 1 = ${icl.late + 1}: its icl_score will be null (lower icl.late, or leave icl_score out of metrics)`;
+    expect(validated.stdout.split('\n').filter((l) => l.includes('icl.late'))).toEqual([`warning: ${warning}`]);
+    const out = join(tmp.dir, 'icl-out');
+    const swept = await headsweep(['sweep', file, '--out', out, '--format', 'arrow']);
+    expect(swept.code, swept.stderr).toBe(EXIT.ok);
+    expect(swept.stderr.split('\n').filter((l) => l.includes('icl.late'))).toEqual([`headsweep: warning: ${warning}`]);
+    const scores = readdirSync(join(out, 'checkpoint_scores', 'run=a')).flatMap((f) => tableFromIPC(readFileSync(join(out, 'checkpoint_scores', 'run=a', f))).toArray());
+    expect(scores.map((r) => [r.prompt_set, typeof r.icl_score])).toEqual([['default', 'number'], ['nat', 'object']]);
   });
 
   test('the memory budget bounds the checkpoints in flight, never below one', async () => {
