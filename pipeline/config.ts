@@ -50,13 +50,19 @@ export const CheckpointSourceSchema = z.strictObject({
 const OutputDirSchema = z.string().min(1);
 const FormatsSchema = z.array(z.enum(OUTPUT_FORMATS)).min(1);
 
-/** `output: out/x` or `output: {dir: out/x, formats: [arrow, parquet]}`; normalised to the object. */
+/**
+ * Both formats by default: Arrow IPC for readers in memory (the report, pyarrow), Parquet
+ * for DuckDB, which reads Arrow IPC files only through an extension it must download.
+ */
+const DEFAULT_FORMATS: OutputFormat[] = ['arrow', 'parquet'];
+
+/** `output: out/x` or `output: {dir: out/x, formats: [arrow]}`; normalised to the object. */
 export const OutputSchema = z
   .union([
     OutputDirSchema,
-    z.strictObject({ dir: OutputDirSchema, formats: FormatsSchema.default(['arrow']) }),
+    z.strictObject({ dir: OutputDirSchema, formats: FormatsSchema.default([...DEFAULT_FORMATS]) }),
   ])
-  .transform((o) => (typeof o === 'string' ? { dir: o, formats: ['arrow'] as OutputFormat[] } : o));
+  .transform((o) => (typeof o === 'string' ? { dir: o, formats: [...DEFAULT_FORMATS] } : o));
 
 /**
  * The corpus bigram_kl compares each model's direct path with: a text file, read whole

@@ -37,7 +37,7 @@ export function configOptions(yargs: Argv): Argv<ConfigArgs> {
       type: 'string',
       choices: [...OUTPUT_FORMATS],
       coerce: (v: string | string[]) => [v].flat(),
-      describe: 'Table file format: --format arrow --format parquet for both (default: the config\'s output.formats, else arrow)',
+      describe: 'Table file format: --format arrow --format parquet for both (default: the config\'s output.formats, else both)',
     })
     .option('batch-size', { type: 'number', describe: 'Sequences per forward batch' })
     .epilog(CONFIG_EPILOG) as unknown as Argv<ConfigArgs>;
