@@ -141,9 +141,9 @@ describe('more config errors, through the same functions the CLI calls', () => {
 });
 
 describe('good configs', () => {
-  test('defaults fill every optional key; a plain output folder means arrow files', () => {
+  test('defaults fill every optional key; a plain output folder means Arrow and Parquet files', () => {
     const c = parseConfig(configText((l) => l.filter((x) => x !== 'workers: 1')), 'inline.yaml');
-    expect(c.output).toEqual({ dir: 'out', formats: ['arrow'] });
+    expect(c.output).toEqual({ dir: 'out', formats: ['arrow', 'parquet'] });
     // Every metric but bigram_kl, which needs a corpus; with one it is among the defaults.
     expect(c.metrics).toEqual(METRIC_NAMES.filter((m) => m !== 'bigram_kl'));
     const withCorpus = parseConfig(configText((l) => [...l, 'bigram: {path: corpus.txt, tokenizer: byte}']), 'inline.yaml');
@@ -164,6 +164,26 @@ describe('good configs', () => {
     expect(nightly.memory_budget_mb).toBe(8192);
     const demo = loadConfig('configs/demo.yaml');
     expect(demo.config.checkpoints.map((c) => c.run)).toEqual(['attn-only-1l', 'attn-only-2l']);
+  });
+
+  test('the commented nightly example validates and sweeps the bundled data, with no warning', async () => {
+    const validated = await headsweep(['validate', 'configs/nightly.example.yaml']);
+    expect(validated.code, validated.stdout + validated.stderr).toBe(EXIT.ok);
+    expect(validated.stdout).not.toContain('warning:');
+    expect(validated.stdout).toContain('total: 44 checkpoint(s) in 2 run(s)');
+    // step_regex agrees with the steps the headers carry.
+    for (const step of [0, 575, 1500]) expect(validated.stdout).toMatch(new RegExp(`step ${step} +\\.\\./data/checkpoints/attn-only-2l/step-${String(step).padStart(6, '0')}\\.safetensors`));
+    const out = join(tmp.dir, 'nightly-example');
+    const swept = await headsweep(['sweep', 'configs/nightly.example.yaml', '--out', out]);
+    expect(swept.code, swept.stderr).toBe(EXIT.ok);
+    expect(swept.stderr).not.toContain('warning');
+    const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')) as Manifest;
+    expect(manifest.counts).toMatchObject({ checkpoints_planned: 44, scored: 44, failed: 0 });
+    // icl_score has a value on every prompt set of every checkpoint.
+    const scores = readdirSync(join(out, 'checkpoint_scores', 'run=attn-only-2l')).filter((f) => f.endsWith('.arrow'))
+      .flatMap((f) => tableFromIPC(readFileSync(join(out, 'checkpoint_scores', 'run=attn-only-2l', f))).toArray());
+    expect(scores.length).toBeGreaterThan(0);
+    expect(scores.filter((r) => typeof r.icl_score !== 'number')).toEqual([]);
   });
 
   test.concurrent('validate prints the demo plan: runs, steps, prompt sets, heads, work', async () => {
