@@ -32,6 +32,23 @@ const commandLoaders: (() => Promise<(state: CliState) => CommandModule>)[] = [
   () => import('./commands/train.ts').then((m) => m.default),
 ];
 
+/**
+ * `--version` is headsweep's, not a command's: yargs makes it global, so each command's
+ * help would list it beside options that do something.
+ */
+function withoutVersion(module: CommandModule): CommandModule {
+  const { builder } = module;
+  return {
+    ...module,
+    builder: (y) => {
+      const built = typeof builder === 'function' ? builder(y) : y.options(builder ?? {});
+      return (built as typeof y).hide('version');
+    },
+  };
+}
+
+const NO_COMMAND = 'name a command:';
+
 export async function main(argv: string[]): Promise<number> {
   const state: CliState = { exitCode: EXIT.ok };
   const commands = await Promise.all(commandLoaders.map((load) => load()));
@@ -39,7 +56,7 @@ export async function main(argv: string[]): Promise<number> {
     .scriptName('headsweep')
     .usage('$0 <command> [options]\n\nScore every attention head of transformer checkpoints for induction-style behaviour.')
     .strict()
-    .demandCommand(1, 'Name a command: see the list above.')
+    .demandCommand(1, NO_COMMAND)
     .recommendCommands()
     .help()
     .alias('h', 'help')
@@ -48,10 +65,15 @@ export async function main(argv: string[]): Promise<number> {
     .fail((msg, err) => {
       throw err ?? new UsageError(msg);
     });
-  for (const make of commands) cli = cli.command(make(state));
+  for (const make of commands) cli = cli.command(withoutVersion(make(state)));
   try {
     await cli.parseAsync();
   } catch (err) {
+    if (err instanceof UsageError && err.message === NO_COMMAND) {
+      // The usage, the list of commands, and the global options: what a first run needs.
+      process.stderr.write(`headsweep: ${NO_COMMAND}\n\n${await cli.getHelp()}\n`);
+      return EXIT.badConfig;
+    }
     process.stderr.write(`headsweep: ${messageOf(err)}\n`);
     if (err instanceof UsageError) process.stderr.write('Run with --help for usage.\n');
     return err instanceof UsageError ? EXIT.badConfig : Math.max(state.exitCode, EXIT.failure);

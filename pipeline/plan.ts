@@ -330,5 +330,9 @@ export function describePlan(plan: Plan): string {
   lines.push('');
   lines.push(`total: ${all.length} checkpoint(s) in ${plan.runs.length} run(s), ${formatCount(totalHeads)} heads, ${formatCount(totalTokenLayers)} token-layers${bad.length > 0 ? `; ${bad.length} unreadable` : ''}`);
   for (const w of plan.warnings) lines.push(`warning: ${w}`);
+  if (bad.length > 0) {
+    const names = bad.slice(0, 3).map((p) => p.path).join(', ') + (bad.length > 3 ? ', ...' : '');
+    lines.push(`warning: ${plural(bad.length, 'checkpoint')} cannot be read (${names}): a sweep records ${bad.length === 1 ? 'it' : 'them'} in errors and exits 3`);
+  }
   return lines.join('\n');
 }
