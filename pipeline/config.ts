@@ -36,6 +36,10 @@ const StepRegexSchema = z.string().min(1).superRefine((source, ctx) => {
   // Count capture groups by matching the empty alternative the pattern is OR-ed with.
   const groups = new RegExp(`${re.source}|`).exec('')!.length - 1;
   if (groups < 1) ctx.addIssue({ code: 'custom', message: 'needs a capture group around the step digits, e.g. "step(\\\\d+)"' });
+  // With two, which one holds the step would be a guess.
+  if (groups > 1) {
+    ctx.addIssue({ code: 'custom', message: `has ${groups} capture groups; it needs exactly one, around the step's digits (write (?:...) for any other group)` });
+  }
 });
 
 export const CheckpointSourceSchema = z.strictObject({

@@ -48,7 +48,22 @@ describe('a bad config: the real CLI exits 2 and names the YAML path', () => {
       name: 'unknown key',
       command: 'validate',
       edit: (l) => [...l.map((x) => x.replace('seed: 0}', 'seed: 0, sed: 1}')), 'worker: 2'],
-      expected: /bad\.yaml → at prompt_sets\[0\]\.sed: unknown key \(line 7\)\n.*bad\.yaml → at worker: unknown key \(line 10\)/,
+      expected: /bad\.yaml → at prompt_sets\[0\]\.sed: unknown key \(did you mean 'seed'\?\) \(line 7\)\n.*bad\.yaml → at worker: unknown key \(did you mean 'workers'\?\) \(line 10\)/,
+    },
+    {
+      // The line of the key, also when its value is a block starting on the next line.
+      name: 'block values and misspelt keys',
+      command: 'validate',
+      edit: (l) => [
+        ...l.map((x) => x.replace('output: out', 'output:\n  dir: out\n  format: [arrow]')),
+        'memory_budget:', '  mb: 100',
+        'classify:', '  label: induction',
+      ],
+      expected: new RegExp([
+        String.raw`bad\.yaml → at output\.format: unknown key \(did you mean 'formats'\?\) \(line 4\)`,
+        String.raw`.*bad\.yaml → at classify: expected array, received object \(line 14\)`,
+        String.raw`.*bad\.yaml → at memory_budget: unknown key \(did you mean 'memory_budget_mb'\?\) \(line 12\)`,
+      ].join('\n')),
     },
     {
       name: 'wrong type',
@@ -120,6 +135,15 @@ describe('more config errors, through the same functions the CLI calls', () => {
     ]));
     expect(message).toMatch(/→ at checkpoints\[1\]\.run: run 'planted-2l' is already listed at checkpoints\[0\]/);
     expect(message).toMatch(/→ at icl\.late: late \(20\) must be after early \(60\)/);
+  });
+
+  test('a step_regex with two capture groups is refused: which one is the step?', async () => {
+    const { message, exitCode } = await failure(configText((l) => l.map((x) => (x.startsWith('    paths:') ? `${x}\n    step_regex: "(step|iter)(\\\\d+)"` : x))));
+    expect(message).toMatch(/→ at checkpoints\[0\]\.step_regex: has 2 capture groups; it needs exactly one, around the step's digits \(write \(\?:\.\.\.\) for any other group\) \(line 6\)/);
+    expect(exitCode).toBe(EXIT.badConfig);
+    // Named and non-capturing groups are fine.
+    const ok = parseConfig(configText((l) => l.map((x) => (x.startsWith('    paths:') ? `${x}\n    step_regex: "(?:step|iter)(?<step>\\\\d+)"` : x))), 'ok.yaml');
+    expect(ok.checkpoints[0].step_regex).toBe('(?:step|iter)(?<step>\\d+)');
   });
 
   test('a missing bigram corpus names bigram.path', async () => {
