@@ -30,6 +30,8 @@ export type SweepEvent =
     backend: string;
     workers: number;
     watch: boolean;
+    /** --watch: how many runs, the globs polled, every how many seconds, until how many idle minutes (null: until stopped); null otherwise. */
+    watching: { runs: number; globs: string[]; poll_seconds: number; until_idle_minutes: number | null } | null;
     force: boolean;
   }
   /** Something the plan warns of (a glob matching no file yet, icl positions past a prompt set); each said once. */
@@ -97,6 +99,18 @@ export function poolEventToSweep(e: PoolEvent, refOf: (file: string) => Checkpoi
   return null;
 }
 
+function count(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
+/** What a watch follows and when it ends, said once as it starts. */
+function watchingLine(w: NonNullable<Extract<SweepEvent, { event: 'sweep_started' }>['watching']>): string {
+  const shown = w.globs.slice(0, 3).join(', ') + (w.globs.length > 3 ? ', ...' : '');
+  const until = w.until_idle_minutes === null ? 'until stopped (Ctrl-C or SIGTERM)'
+    : `until ${w.until_idle_minutes} min pass without a new checkpoint (Ctrl-C or SIGTERM stops sooner)`;
+  return `headsweep: watching ${count(w.globs.length, 'glob')} of ${count(w.runs, 'run')} (${shown}) every ${w.poll_seconds} s, ${until}`;
+}
+
 /**
  * The lines a person reads: one note when the sweep starts and per pass, then the
  * progress of `Progress` (one line per checkpoint, or a redrawn status line on a terminal).
@@ -111,6 +125,7 @@ export class TextLog {
     switch (e.event) {
       case 'sweep_started':
         this.started = e;
+        if (e.watching !== null) this.note(watchingLine(e.watching));
         break;
       case 'work_planned': {
         const s = this.started;

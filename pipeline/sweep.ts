@@ -238,13 +238,18 @@ class SweepRun {
     private readonly outDir: string,
     private readonly configFile: string,
     private readonly opts: SweepOptions,
-    private readonly watching: boolean,
+    /** Set for a watching sweep: what it watches, how often, until when. */
+    private readonly watched: { runs: number; globs: string[]; poll_seconds: number; until_idle_minutes: number | null } | null,
   ) {
     this.log = opts.log ?? (() => {});
     this.shard = opts.shard ?? null;
     const onAbort = () => this.stop.abort();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     if (opts.signal?.aborted) this.stop.abort();
+  }
+
+  get watching(): boolean {
+    return this.watched !== null;
   }
 
   get stopped(): boolean {
@@ -279,7 +284,7 @@ class SweepRun {
     }
     this.log({
       event: 'sweep_started', name: c.name, out: this.outDir, shard: this.shard === null ? null : shardLabel(this.shard),
-      backend: this.backend, workers: threads, watch: this.watching, force: this.opts.force ?? false,
+      backend: this.backend, workers: threads, watch: this.watching, watching: this.watched, force: this.opts.force ?? false,
     });
   }
 
@@ -662,7 +667,7 @@ class SweepRun {
 /** Scores what the plan's checkpoints need (all of them on a first run) and writes the tables. */
 export async function runSweep(plan: Plan, opts: SweepOptions = {}): Promise<SweepResult> {
   const mine = shardOf(plan, opts.shard ?? null);
-  const run = new SweepRun(mine.config, mine.outDir, mine.configFile, opts, false);
+  const run = new SweepRun(mine.config, mine.outDir, mine.configFile, opts, null);
   const items = await run.decideAll(mine, plannedCheckpoints(mine));
   // More threads than checkpoints to score would only start backends that never get work.
   await run.start(Math.max(1, Math.min(mine.config.workers, items.filter(needsPool).length)), mine);
@@ -683,7 +688,9 @@ export async function runSweep(plan: Plan, opts: SweepOptions = {}): Promise<Swe
 export async function watchSweep(loaded: LoadedConfig, overrides: ConfigOverrides, opts: WatchOptions): Promise<SweepResult> {
   const planNow = async () => shardOf(await buildPlan(loaded, overrides, { allowEmptyGlobs: true }), opts.shard ?? null);
   let plan = await planNow();
-  const run = new SweepRun(plan.config, plan.outDir, plan.configFile, opts, true);
+  const run = new SweepRun(plan.config, plan.outDir, plan.configFile, opts, {
+    runs: plan.config.checkpoints.length, globs: plan.config.checkpoints.flatMap((c) => c.paths), poll_seconds: opts.pollSeconds, until_idle_minutes: opts.untilIdleMinutes ?? null,
+  });
   const tracker = new ReadinessTracker();
   const said = new Map<string, Readiness>();
   await run.start(plan.config.workers, plan);
