@@ -30,7 +30,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { extname, join } from 'node:path';
-import { tableFromIPC, type Table } from 'apache-arrow';
+import { DataType, makeData, RecordBatch, Struct, Table, tableFromIPC, type Data, type Float64 } from 'apache-arrow';
 import type { PromptSet } from '../src/prompts/types.ts';
 import type { CheckpointScores, MetricName, PromptSetScores } from '../src/score.ts';
 import type { SweepConfig } from './config.ts';
@@ -259,9 +259,32 @@ export async function completeFormats(out: string, files: readonly string[], for
   return { files: [...result, ...written].sort(), written };
 }
 
+/** A table file's rows, laid out as the sweep's own tables are when read from Parquet (`asSweepWrites`). */
 async function readTableFile(file: string): Promise<Table> {
   const bytes = readFileSync(file);
-  return file.endsWith('.parquet') ? parquetTable(bytes) : tableFromIPC(bytes);
+  return file.endsWith('.parquet') ? asSweepWrites(await parquetTable(bytes)) : tableFromIPC(bytes);
+}
+
+/**
+ * The same rows in the buffers tables.ts builds, so that an Arrow file written from a
+ * Parquet file has the bytes of one a sweep writes: Parquet gives a missing float as a
+ * null over 0 where tables.ts writes NaN and marks it null, and an empty string column
+ * with no offsets where tables.ts writes the one offset 0.
+ */
+function asSweepWrites(table: Table): Table {
+  const batches = table.batches.map((batch) => {
+    const children = batch.data.children.map((column: Data) => {
+      if (DataType.isUtf8(column.type) && column.valueOffsets.length === 0) {
+        return makeData({ type: column.type, length: 0, nullCount: 0, valueOffsets: new Int32Array(1), data: new Uint8Array(0) });
+      }
+      if (!DataType.isFloat(column.type) || !(column.values instanceof Float64Array) || column.nullCount === 0) return column;
+      const values = Float64Array.from((column as Data<Float64>).values.subarray(0, column.length));
+      for (let i = 0; i < column.length; i++) if (!column.getValid(i)) values[i] = NaN;
+      return makeData({ type: column.type as Float64, length: column.length, nullCount: column.nullCount, nullBitmap: column.nullBitmap, data: values });
+    });
+    return new RecordBatch(table.schema, makeData({ type: new Struct(table.schema.fields), length: batch.numRows, children }));
+  });
+  return new Table(table.schema, batches);
 }
 
 /** The entry's file for `table`, Arrow preferred (the formats hold the same rows); null when it has none. */

@@ -244,6 +244,15 @@ describe('adding an output format, then dropping it', () => {
     }
   });
 
+  test('Arrow added to a Parquet-only output: the files of a clean sweep in both formats, byte for byte', async () => {
+    const parquetOnly = join(tmp.dir, 'formats-parquet');
+    expect((await sweep([SEED_0, '--out', parquetOnly, '--format', 'parquet'])).code).toBe(0);
+    const run = await sweep([SEED_0, '--out', parquetOnly, '--format', 'arrow', '--format', 'parquet']);
+    expect(run.code, run.other.join('\n')).toBe(0);
+    expect(eventsOf(run.events, 'checkpoint_started')).toEqual([]);
+    expect(tableSnapshot(parquetOnly)).toEqual(tableSnapshot(both));
+  });
+
   test('dropping parquet again scores nothing and leaves the Parquet files as they are', () => {
     expect(dropped.code, dropped.other.join('\n')).toBe(0);
     expect(eventsOf(dropped.events, 'checkpoint_started')).toEqual([]);
