@@ -140,8 +140,10 @@ export function listings(out: string, run: string): Map<string, number> {
  * which are gone: the next sweep scores the checkpoint again.
  */
 export async function renameStem(out: string, state: CheckpointState, id: string): Promise<CheckpointState> {
-  const files = state.files.map((f) => join(dirname(f), basename(f).replace(state.id, id)));
-  for (const [i, f] of state.files.entries()) await rename(join(out, f), join(out, files[i]));
+  // A file deleted by hand stays deleted: the sweep writes it again from its other format.
+  const present = state.files.filter((f) => existsSync(join(out, f)));
+  const files = present.map((f) => join(dirname(f), basename(f).replace(state.id, id)));
+  for (const [i, f] of present.entries()) await rename(join(out, f), join(out, files[i]));
   const renamed = { ...state, id, files };
   await writeState(out, renamed);
   return renamed;
