@@ -32,7 +32,7 @@ describe('--version', () => {
     expect((await headsweep(['--help'])).stdout).toContain('--version');
   });
 
-  test.each(COMMANDS)('headsweep %s --help does not list it', async (name) => {
+  test.concurrent.each(COMMANDS)('headsweep %s --help does not list it', async (name) => {
     const run = await headsweep([name, '--help']);
     expect(run.code).toBe(EXIT.ok);
     expect(run.stdout).toContain('--help');
