@@ -68,6 +68,23 @@ const COMMANDS: CommandEntry[] = [
   },
 ];
 
+/**
+ * `--version` is headsweep's, not a command's: yargs makes it global, so each command's
+ * help would list it beside options that do something.
+ */
+function withoutVersion(module: CommandModule): CommandModule {
+  const { builder } = module;
+  return {
+    ...module,
+    builder: (y) => {
+      const built = typeof builder === 'function' ? builder(y) : y.options(builder ?? {});
+      return (built as typeof y).hide('version');
+    },
+  };
+}
+
+const NO_COMMAND = 'name a command:';
+
 export async function main(argv: string[]): Promise<number> {
   const stale = staleBuild();
   if (stale !== null) {
@@ -81,7 +98,7 @@ export async function main(argv: string[]): Promise<number> {
     .scriptName('headsweep')
     .usage('$0 <command> [options]\n\nScore every attention head of transformer checkpoints for induction-style behaviour.')
     .strict()
-    .demandCommand(1, 'Name a command: see the list above.')
+    .demandCommand(1, NO_COMMAND)
     .recommendCommands()
     .help()
     .alias('h', 'help')
@@ -94,11 +111,16 @@ export async function main(argv: string[]): Promise<number> {
   for (const { usage, describe, load } of COMMANDS) {
     // Any other command only has to be listed: its handler never runs in this process.
     const module = usage.split(' ')[0] === named ? (await load()).default(state) : { handler: () => {} };
-    cli = cli.command({ ...module, command: usage, describe });
+    cli = cli.command(withoutVersion({ ...module, command: usage, describe }));
   }
   try {
     await cli.parseAsync();
   } catch (err) {
+    if (err instanceof UsageError && err.message === NO_COMMAND) {
+      // The usage, the list of commands, and the global options: what a first run needs.
+      process.stderr.write(`headsweep: ${NO_COMMAND}\n\n${await cli.getHelp()}\n`);
+      return EXIT.badConfig;
+    }
     process.stderr.write(`headsweep: ${messageOf(err)}\n`);
     if (err instanceof UsageError) process.stderr.write('Run with --help for usage.\n');
     return err instanceof UsageError ? EXIT.badConfig : Math.max(state.exitCode, EXIT.failure);

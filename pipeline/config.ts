@@ -14,6 +14,7 @@ import { BACKENDS, METRIC_NAMES, type MetricName } from '../src/names.ts';
 import { DEFAULT_RULES, RulesSchema } from '../src/classify.ts';
 import { PromptSetSpecSchema } from '../src/prompts/index.ts';
 import { TOKENIZER_NAMES } from '../src/train/tokenizer.ts';
+import { configError } from '../src/errors.ts';
 import { parseYamlWith, readConfigText } from '../src/yaml-config.ts';
 import { OUTPUT_FORMATS, type OutputFormat } from './sinks/index.ts';
 
@@ -35,6 +36,10 @@ const StepRegexSchema = z.string().min(1).superRefine((source, ctx) => {
   // Count capture groups by matching the empty alternative the pattern is OR-ed with.
   const groups = new RegExp(`${re.source}|`).exec('')!.length - 1;
   if (groups < 1) ctx.addIssue({ code: 'custom', message: 'needs a capture group around the step digits, e.g. "step(\\\\d+)"' });
+  // With two, which one holds the step would be a guess.
+  if (groups > 1) {
+    ctx.addIssue({ code: 'custom', message: `has ${groups} capture groups; it needs exactly one, around the step's digits (write (?:...) for any other group)` });
+  }
 });
 
 export const CheckpointSourceSchema = z.strictObject({
@@ -49,13 +54,19 @@ export const CheckpointSourceSchema = z.strictObject({
 const OutputDirSchema = z.string().min(1);
 const FormatsSchema = z.array(z.enum(OUTPUT_FORMATS)).min(1);
 
-/** `output: out/x` or `output: {dir: out/x, formats: [arrow, parquet]}`; normalised to the object. */
+/**
+ * Both formats by default: Arrow IPC for readers in memory (the report, pyarrow), Parquet
+ * for DuckDB, which reads Arrow IPC files only through an extension it must download.
+ */
+const DEFAULT_FORMATS: OutputFormat[] = ['arrow', 'parquet'];
+
+/** `output: out/x` or `output: {dir: out/x, formats: [arrow]}`; normalised to the object. */
 export const OutputSchema = z
   .union([
     OutputDirSchema,
-    z.strictObject({ dir: OutputDirSchema, formats: FormatsSchema.default(['arrow']) }),
+    z.strictObject({ dir: OutputDirSchema, formats: FormatsSchema.default([...DEFAULT_FORMATS]) }),
   ])
-  .transform((o) => (typeof o === 'string' ? { dir: o, formats: ['arrow'] as OutputFormat[] } : o));
+  .transform((o) => (typeof o === 'string' ? { dir: o, formats: [...DEFAULT_FORMATS] } : o));
 
 /**
  * The corpus bigram_kl compares each model's direct path with: a text file, read whole
@@ -74,14 +85,15 @@ function defaultMetrics(bigram: unknown): MetricName[] {
 export const SweepConfigSchema = z
   .strictObject({
     name: z.string().min(1),
-    output: OutputSchema,
+    /** Required unless `--out` names the folder (withOverrides). */
+    output: OutputSchema.optional(),
     checkpoints: z.array(CheckpointSourceSchema).min(1),
     prompt_sets: z.array(PromptSetSpecSchema).min(1),
     /** Default: every metric, bigram_kl only with `bigram`. */
     metrics: z.array(z.enum(METRIC_NAMES)).min(1).optional(),
     bigram: BigramSourceSchema.optional(),
     /** 0-based positions for icl_score (METRICS.md §6). */
-    icl: z.strictObject({ early: z.number().int().min(1), late: z.number().int().min(2) }).default({ early: 50, late: 500 }),
+    icl: z.strictObject({ early: z.number().int().min(1), late: z.number().int().min(2) }).default({ early: 10, late: 90 }),
     /** Head labels; the first matching rule wins (src/classify.ts). */
     classify: RulesSchema.default([...DEFAULT_RULES]),
     /** Worker threads; default: every core the process may use. */
@@ -123,7 +135,11 @@ export const SweepConfigSchema = z
   })
   .transform((c) => ({ ...c, metrics: c.metrics ?? defaultMetrics(c.bigram) }));
 
-export type SweepConfig = z.infer<typeof SweepConfigSchema>;
+/** A config as its file says it; `output` may be left to `--out`. */
+export type SweepConfigFile = z.infer<typeof SweepConfigSchema>;
+export type OutputConfig = z.infer<typeof OutputSchema>;
+/** The config a sweep runs with: the file's, overrides applied, an output folder known. */
+export type SweepConfig = Omit<SweepConfigFile, 'output'> & { output: OutputConfig };
 export type BackendOption = SweepConfig['backend'];
 
 /** A config as read from disk, with where it came from (for resolving and for messages). */
@@ -132,11 +148,11 @@ export interface LoadedConfig {
   file: string;
   /** Absolute folder of the config file: relative paths inside it resolve here. */
   dir: string;
-  config: SweepConfig;
+  config: SweepConfigFile;
 }
 
 /** Parses and validates a sweep config's YAML text. */
-export function parseConfig(text: string, file: string): SweepConfig {
+export function parseConfig(text: string, file: string): SweepConfigFile {
   return parseYamlWith(SweepConfigSchema, text, file);
 }
 
@@ -155,17 +171,24 @@ export interface ConfigOverrides {
   batchSize?: number;
 }
 
-/** Applies overrides; returns the config the sweep runs with and its absolute output folder. */
+/**
+ * Applies overrides; returns the config the sweep runs with and its absolute output
+ * folder. `--out` replaces `output.dir`, or stands in for a config without `output`.
+ */
 export function withOverrides(loaded: LoadedConfig, o: ConfigOverrides): { config: SweepConfig; outDir: string } {
   const c = loaded.config;
-  const formats = o.formats && o.formats.length > 0 ? [...new Set(o.formats)] : c.output.formats;
+  if (c.output === undefined && o.out === undefined) {
+    throw configError(loaded.file, 'output', 'required: the folder the tables go to (or give --out)');
+  }
+  const output = c.output ?? OutputSchema.parse(o.out!);
+  const formats = o.formats && o.formats.length > 0 ? [...new Set(o.formats)] : output.formats;
   const config: SweepConfig = {
     ...c,
-    output: { dir: o.out ?? c.output.dir, formats },
+    output: { dir: o.out ?? output.dir, formats },
     workers: o.workers ?? c.workers,
     backend: o.backend ?? c.backend,
     batch_size: o.batchSize ?? c.batch_size,
   };
-  const outDir = o.out !== undefined ? resolve(o.out) : resolve(loaded.dir, c.output.dir);
+  const outDir = o.out !== undefined ? resolve(o.out) : resolve(loaded.dir, output.dir);
   return { config, outDir };
 }

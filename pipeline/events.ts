@@ -31,8 +31,12 @@ export type SweepEvent =
     backend: string;
     workers: number;
     watch: boolean;
+    /** --watch: how many runs, the globs polled, every how many seconds, until how many idle minutes (null: until stopped); null otherwise. */
+    watching: { runs: number; globs: string[]; poll_seconds: number; until_idle_minutes: number | null } | null;
     force: boolean;
   }
+  /** Something the plan warns of (a glob matching no file yet, icl positions past a prompt set); each said once. */
+  | { event: 'warning'; message: string }
   /** Once per sweep, and in --watch once per poll that finds work: what this pass will do. */
   | { event: 'work_planned'; checkpoints: number; to_score: number; up_to_date: number; waiting: number }
   | (CheckpointRef & {
@@ -46,7 +50,7 @@ export type SweepEvent =
   | (CheckpointRef & {
     event: 'checkpoint_finished';
     sha256: string;
-    /** The file stem of its table files: `step-<step>-<sha12>`. */
+    /** The file stem of its table files: `step-<step>-<sha12>-<source>` (state.ts `fileStem`). */
     id: string;
     prompt_sets: string[];
     weights: boolean;
@@ -55,7 +59,14 @@ export type SweepEvent =
     /** Measured times; 0 for work that was not done (a rewrite without scoring). */
     seconds: { load: number; forward: number; weights: number; write: number };
   })
-  | (CheckpointRef & { event: 'checkpoint_skipped'; sha256: string; id: string; reason: 'up_to_date' })
+  | (CheckpointRef & {
+    event: 'checkpoint_skipped';
+    sha256: string;
+    id: string;
+    reason: 'up_to_date';
+    /** Formats its files were written in now, from its files in another format (no scoring). */
+    formats_added: string[];
+  })
   | (CheckpointRef & { event: 'checkpoint_failed'; stage: Stage; message: string })
   /** --watch: a file the globs match that is not yet whole, or still changing; not an error. */
   | (CheckpointRef & { event: 'checkpoint_waiting'; reason: 'incomplete' | 'changing' })
@@ -89,6 +100,18 @@ export function poolEventToSweep(e: PoolEvent, refOf: (file: string) => Checkpoi
   return null;
 }
 
+function count(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
+/** What a watch follows and when it ends, said once as it starts. */
+function watchingLine(w: NonNullable<Extract<SweepEvent, { event: 'sweep_started' }>['watching']>): string {
+  const shown = w.globs.slice(0, 3).join(', ') + (w.globs.length > 3 ? ', ...' : '');
+  const until = w.until_idle_minutes === null ? 'until stopped (Ctrl-C or SIGTERM)'
+    : `until ${w.until_idle_minutes} min pass without a new checkpoint (Ctrl-C or SIGTERM stops sooner)`;
+  return `headsweep: watching ${count(w.globs.length, 'glob')} of ${count(w.runs, 'run')} (${shown}) every ${w.poll_seconds} s, ${until}`;
+}
+
 /**
  * The lines a person reads: one note when the sweep starts and per pass, then the
  * progress of `Progress` (one line per checkpoint, or a redrawn status line on a terminal).
@@ -103,6 +126,7 @@ export class TextLog {
     switch (e.event) {
       case 'sweep_started':
         this.started = e;
+        if (e.watching !== null) this.note(watchingLine(e.watching));
         break;
       case 'work_planned': {
         const s = this.started;
@@ -116,6 +140,9 @@ export class TextLog {
         this.progress.note(`headsweep: ${e.checkpoints} checkpoint(s)${upToDate}${waiting}${shard}, ${s.workers} worker(s) on ${s.backend} → ${s.out}`);
         break;
       }
+      case 'warning':
+        this.note(`headsweep: warning: ${e.message}`);
+        break;
       case 'checkpoint_finished':
         this.progress?.checkpointDone({ run: e.run, path: e.path, step: e.step, heads: e.heads, failedAt: null });
         break;

@@ -3,8 +3,8 @@
  * (state.ts) and the keys of the current settings, and the scores of unchanged prompt
  * sets read back from its existing files when only some prompt sets need scoring.
  *
- * A checkpoint is identified by its bytes (sha256) and its step (both make the file stem
- * `step-<step>-<sha12>`). Its results are keyed by:
+ * A checkpoint is identified by its run and path, its bytes (sha256) and its step (all
+ * three make the file stem, `fileStem` in state.ts). Its results are keyed by:
  *
  * - one key per prompt set, covering everything its `heads` and `checkpoint_scores`
  *   rows depend on but the per-checkpoint scores: the version of the score definitions
@@ -18,15 +18,19 @@
  *   row. It covers the definitions version, whether composition is asked for, and for
  *   bigram_kl the corpus file's sha256 and tokenizer; none when neither is asked for.
  *   A new corpus thus scores bigram_kl again with no forward pass.
- * - the tfjs backend that computed them and the output formats, recorded beside the keys.
+ * - the tfjs backend that computed them, recorded beside the keys.
+ *
+ * The output formats are in no key: every format holds the same rows, so a format added
+ * to the config is written from the files already there, and files of a format dropped
+ * from it are left alone (until the checkpoint's rows change: then they would be stale).
  *
  * batch_size, workers, memory_budget_mb, retries and timeouts are in no key: they change
  * how fast numbers are computed, not the numbers.
  */
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import type { Table } from 'apache-arrow';
+import { existsSync, readFileSync } from 'node:fs';
+import { extname, join } from 'node:path';
+import { DataType, makeData, RecordBatch, Struct, Table, tableFromIPC, type Data, type Float64 } from 'apache-arrow';
 import {
   METRICS, metricSpec, type HeadWeightsMetric, type MetricName, type MetricOfKind,
 } from '../src/metrics/registry.ts';
@@ -36,8 +40,10 @@ import type { SweepConfig } from './config.ts';
 import type { WorkReason } from './events.ts';
 import { sha256File } from './hash.ts';
 import type { BigramCorpus, PlannedCheckpoint } from './plan.ts';
-import { readTableFile, type OutputFormat } from './sinks/index.ts';
-import { fileStamp, type CheckpointState, type KeyedSet } from './state.ts';
+import { writeFileAtomic } from './sinks/atomic.ts';
+import { OUTPUT_FORMATS, readTableFile, tableFileBytes, type OutputFormat } from './sinks/index.ts';
+import { parquetTable } from './sinks/parquet.ts';
+import { fileStamp, fileStem, isOldStem, type CheckpointState, type KeyedSet } from './state.ts';
 import { checkpointId, type TableName } from './tables.ts';
 
 /**
@@ -126,14 +132,23 @@ export interface Work {
 }
 
 export type Decision =
-  /** Up to date. `restamp`: the file was touched (same bytes, new mtime), so its entry gets the new stamp. */
-  | { kind: 'skip'; state: CheckpointState; restamp: boolean }
+  /**
+   * Up to date. `restamp`: the file was touched (same bytes, new mtime), so its entry gets
+   * the new stamp. `complete`: some of its files are missing in a format asked for (or
+   * gone from disk), and are written from their other format (`completeFormats`).
+   */
+  | { kind: 'skip'; state: CheckpointState; restamp: boolean; complete: boolean }
   | { kind: 'work'; work: Work };
 
 export interface Decided {
   decision: Decision;
   /** Size and mtime before anything read the file; null when it cannot be stat'ed (scoring will fail and say why). */
   stamp: { size: number; mtime_ns: string } | null;
+  /**
+   * The stem the stored entry's files take before anything else is done: set when they
+   * carry the old stem of the same bytes and step and no other entry lists them.
+   */
+  renameTo: string | null;
 }
 
 function sameSets(a: readonly KeyedSet[], b: readonly KeyedSet[]): boolean {
@@ -157,25 +172,37 @@ function fullWork(reason: WorkReason, keys: SettingsKeys): Decision {
  */
 export async function decide(
   out: string, ck: PlannedCheckpoint, keys: SettingsKeys, prev: CheckpointState | null,
-  opts: { force: boolean; formats: readonly OutputFormat[] },
+  opts: { force: boolean; formats: readonly OutputFormat[]; listedElsewhere: (file: string) => boolean },
 ): Promise<Decided> {
   const stamp = fileStamp(ck.file);
-  if (opts.force) return { decision: fullWork('force', keys), stamp };
-  if (prev === null) return { decision: fullWork('new', keys), stamp };
-  if (prev.status === 'failed' || stamp === null) return { decision: fullWork('retry', keys), stamp };
+  const whole = (reason: WorkReason): Decided => ({ decision: fullWork(reason, keys), stamp, renameTo: null });
+  if (opts.force) return whole('force');
+  if (prev === null) return whole('new');
+  if (prev.status === 'failed' || stamp === null) return whole('retry');
   const touched = stamp.size !== prev.size || stamp.mtime_ns !== prev.mtime_ns;
   const sha = touched ? await sha256File(ck.file).catch(() => null) : prev.sha256;
-  if (sha === null || checkpointId(ck.step, sha) !== prev.id) return { decision: fullWork('changed', keys), stamp };
-  const formatsSame = prev.formats.length === opts.formats.length && prev.formats.every((f) => opts.formats.includes(f));
-  // A file deleted by hand, or formats added: score it whole rather than patch the files.
-  if (!formatsSame || !prev.files.every((f) => existsSync(join(out, f)))) return { decision: fullWork('settings', keys), stamp };
+  if (sha === null) return whole('changed');
+  const stem = fileStem(ck, sha);
+  let renameTo: string | null = null;
+  if (stem !== prev.id) {
+    // Files of before stems named their source are taken over when they are this
+    // source's alone; shared ones (two paths, same bytes) hold another path's rows.
+    const own = isOldStem(prev.id) && prev.id === checkpointId(ck.step, sha) && !prev.files.some(opts.listedElsewhere);
+    if (!own) return whole('changed');
+    renameTo = stem;
+  }
+  const decided = (decision: Decision): Decided => ({ decision, stamp, renameTo });
+  const stems = [...filesByStem(out, prev.files).values()];
+  // A table file deleted by hand in every format: nothing to write it from.
+  if (stems.some((s) => s.present.length === 0)) return whole('settings');
+  const complete = stems.some((s) => s.missing.length > 0 || opts.formats.some((f) => !s.present.includes(f)));
   if (sameSets(prev.prompt_sets, keys.promptSets) && prev.weights === keys.weights) {
-    return { decision: { kind: 'skip', state: prev, restamp: touched }, stamp };
+    return decided({ kind: 'skip', state: prev, restamp: touched, complete });
   }
   const stored = new Set(prev.prompt_sets.map((s) => `${s.name}\u0000${s.key}`));
   const sets = keys.promptSets.filter((s) => !stored.has(`${s.name}\u0000${s.key}`)).map((s) => s.name);
   const weights = keys.weights !== null && keys.weights !== prev.weights;
-  return { decision: { kind: 'work', work: { reason: 'settings', sets, weights, keep: prev } }, stamp };
+  return decided({ kind: 'work', work: { reason: 'settings', sets, weights, keep: prev } });
 }
 
 /** A decision made before the backend was known, checked against it: other kernels mean other numbers, so everything is scored again. */
@@ -194,6 +221,82 @@ export function withBackend(d: Decision, keys: SettingsKeys, backend: string): D
  */
 export interface KeptRows extends Partial<Record<HeadWeightsMetric, Float64Array>>, Partial<Record<MetricOfKind<'corpus'>, number>> {
   sets: Map<string, { scores: PromptSetScores; labels: (string | null)[] }>;
+}
+
+// ---------------------------------------------------------------------------------------
+// Formats: one table file's rows, in as many formats as asked
+
+/** The listed files by path without extension, with the formats found on disk and those listed but gone. */
+function filesByStem(out: string, files: readonly string[]): Map<string, { present: OutputFormat[]; missing: OutputFormat[] }> {
+  const stems = new Map<string, { present: OutputFormat[]; missing: OutputFormat[] }>();
+  for (const f of files) {
+    const format = extname(f).slice(1) as OutputFormat;
+    const stem = f.slice(0, -extname(f).length);
+    const s = stems.get(stem) ?? { present: [], missing: [] };
+    (existsSync(join(out, f)) ? s.present : s.missing).push(format);
+    stems.set(stem, s);
+  }
+  return stems;
+}
+
+/** The formats of a list of table files, in OUTPUT_FORMATS order. */
+export function formatsOf(files: readonly string[]): OutputFormat[] {
+  return OUTPUT_FORMATS.filter((format) => files.some((f) => f.endsWith(`.${format}`)));
+}
+
+/**
+ * Makes every table file of `files` exist in each of `formats`, writing a missing one
+ * from the same stem's file in another format (the formats hold the same rows; no score
+ * is computed). Returns the files that then exist, listed ones gone from disk left out,
+ * and those written.
+ */
+export async function completeFormats(out: string, files: readonly string[], formats: readonly OutputFormat[]): Promise<{ files: string[]; written: string[] }> {
+  const result: string[] = [];
+  const written: string[] = [];
+  for (const [stem, s] of filesByStem(out, files)) {
+    if (s.present.length === 0) throw new Error(`${join(out, stem)}: no file of it is left to write its other formats from`);
+    result.push(...s.present.map((f) => `${stem}.${f}`));
+    const missing = formats.filter((f) => !s.present.includes(f));
+    if (missing.length === 0) continue;
+    const from = `${stem}.${s.present.includes('arrow') ? 'arrow' : s.present[0]}`;
+    const table = await readStoredTable(join(out, from));
+    for (const format of missing) {
+      await writeFileAtomic(join(out, `${stem}.${format}`), await tableFileBytes(table, format));
+      written.push(`${stem}.${format}`);
+    }
+  }
+  return { files: [...result, ...written].sort(), written };
+}
+
+/**
+ * A table file's rows exactly as stored (no schema change: the file written from it sits
+ * beside it), laid out as the sweep's own tables are when read from Parquet (`asSweepWrites`).
+ */
+async function readStoredTable(file: string): Promise<Table> {
+  const bytes = readFileSync(file);
+  return file.endsWith('.parquet') ? asSweepWrites(await parquetTable(bytes)) : tableFromIPC(bytes);
+}
+
+/**
+ * The same rows in the buffers tables.ts builds, so that an Arrow file written from a
+ * Parquet file has the bytes of one a sweep writes: Parquet gives a missing float as a
+ * null over 0 where tables.ts writes NaN and marks it null, and an empty string column
+ * with no offsets where tables.ts writes the one offset 0.
+ */
+function asSweepWrites(table: Table): Table {
+  const batches = table.batches.map((batch) => {
+    const children = batch.data.children.map((column: Data) => {
+      if (DataType.isUtf8(column.type) && column.valueOffsets.length === 0) {
+        return makeData({ type: column.type, length: 0, nullCount: 0, valueOffsets: new Int32Array(1), data: new Uint8Array(0) });
+      }
+      if (!DataType.isFloat(column.type) || !(column.values instanceof Float64Array) || column.nullCount === 0) return column;
+      const values = Float64Array.from((column as Data<Float64>).values.subarray(0, column.length));
+      for (let i = 0; i < column.length; i++) if (!column.getValid(i)) values[i] = NaN;
+      return makeData({ type: column.type as Float64, length: column.length, nullCount: column.nullCount, nullBitmap: column.nullBitmap, data: values });
+    });
+    return new RecordBatch(table.schema, makeData({ type: new Struct(table.schema.fields), length: batch.numRows, children }));
+  });
+  return new Table(table.schema, batches);
 }
 
 /**

@@ -45,6 +45,8 @@ export interface Manifest {
     rows: Record<TableName, number>;
   };
   exit_code: number;
+  /** What the plan warned of (a glob matching no file yet, icl positions past a prompt set); absent before sweeps had warnings. */
+  warnings?: string[];
 }
 
 /**
@@ -84,6 +86,7 @@ export async function writeManifest(out: string, m: Manifest, fileName = 'manife
     tables_version: m.tables_version ?? TABLES_VERSION,
     counts: m.counts,
     exit_code: m.exit_code,
+    warnings: m.warnings ?? [],
   };
   await writeFileAtomic(join(out, fileName), `${JSON.stringify(ordered, null, 2)}\n`);
 }

@@ -7,6 +7,12 @@
  *
  * A checkpoint whose header cannot be read stays in the plan with its problem, so the
  * sweep can report it as a row in `errors` while every other checkpoint is scored.
+ *
+ * What would surprise a user but stops nothing is a warning of the plan (printed by
+ * validate and the sweep, kept in the manifest): a glob that matches no file (a run whose
+ * trainer has not written a checkpoint yet must not stop every other run's nightly;
+ * only a config whose globs all match nothing is an error, unless a watch waits for
+ * them), and icl positions a prompt set is too short for.
  */
 import { existsSync } from 'node:fs';
 import { totalmem } from 'node:os';
@@ -67,6 +73,8 @@ export interface Plan {
   memoryBudgetBytes: number;
   /** Checkpoints in flight at once: at least 1, at most one per worker plus one being written. */
   maxInFlight: number;
+  /** What the user should know but that stops nothing, each once, in config order. */
+  warnings: string[];
 }
 
 /** Every checkpoint of the plan, in output order (runs in config order, then by step). */
@@ -100,9 +108,11 @@ function promptShape(c: ModelConfig): string {
   return `d_vocab ${c.d_vocab}, n_ctx ${c.n_ctx}, bos_token_id ${c.bos_token_id ?? 'none'}`;
 }
 
-async function resolveGlobs(loaded: LoadedConfig, i: number, allowEmpty: boolean): Promise<string[]> {
+/** The files a run's globs match, and a `{path, reason}` for each glob that matches none. */
+async function resolveGlobs(loaded: LoadedConfig, i: number): Promise<{ paths: string[]; empty: { path: string; reason: string }[] }> {
   const src = loaded.config.checkpoints[i];
   const found = new Set<string>();
+  const empty: { path: string; reason: string }[] = [];
   for (const [j, pattern] of src.paths.entries()) {
     const matches = await glob(pattern, {
       cwd: loaded.dir,
@@ -110,12 +120,28 @@ async function resolveGlobs(loaded: LoadedConfig, i: number, allowEmpty: boolean
       onlyFiles: true,
       expandDirectories: false,
     });
-    if (matches.length === 0 && !allowEmpty) {
-      throw configError(loaded.file, `checkpoints[${i}].paths[${j}]`, `"${pattern}" matches no files (relative paths start at ${loaded.dir})`);
+    if (matches.length === 0) {
+      const where = isAbsolute(pattern) ? '' : ` (relative paths start at ${loaded.dir})`;
+      empty.push({ path: `checkpoints[${i}].paths[${j}]`, reason: `"${pattern}" matches no files${where}` });
     }
     for (const m of matches) found.add(m);
   }
-  return [...found].sort();
+  return { paths: [...found].sort(), empty };
+}
+
+/**
+ * icl_score is null on a prompt set with a sequence that has no token at `icl.late`: one
+ * warning per such prompt set, with its shortest sequence over every run.
+ */
+function iclWarnings(config: SweepConfig, runs: readonly RunPlan[]): string[] {
+  if (!config.metrics.includes('icl_score')) return [];
+  const need = config.icl.late + 1;
+  return config.prompt_sets.flatMap((spec) => {
+    const lengths = runs.flatMap((r) => r.promptSets.find((s) => s.name === spec.name)?.sequences.map((q) => q.length) ?? []);
+    const shortest = Math.min(...lengths);
+    if (lengths.length === 0 || shortest >= need) return [];
+    return [`prompt set '${spec.name}' has sequences of ${shortest} tokens, fewer than icl.late + 1 = ${need}: its icl_score will be null (lower icl.late, or leave icl_score out of metrics)`];
+  });
 }
 
 function planCheckpoint(loaded: LoadedConfig, run: string, path: string, stepRegex: string | undefined): PlannedCheckpoint {
@@ -206,8 +232,13 @@ export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides
   const bigram = await planBigram(loaded, config);
 
   const runs: RunPlan[] = [];
+  const warnings: string[] = [];
+  const emptyGlobs: { path: string; reason: string }[] = [];
   for (const [i, src] of config.checkpoints.entries()) {
-    const paths = await resolveGlobs(loaded, i, opts.allowEmptyGlobs ?? false);
+    const { paths, empty } = await resolveGlobs(loaded, i);
+    emptyGlobs.push(...empty);
+    if (paths.length === 0) warnings.push(`run '${src.run}' has no checkpoints yet: ${empty.map((e) => `${e.path}: ${e.reason}`).join('; ')}`);
+    else warnings.push(...empty.map((e) => `${e.path}: ${e.reason}`));
     const checkpoints = paths.map((p) => planCheckpoint(loaded, src.run, p, src.step_regex)).sort(byStepThenPath);
     const model = checkpoints.find((c) => c.config !== null)?.config ?? null;
     const promptSets = model === null ? [] : buildPromptSets(loaded, config, src.run, model);
@@ -225,12 +256,17 @@ export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides
     }
     runs.push({ run: src.run, checkpoints, promptSets, config: model });
   }
+  if (runs.every((r) => r.checkpoints.length === 0) && !(opts.allowEmptyGlobs ?? false)) {
+    const lines = emptyGlobs.map((e) => configError(loaded.file, e.path, e.reason).message);
+    throw new HeadsweepError(lines.join('\n'), { stage: 'config', file: loaded.file, key: emptyGlobs[0].path });
+  }
+  warnings.push(...iclWarnings(config, runs));
 
   const memoryBudgetBytes = config.memory_budget_mb !== undefined ? config.memory_budget_mb * 2 ** 20 : Math.floor(totalmem() / 4);
   const largest = Math.max(1, ...runs.flatMap((r) => r.checkpoints.map((c) => c.bytes)));
   // One more than the workers keeps every worker busy while a finished result is written.
   const maxInFlight = Math.max(1, Math.min(config.workers + 1, Math.floor(memoryBudgetBytes / largest)));
-  return { configFile: loaded.file, config, outDir, runs, bigram, memoryBudgetBytes, maxInFlight };
+  return { configFile: loaded.file, config, outDir, runs, bigram, memoryBudgetBytes, maxInFlight, warnings };
 }
 
 function formatCount(n: number): string {
@@ -265,7 +301,9 @@ export function describePlan(plan: Plan): string {
   let totalHeads = 0;
   for (const r of plan.runs) {
     lines.push('');
-    if (r.config === null) {
+    if (r.checkpoints.length === 0) {
+      lines.push(`run ${r.run}: no checkpoints yet`);
+    } else if (r.config === null) {
       lines.push(`run ${r.run}: ${r.checkpoints.length} checkpoint(s), none readable`);
     } else {
       const m = r.config;
@@ -291,5 +329,10 @@ export function describePlan(plan: Plan): string {
   }
   lines.push('');
   lines.push(`total: ${all.length} checkpoint(s) in ${plan.runs.length} run(s), ${formatCount(totalHeads)} heads, ${formatCount(totalTokenLayers)} token-layers${bad.length > 0 ? `; ${bad.length} unreadable` : ''}`);
+  for (const w of plan.warnings) lines.push(`warning: ${w}`);
+  if (bad.length > 0) {
+    const names = bad.slice(0, 3).map((p) => p.path).join(', ') + (bad.length > 3 ? ', ...' : '');
+    lines.push(`warning: ${plural(bad.length, 'checkpoint')} cannot be read (${names}): a sweep records ${bad.length === 1 ? 'it' : 'them'} in errors and exits 3`);
+  }
   return lines.join('\n');
 }

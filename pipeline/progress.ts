@@ -4,6 +4,7 @@
  * (a log file, CI) each finished checkpoint prints one plain line.
  */
 import type { WriteStream } from 'node:tty';
+import { clock } from '../src/clock.ts';
 
 export interface CheckpointDone {
   run: string;
@@ -13,15 +14,6 @@ export interface CheckpointDone {
   heads: number;
   /** null when scored; the failing stage otherwise. */
   failedAt: string | null;
-}
-
-function clock(seconds: number): string {
-  if (!Number.isFinite(seconds)) return '?';
-  const s = Math.round(seconds);
-  const h = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  const mmss = `${String(m).padStart(h > 0 ? 2 : 1, '0')}:${String(s % 60).padStart(2, '0')}`;
-  return h > 0 ? `${h}:${mmss}` : mmss;
 }
 
 export class Progress {

@@ -16,14 +16,14 @@
  * without an entry, which the rerun scores again and overwrites.
  */
 import { existsSync, readdirSync, readFileSync, statSync, type BigIntStats } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { rename, rm } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { writeFileAtomic } from './sinks/atomic.ts';
 import { OUTPUT_FORMATS } from './sinks/index.ts';
 import { checkpointKey } from './shard.ts';
-import { TABLE_NAMES } from './tables.ts';
+import { checkpointId, TABLE_NAMES } from './tables.ts';
 
 export const STATE_DIR = '.state';
 
@@ -39,7 +39,7 @@ export const CheckpointStateSchema = z.strictObject({
   mtime_ns: z.string().regex(/^\d+$/),
   /** null when the file could not be read at all. */
   sha256: z.string().nullable(),
-  /** File stem of the checkpoint's table files (`step-<step>-<sha12>`). */
+  /** File stem of the checkpoint's table files (`fileStem`; `step-<step>-<sha12>` in outputs of before). */
   id: z.string(),
   /** `failed`: its files hold an errors row; it is tried again on the next sweep. */
   status: z.enum(['scored', 'failed']),
@@ -59,10 +59,35 @@ export const CheckpointStateSchema = z.strictObject({
 export type CheckpointState = z.infer<typeof CheckpointStateSchema>;
 export type KeyedSet = z.infer<typeof KeyedSetSchema>;
 
+/** Hex sha256 of `run NUL path`: names a checkpoint's state entry and, in part, its table files. */
+function sourceDigest(run: string, path: string): string {
+  return createHash('sha256').update(checkpointKey(run, path), 'utf8').digest('hex');
+}
+
 /** The state file of one checkpoint. */
 export function stateFile(out: string, run: string, path: string): string {
-  const key = createHash('sha256').update(checkpointKey(run, path), 'utf8').digest('hex').slice(0, 32);
-  return join(out, STATE_DIR, `run=${run}`, `${key}.json`);
+  return join(out, STATE_DIR, `run=${run}`, `${sourceDigest(run, path).slice(0, 32)}.json`);
+}
+
+/**
+ * The stem of a checkpoint's table files: `step-<step, 9 digits>-<sha12 of its bytes>-<source>`
+ * (`step-unknown-...` without a step), where `source` is the first 8 hex of its state
+ * entry's name. Step first, so a folder listing sorts by training step; the bytes, so
+ * new bytes get new files; the source, so two paths with the same bytes and step (a
+ * `final.safetensors` copied from the last step) never share a file.
+ */
+export function fileStem(ck: { run: string; path: string; step: number | null }, sha256: string): string {
+  return `${checkpointId(ck.step, sha256)}-${sourceDigest(ck.run, ck.path).slice(0, 8)}`;
+}
+
+/**
+ * Whether a table file's name has the stem of outputs written before stems named their
+ * source (`step-<step>-<sha12>`). Two sources with the same bytes could share such a
+ * file, so a sweep never deletes one because a single entry stopped listing it:
+ * `removeUnlistedOldStems` removes it once no entry lists it.
+ */
+export function isOldStem(fileOrStem: string): boolean {
+  return /^step-(\d{9}|unknown)-[0-9a-f]{12}(\.(arrow|parquet))?$/.test(basename(fileOrStem));
 }
 
 /**
@@ -83,6 +108,62 @@ export function readState(out: string, run: string, path: string): CheckpointSta
 
 export async function writeState(out: string, state: CheckpointState): Promise<void> {
   await writeFileAtomic(stateFile(out, state.run, state.path), `${JSON.stringify(state, null, 2)}\n`);
+}
+
+/** Every entry of a run that parses, whichever checkpoints the config names now. */
+export function readRunStates(out: string, run: string): CheckpointState[] {
+  const dir = join(out, STATE_DIR, `run=${run}`);
+  if (!existsSync(dir)) return [];
+  const states: CheckpointState[] = [];
+  for (const name of readdirSync(dir)) {
+    if (!name.endsWith('.json')) continue;
+    try {
+      const parsed = CheckpointStateSchema.safeParse(JSON.parse(readFileSync(join(dir, name), 'utf8')));
+      if (parsed.success) states.push(parsed.data);
+    } catch {
+      // Half-written by hand or unreadable: it lists nothing.
+    }
+  }
+  return states;
+}
+
+/** How many of a run's entries list each file (relative to the output root). */
+export function listings(out: string, run: string): Map<string, number> {
+  const count = new Map<string, number>();
+  for (const s of readRunStates(out, run)) for (const f of s.files) count.set(f, (count.get(f) ?? 0) + 1);
+  return count;
+}
+
+/**
+ * Gives an entry's files a new stem by renaming them (their rows do not name the stem),
+ * then writes the entry. Killed in between, the entry still names the old files, some of
+ * which are gone: the next sweep scores the checkpoint again.
+ */
+export async function renameStem(out: string, state: CheckpointState, id: string): Promise<CheckpointState> {
+  // A file deleted by hand stays deleted: the sweep writes it again from its other format.
+  const present = state.files.filter((f) => existsSync(join(out, f)));
+  const files = present.map((f) => join(dirname(f), basename(f).replace(state.id, id)));
+  for (const [i, f] of present.entries()) await rename(join(out, f), join(out, files[i]));
+  const renamed = { ...state, id, files };
+  await writeState(out, renamed);
+  return renamed;
+}
+
+/**
+ * Removes the table files of `run` that have an old stem (`isOldStem`) and that no state
+ * entry lists: what two sources once shared and both have since replaced, or what a
+ * sweep killed before writing its entry left. Returns the files removed.
+ */
+export async function removeUnlistedOldStems(out: string, run: string, tables: readonly string[]): Promise<string[]> {
+  const old = tables.flatMap((table) => {
+    const dir = join(table, `run=${run}`);
+    return existsSync(join(out, dir)) ? readdirSync(join(out, dir)).filter((n) => isOldStem(n)).map((n) => join(dir, n)) : [];
+  });
+  if (old.length === 0) return [];
+  const listed = listings(out, run);
+  const removed = old.filter((f) => !listed.has(f));
+  for (const f of removed) await rm(join(out, f), { force: true });
+  return removed;
 }
 
 /** Size and mtime of a file as a state entry records them, or null when it cannot be stat'ed. */

@@ -39,20 +39,22 @@ import type { ConfigOverrides, LoadedConfig, SweepConfig } from './config.ts';
 import { poolEventToSweep, type EventLog } from './events.ts';
 import { sha256File } from './hash.ts';
 import {
-  allWork, decide, mergeScores, readKept, settingsKeys, withBackend, WEIGHTS_KEYED_METRICS, type Decided, type KeptRows, type SettingsKeys, type Work,
+  allWork, completeFormats, decide, formatsOf, mergeScores, readKept, settingsKeys, withBackend, WEIGHTS_KEYED_METRICS,
+  type Decided, type KeptRows, type SettingsKeys, type Work,
 } from './incremental.ts';
 import { packageVersions, writeManifest, type Manifest } from './manifest.ts';
 import { buildPlan, plannedCheckpoints, type Plan, type PlannedCheckpoint, type RunPlan } from './plan.ts';
 import { CheckpointPool, type CheckpointOutcome, type PoolEvent } from './pool.ts';
 import { checkpointKey, inShard, manifestFileName, shardLabel, shardOfManifestFile, type Shard } from './shard.ts';
 import { writeFileAtomic } from './sinks/atomic.ts';
-import { tableFileBytes, tableFilePath, writeTableFile } from './sinks/index.ts';
+import { OUTPUT_FORMATS, tableFileBytes, tableFilePath, writeTableFile, type OutputFormat } from './sinks/index.ts';
 import {
-  fileStamp, readState, removeStaleTemps, STATE_DIR, stateFile, writeState, type CheckpointState,
+  fileStamp, fileStem, isOldStem, listings, readState, removeStaleTemps, removeUnlistedOldStems, renameStem, STATE_DIR, stateFile, writeState,
+  type CheckpointState,
 } from './state.ts';
 import { ReadinessTracker, type Readiness } from './watch.ts';
 import {
-  checkpointId, checkpointsTable, checkpointTables, errorsTable, promptsTable, TABLE_NAMES, TABLES_VERSION, type TableName,
+  checkpointsTable, checkpointTables, errorsTable, promptsTable, TABLE_NAMES, TABLES_VERSION, type TableName,
 } from './tables.ts';
 
 /** A head in the end-of-sweep summary. */
@@ -78,6 +80,8 @@ export interface SweepResult {
   /** One per run with a checkpoint scored by this sweep that has prefix_matching, in config order. */
   summary: RunSummary[];
   errors: { run: string; path: string; stage: Stage; message: string }[];
+  /** Up-to-date checkpoints whose files this sweep wrote in formats they lacked, and those formats. */
+  formatsAdded: { checkpoints: number; formats: OutputFormat[] };
 }
 
 type Scored = Extract<CheckpointOutcome, { ok: true }>;
@@ -118,15 +122,20 @@ function isOutputEntry(name: string): boolean {
 }
 
 /**
- * Refuses an output folder that holds anything headsweep does not write, so a mistyped
- * `--out` never mixes tables into someone's files.
+ * Refuses a folder that is not a sweep's output and holds anything headsweep does not
+ * write, so a mistyped `--out` never mixes tables into someone's files. A folder with a
+ * sweep's manifest or state is an output: what else is in it (a report written beside
+ * the tables, notes) is left alone.
  */
 function checkOutput(outDir: string): void {
   if (!existsSync(outDir)) return;
-  const foreign = readdirSync(outDir).filter((name) => !isOutputEntry(name));
+  const names = readdirSync(outDir);
+  if (names.some((name) => name === STATE_DIR || shardOfManifestFile(name) !== undefined)) return;
+  const foreign = names.filter((name) => !isOutputEntry(name));
   if (foreign.length > 0) {
     throw new HeadsweepError(
-      `output folder ${outDir} holds files a sweep does not write (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}); choose a new or empty folder`,
+      `output folder ${outDir} holds files a sweep does not write (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}) ` +
+        "and no sweep's manifest or .state; choose a new or empty folder",
       { stage: 'config', file: outDir, key: 'output' },
     );
   }
@@ -214,6 +223,11 @@ class SweepRun {
   private passes = 0;
   private readonly errors: (SweepResult['errors'][number] & { at: number })[] = [];
   private readonly latest = new Map<string, { at: number; summary: RunSummary }>();
+  /** Up-to-date checkpoints given files in formats they lacked, and which formats. */
+  private readonly completed = new Set<string>();
+  private readonly formatsAdded = new Set<OutputFormat>();
+  /** Warnings of the plan already said: a watching sweep plans every poll. */
+  private readonly warned = new Set<string>();
   /** Checkpoints already reported scored or up to date, by path and id, so a watching sweep says it once. */
   private readonly reported = new Set<string>();
   /** --watch: the file stamp each checkpoint failed at; it is not tried again until the file changes. */
@@ -225,13 +239,18 @@ class SweepRun {
     private readonly outDir: string,
     private readonly configFile: string,
     private readonly opts: SweepOptions,
-    private readonly watching: boolean,
+    /** Set for a watching sweep: what it watches, how often, until when. */
+    private readonly watched: { runs: number; globs: string[]; poll_seconds: number; until_idle_minutes: number | null } | null,
   ) {
     this.log = opts.log ?? (() => {});
     this.shard = opts.shard ?? null;
     const onAbort = () => this.stop.abort();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     if (opts.signal?.aborted) this.stop.abort();
+  }
+
+  get watching(): boolean {
+    return this.watched !== null;
   }
 
   get stopped(): boolean {
@@ -266,7 +285,7 @@ class SweepRun {
     }
     this.log({
       event: 'sweep_started', name: c.name, out: this.outDir, shard: this.shard === null ? null : shardLabel(this.shard),
-      backend: this.backend, workers: threads, watch: this.watching, force: this.opts.force ?? false,
+      backend: this.backend, workers: threads, watch: this.watching, watching: this.watched, force: this.opts.force ?? false,
     });
   }
 
@@ -303,11 +322,19 @@ class SweepRun {
     for (const r of plan.runs) {
       keysOf.set(r.run, r.promptSets.length > 0 ? settingsKeys(plan.config, r.promptSets, plan.bigram) : { promptSets: [], weights: null });
     }
+    // Read only for outputs that still hold files of the old stems, which two entries may list.
+    const listed = new Map<string, Map<string, number>>();
     const items: Item[] = [];
     for (const ck of checkpoints) {
       const keys = keysOf.get(ck.run)!;
       const prev = readState(this.outDir, ck.run, ck.path);
-      const decided = ck.problem !== null ? null : await decide(this.outDir, ck, keys, prev, { force: this.opts.force ?? false, formats: this.config.output.formats });
+      const listedElsewhere = (file: string) => {
+        if (!listed.has(ck.run)) listed.set(ck.run, listings(this.outDir, ck.run));
+        return (listed.get(ck.run)!.get(file) ?? 0) > 1;
+      };
+      const decided = ck.problem !== null ? null : await decide(this.outDir, ck, keys, prev, {
+        force: this.opts.force ?? false, formats: this.config.output.formats, listedElsewhere,
+      });
       items.push({ ck, keys, prev, decided });
     }
     return items;
@@ -324,6 +351,11 @@ class SweepRun {
     // Output position of each checkpoint, looked up once per item rather than searched.
     const position = new Map(all.map((ck, i) => [ck, i]));
     const backend = this.backend!;
+    for (const message of plan.warnings) {
+      if (this.warned.has(message)) continue;
+      this.warned.add(message);
+      this.log({ event: 'warning', message });
+    }
     for (const item of items) {
       if (item.decided !== null) item.decided.decision = withBackend(item.decided.decision, item.keys, backend);
     }
@@ -350,6 +382,7 @@ class SweepRun {
         });
       }
       await queue.onIdle();
+      if (!this.stopped) for (const r of plan.runs) await removeUnlistedOldStems(this.outDir, r.run, TABLE_NAMES);
     } catch (err) {
       this.fatal ??= err;
       this.stop.abort();
@@ -399,14 +432,26 @@ class SweepRun {
       await this.fail(item, at, ck.problem!.stage, ck.problem!.message, null);
       return;
     }
+    if (item.decided.renameTo !== null) await this.takeOver(item, item.decided.renameTo);
     const d = item.decided.decision;
     if (d.kind === 'skip') {
-      const said = `${ck.file}\u0000${d.state.id}`;
-      if (!this.reported.has(said)) {
-        this.reported.add(said);
-        this.log({ event: 'checkpoint_skipped', run: ck.run, path: ck.path, step: ck.step, sha256: d.state.sha256!, id: d.state.id, reason: 'up_to_date' });
+      let state = d.state;
+      let added: OutputFormat[] = [];
+      if (d.complete) {
+        const { files, written } = await completeFormats(this.outDir, state.files, this.config.output.formats);
+        state = { ...state, files, formats: formatsOf(files) };
+        added = formatsOf(written);
+        this.completed.add(ck.file);
+        for (const f of added) this.formatsAdded.add(f);
       }
-      if (d.restamp && item.decided.stamp !== null) await writeState(this.outDir, { ...d.state, ...item.decided.stamp });
+      const said = `${ck.file}\u0000${d.state.id}`;
+      if (!this.reported.has(said) || added.length > 0) {
+        this.reported.add(said);
+        this.log({
+          event: 'checkpoint_skipped', run: ck.run, path: ck.path, step: ck.step, sha256: state.sha256!, id: state.id, reason: 'up_to_date', formats_added: added,
+        });
+      }
+      if (d.complete || (d.restamp && item.decided.stamp !== null)) await writeState(this.outDir, { ...state, ...(item.decided.stamp ?? {}) });
       return;
     }
     const run = plan.runs.find((r) => r.run === ck.run)!;
@@ -447,6 +492,18 @@ class SweepRun {
     }
   }
 
+  /**
+   * Gives the files of an entry written with an old stem the checkpoint's stem, so what
+   * follows (skip, or a partial rescore that keeps rows) works on files named as today.
+   */
+  private async takeOver(item: Item, id: string): Promise<void> {
+    const renamed = await renameStem(this.outDir, item.prev!, id);
+    const d = item.decided!.decision;
+    if (d.kind === 'skip') d.state = renamed;
+    else if (d.work.keep !== null) d.work.keep = renamed;
+    item.prev = renamed;
+  }
+
   /** Asks the pool for the prompt sets and weight scores `work` names. */
   private async score(plan: Plan, run: RunPlan, ck: PlannedCheckpoint, work: Work): Promise<CheckpointOutcome> {
     const c = this.config;
@@ -485,7 +542,7 @@ class SweepRun {
     const c = this.config;
     const keep = work.keep;
     const sha256 = outcome?.sha256 ?? keep!.sha256!;
-    const id = checkpointId(ck.step, sha256);
+    const id = fileStem(ck, sha256);
     const model = outcome?.config ?? ck.config!;
     const start = performance.now();
     const order = item.keys.promptSets.map((s) => s.name);
@@ -500,8 +557,11 @@ class SweepRun {
 
     const files: string[] = [];
     const rows: CheckpointState['rows'] = {};
-    const carry = (table: TableName) => {
-      files.push(...keep!.files.filter((f) => f.startsWith(`${table}/`)));
+    // A table whose rows are unchanged keeps its files, written in any format asked for
+    // that it lacks; its files in other formats go with the rest of the old result.
+    const carry = async (table: TableName) => {
+      const kept = await completeFormats(this.outDir, keep!.files.filter((f) => f.startsWith(`${table}/`)), c.output.formats);
+      files.push(...kept.files.filter((f) => c.output.formats.some((format) => f.endsWith(`.${format}`))));
       if (keep!.rows[table] !== undefined) rows[table] = keep!.rows[table];
     };
     const tables = checkpointTables(info, scores, merged.labels);
@@ -511,7 +571,7 @@ class SweepRun {
         files.push(...await this.writeTable(table, ck.run, id, data));
         rows[table] = data.numRows;
       } else if (table === 'composition' && keep !== null && !work.weights && item.keys.weights !== null) {
-        carry(table);
+        await carry(table);
       }
     }
     if (outcome !== null) {
@@ -521,11 +581,14 @@ class SweepRun {
       files.push(...await this.writeTable('checkpoints', ck.run, id, row));
       rows.checkpoints = 1;
     } else {
-      carry('checkpoints');
+      await carry('checkpoints');
     }
     // Only now that the new files are in place: drop what they replace (another stem's
-    // files, an errors row, a format or table no longer written).
-    for (const old of item.prev?.files ?? []) if (!files.includes(old)) await rm(join(this.outDir, old), { force: true });
+    // files, an errors row, a format or table no longer written). Files of an old stem
+    // may be another entry's too: removeUnlistedOldStems takes them once none lists them.
+    for (const old of item.prev?.files ?? []) {
+      if (!files.includes(old) && !isOldStem(old)) await rm(join(this.outDir, old), { force: true });
+    }
     await writeState(this.outDir, {
       format: 1, run: ck.run, path: ck.path, ...(item.decided!.stamp ?? { size: 0, mtime_ns: '0' }),
       sha256, id, status: 'scored', backend: this.backend, formats: [...c.output.formats],
@@ -542,7 +605,7 @@ class SweepRun {
     const { ck, prev } = item;
     const stamp = item.decided?.stamp ?? fileStamp(ck.file);
     const sha = sha256 ?? await sha256File(ck.file).catch(() => null);
-    const id = checkpointId(ck.step, sha ?? pathDigest(ck.path));
+    const id = fileStem(ck, sha ?? pathDigest(ck.path));
     this.errors.push({ at, run: ck.run, path: ck.path, stage, message });
     const written = await this.writeTable('errors', ck.run, id, errorsTable([{ run: ck.run, path: ck.path, stage, message }]));
     const files = [...new Set([...(prev?.files ?? []), ...written])];
@@ -582,6 +645,7 @@ class SweepRun {
       tables_version: TABLES_VERSION,
       counts: { checkpoints_planned: all.length, scored: this.scoredPaths.size, up_to_date: this.lastUpToDate, failed: this.errors.length, rows },
       exit_code: exitCode,
+      warnings: plan.warnings,
     };
     await writeManifest(this.outDir, manifest, manifestFileName(this.shard));
     await removeOtherLayoutManifests(this.outDir, this.shard);
@@ -593,14 +657,15 @@ class SweepRun {
     if (this.fatal !== null) throw this.fatal;
     const summary = plan.runs.map((r) => this.latest.get(r.run)?.summary).filter((s): s is RunSummary => s !== undefined);
     const inPlanOrder = this.errors.sort((a, b) => a.at - b.at).map(({ at: _, ...e }) => e);
-    return { exitCode, manifest, summary, errors: inPlanOrder };
+    const formatsAdded = { checkpoints: this.completed.size, formats: OUTPUT_FORMATS.filter((f) => this.formatsAdded.has(f)) };
+    return { exitCode, manifest, summary, errors: inPlanOrder, formatsAdded };
   }
 }
 
 /** Scores what the plan's checkpoints need (all of them on a first run) and writes the tables. */
 export async function runSweep(plan: Plan, opts: SweepOptions = {}): Promise<SweepResult> {
   const mine = shardOf(plan, opts.shard ?? null);
-  const run = new SweepRun(mine.config, mine.outDir, mine.configFile, opts, false);
+  const run = new SweepRun(mine.config, mine.outDir, mine.configFile, opts, null);
   const items = await run.decideAll(mine, plannedCheckpoints(mine));
   // More threads than checkpoints to score would only start backends that never get work.
   await run.start(Math.max(1, Math.min(mine.config.workers, items.filter(needsPool).length)), mine);
@@ -621,7 +686,9 @@ export async function runSweep(plan: Plan, opts: SweepOptions = {}): Promise<Swe
 export async function watchSweep(loaded: LoadedConfig, overrides: ConfigOverrides, opts: WatchOptions): Promise<SweepResult> {
   const planNow = async () => shardOf(await buildPlan(loaded, overrides, { allowEmptyGlobs: true }), opts.shard ?? null);
   let plan = await planNow();
-  const run = new SweepRun(plan.config, plan.outDir, plan.configFile, opts, true);
+  const run = new SweepRun(plan.config, plan.outDir, plan.configFile, opts, {
+    runs: plan.config.checkpoints.length, globs: plan.config.checkpoints.flatMap((c) => c.paths), poll_seconds: opts.pollSeconds, until_idle_minutes: opts.untilIdleMinutes ?? null,
+  });
   const tracker = new ReadinessTracker();
   const said = new Map<string, Readiness>();
   await run.start(plan.config.workers, plan);

@@ -157,8 +157,9 @@ export interface CheckpointRowInfo {
 }
 
 /**
- * File stem of a checkpoint's table files: `step-<step, 9 digits>-<sha256[:12]>`, or
- * `step-unknown-<sha256[:12]>`, so a folder listing sorts by training step.
+ * The step and bytes part of a checkpoint's file stem: `step-<step, 9 digits>-<sha256[:12]>`,
+ * or `step-unknown-<sha256[:12]>`, so a folder listing sorts by training step. The sweep
+ * adds the source (`fileStem` in state.ts), so two paths never share a file.
  */
 export function checkpointId(step: number | null, sha256: string): string {
   if (!/^[0-9a-f]{12}/i.test(sha256)) {

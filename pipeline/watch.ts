@@ -12,9 +12,17 @@
  * renamed one at once. A writer that sets the file's full size before filling it in
  * (preallocation, mmap) defeats the first rule: such trainers must write to a temporary
  * name and rename.
+ *
+ * A file that is not whole, had the same size and mtime at the previous poll, and was
+ * last written `STALLED_AFTER_MS` ago or more has stopped growing: it is no checkpoint
+ * being written but a broken one, and is taken too, so that the sweep records why it
+ * cannot be read (an `errors` row), as a sweep without --watch does.
  */
 import { closeSync, openSync, readSync } from 'node:fs';
 import { fileStamp } from './state.ts';
+
+/** How long a file that is not whole must have gone unwritten before it counts as broken, not as being written. */
+export const STALLED_AFTER_MS = 60_000;
 
 /** Longest header read when checking for a whole file; larger headers are left to the loader to judge. */
 const MAX_HEADER_BYTES = 100 * 2 ** 20;
@@ -77,9 +85,13 @@ export class ReadinessTracker {
     const whole = isWhole(file);
     const prev = this.seen.get(file);
     this.seen.set(file, { ...stamp, whole });
-    if (!whole) return 'incomplete';
+    const unchanged = prev !== undefined && prev.size === stamp.size && prev.mtime_ns === stamp.mtime_ns;
+    if (!whole) {
+      const idleMs = Date.now() - Number(BigInt(stamp.mtime_ns) / 1_000_000n);
+      return unchanged && idleMs >= STALLED_AFTER_MS ? 'ready' : 'incomplete';
+    }
     if (prev === undefined) return 'ready';
-    return prev.whole && prev.size === stamp.size && prev.mtime_ns === stamp.mtime_ns ? 'ready' : 'changing';
+    return prev.whole && unchanged ? 'ready' : 'changing';
   }
 
   /** Forgets files the globs no longer match. */

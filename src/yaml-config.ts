@@ -5,7 +5,8 @@
  * `<file> → at <YAML path>: <reason> (line <n>)`.
  */
 import { readFileSync } from 'node:fs';
-import { LineCounter, parseDocument, isNode } from 'yaml';
+import { distance } from 'fastest-levenshtein';
+import { isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import { z } from 'zod';
 import { configError, HeadsweepError } from './errors.ts';
 
@@ -24,19 +25,50 @@ interface Problem {
   message: string;
 }
 
+/** The schema under its wrappers (optional, default, nullable, a transform's input). */
+function unwrap(schema: z.core.$ZodType): z.core.$ZodType {
+  const def = schema._zod.def as { type: string; innerType?: z.core.$ZodType; in?: z.core.$ZodType };
+  const inner = def.type === 'pipe' ? def.in : def.innerType;
+  return inner === undefined ? schema : unwrap(inner);
+}
+
+/** The keys an object at `path` of `schema` may have (every branch's, under a union). */
+function keysAt(schema: z.core.$ZodType, path: readonly PropertyKey[]): string[] {
+  const s = unwrap(schema);
+  const def = s._zod.def as { type: string; shape?: Record<string, z.core.$ZodType>; element?: z.core.$ZodType; options?: z.core.$ZodType[] };
+  if (def.type === 'union') return [...new Set(def.options!.flatMap((o) => keysAt(o, path)))];
+  if (path.length === 0) return def.type === 'object' ? Object.keys(def.shape!) : [];
+  const [step, ...rest] = path;
+  if (def.type === 'object') return def.shape![String(step)] === undefined ? [] : keysAt(def.shape![String(step)], rest);
+  if (def.type === 'array') return keysAt(def.element!, rest);
+  return [];
+}
+
+/** `unknown key`, with the closest key the schema knows there when one is close enough to be a typo. */
+function unknownKey(key: string, known: readonly string[]): string {
+  let best: string | null = null;
+  let bestDistance = Infinity;
+  for (const k of known) {
+    // A missing or extra word part (`memory_budget` for `memory_budget_mb`) counts as close.
+    const d = k.startsWith(key) || key.startsWith(k) ? 1 : distance(key, k);
+    if (d < bestDistance) [best, bestDistance] = [k, d];
+  }
+  return best !== null && bestDistance <= Math.max(2, Math.floor(key.length / 3)) ? `unknown key (did you mean '${best}'?)` : 'unknown key';
+}
+
 /**
  * Flattens zod issues to one problem per offending value. A union reports the branch
  * whose type matched (the object form of `output`, say), not "invalid input".
  */
-function problemsOf(issues: readonly z.core.$ZodIssue[], prefix: PropertyKey[] = []): Problem[] {
+function problemsOf(schema: z.core.$ZodType, issues: readonly z.core.$ZodIssue[], prefix: PropertyKey[] = []): Problem[] {
   const out: Problem[] = [];
   for (const issue of issues) {
     const path = [...prefix, ...issue.path];
     if (issue.code === 'unrecognized_keys') {
-      for (const key of issue.keys) out.push({ path: [...path, key], message: 'unknown key' });
+      for (const key of issue.keys) out.push({ path: [...path, key], message: unknownKey(key, keysAt(schema, path)) });
     } else if (issue.code === 'invalid_union' && issue.errors.length > 0) {
       const typeMatched = issue.errors.filter((branch) => !branch.some((i) => i.code === 'invalid_type' && i.path.length === 0));
-      out.push(...problemsOf(typeMatched[0] ?? issue.errors[0], path));
+      out.push(...problemsOf(schema, typeMatched[0] ?? issue.errors[0], path));
     } else if (issue.code === 'invalid_type' && /received undefined$/.test(issue.message)) {
       out.push({ path, message: `required (${issue.message.replace(/^Invalid input: /, '').replace(/, received undefined$/, '')})` });
     } else {
@@ -56,6 +88,23 @@ function configProblems(file: string, problems: Problem[], lineOf: (path: Proper
 }
 
 /**
+ * The line a YAML path is written on: the line of its key in a mapping (a block value
+ * starts on the line after its key), of its item in a sequence; for a path that is not
+ * there (a missing key), the line of the nearest enclosing one.
+ */
+function lineOfPath(doc: Document, lineCounter: LineCounter, path: readonly PropertyKey[]): number | null {
+  for (let n = path.length; n > 0; n--) {
+    const parent = n === 1 ? doc.contents : doc.getIn(path.slice(0, n - 1) as (string | number)[], true);
+    const step = path[n - 1];
+    let node: unknown = null;
+    if (isMap(parent)) node = parent.items.find((pair) => isScalar(pair.key) && String(pair.key.value) === String(step))?.key;
+    else if (isSeq(parent) && typeof step === 'number') node = parent.items[step];
+    if (isNode(node) && node.range) return lineCounter.linePos(node.range[0]).line;
+  }
+  return isNode(doc.contents) && doc.contents.range ? lineCounter.linePos(doc.contents.range[0]).line : null;
+}
+
+/**
  * YAML text → a value of `schema`, or one `config`-stage HeadsweepError whose every line
  * names `file`, the YAML path at fault and its line.
  */
@@ -71,15 +120,7 @@ export function parseYamlWith<S extends z.ZodType>(schema: S, text: string, file
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw configError(file, '', 'expected a YAML mapping of keys to values');
   const parsed = schema.safeParse(raw);
   if (parsed.success) return parsed.data;
-  const lineOf = (path: PropertyKey[]): number | null => {
-    // Walk up to the nearest node that exists (an unknown or missing key has no node of its own).
-    for (let n = path.length; n >= 0; n--) {
-      const node = doc.getIn(path.slice(0, n) as (string | number)[], true);
-      if (isNode(node) && node.range) return lineCounter.linePos(node.range[0]).line;
-    }
-    return null;
-  };
-  throw configProblems(file, problemsOf(parsed.error.issues), lineOf);
+  throw configProblems(file, problemsOf(schema, parsed.error.issues), (path) => lineOfPath(doc, lineCounter, path));
 }
 
 /** The text of a config file, or a `config`-stage error that says it does not exist or why it cannot be read. */

@@ -2,12 +2,14 @@
  * Sweep configs: a bad config stops the real CLI with exit code 2 and a message naming the
  * YAML path at fault; good configs parse with their defaults and plan as documented.
  */
-import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { tableFromIPC } from 'apache-arrow';
 import { afterAll, describe, expect, test } from 'vitest';
 import { EXIT } from '../pipeline/cli.ts';
 import { planFromArgs, type ConfigArgs } from '../pipeline/commands/validate.ts';
 import { loadConfig, parseConfig } from '../pipeline/config.ts';
+import type { Manifest } from '../pipeline/manifest.ts';
 import { buildPlan } from '../pipeline/plan.ts';
 import { loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import { writeSafetensors } from '../src/checkpoint/containers/safetensors.ts';
@@ -23,6 +25,7 @@ afterAll(() => tmp.cleanup());
 const DEMO = resolve('data/demo/planted-2l');
 const NAT = resolve('data/prompts/nat.jsonl');
 const CORPUS = resolve('data/corpus/npm-readmes.txt');
+const FIXTURES = resolve('test/fixtures');
 
 /** A valid config (absolute paths, so it holds wherever it is written); `edit` breaks one thing. */
 function configText(edit: (lines: string[]) => string[] = (l) => l): string {
@@ -45,7 +48,22 @@ describe('a bad config: the real CLI exits 2 and names the YAML path', () => {
       name: 'unknown key',
       command: 'validate',
       edit: (l) => [...l.map((x) => x.replace('seed: 0}', 'seed: 0, sed: 1}')), 'worker: 2'],
-      expected: /bad\.yaml → at prompt_sets\[0\]\.sed: unknown key \(line 7\)\n.*bad\.yaml → at worker: unknown key \(line 10\)/,
+      expected: /bad\.yaml → at prompt_sets\[0\]\.sed: unknown key \(did you mean 'seed'\?\) \(line 7\)\n.*bad\.yaml → at worker: unknown key \(did you mean 'workers'\?\) \(line 10\)/,
+    },
+    {
+      // The line of the key, also when its value is a block starting on the next line.
+      name: 'block values and misspelt keys',
+      command: 'validate',
+      edit: (l) => [
+        ...l.map((x) => x.replace('output: out', 'output:\n  dir: out\n  format: [arrow]')),
+        'memory_budget:', '  mb: 100',
+        'classify:', '  label: induction',
+      ],
+      expected: new RegExp([
+        String.raw`bad\.yaml → at output\.format: unknown key \(did you mean 'formats'\?\) \(line 4\)`,
+        String.raw`.*bad\.yaml → at classify: expected array, received object \(line 14\)`,
+        String.raw`.*bad\.yaml → at memory_budget: unknown key \(did you mean 'memory_budget_mb'\?\) \(line 12\)`,
+      ].join('\n')),
     },
     {
       name: 'wrong type',
@@ -67,10 +85,13 @@ describe('a bad config: the real CLI exits 2 and names the YAML path', () => {
       expected: /bad\.yaml → at metrics\[1\]: bigram_kl needs a corpus: add bigram: \{path: <text file>, tokenizer: byte\|char64\} \(line 10\)/,
     },
     {
-      name: 'glob matching nothing',
-      command: 'validate',
-      edit: (l) => l.map((x) => x.replace('*.safetensors"]', '*.safetensors", "nowhere/*.safetensors"]')),
-      expected: /bad\.yaml → at checkpoints\[0\]\.paths\[1\]: "nowhere\/\*\.safetensors" matches no files/,
+      name: 'no glob matching anything',
+      command: 'sweep',
+      // Every glob is named, not only the first.
+      edit: (l) => l.flatMap((x) => (x.includes(DEMO)
+        ? ['    paths: ["nowhere/*.safetensors", "nor-here/*.st"]', '  - {run: later, paths: ["later/*.safetensors"]}']
+        : [x])),
+      expected: /bad\.yaml → at checkpoints\[0\]\.paths\[0\]: "nowhere\/\*\.safetensors" matches no files .*\n.*bad\.yaml → at checkpoints\[0\]\.paths\[1\]: "nor-here\/\*\.st" matches no files .*\n.*bad\.yaml → at checkpoints\[1\]\.paths\[0\]: "later\/\*\.safetensors" matches no files/,
     },
   ];
 
@@ -116,6 +137,15 @@ describe('more config errors, through the same functions the CLI calls', () => {
     expect(message).toMatch(/→ at icl\.late: late \(20\) must be after early \(60\)/);
   });
 
+  test('a step_regex with two capture groups is refused: which one is the step?', async () => {
+    const { message, exitCode } = await failure(configText((l) => l.map((x) => (x.startsWith('    paths:') ? `${x}\n    step_regex: "(step|iter)(\\\\d+)"` : x))));
+    expect(message).toMatch(/→ at checkpoints\[0\]\.step_regex: has 2 capture groups; it needs exactly one, around the step's digits \(write \(\?:\.\.\.\) for any other group\) \(line 6\)/);
+    expect(exitCode).toBe(EXIT.badConfig);
+    // Named and non-capturing groups are fine.
+    const ok = parseConfig(configText((l) => l.map((x) => (x.startsWith('    paths:') ? `${x}\n    step_regex: "(?:step|iter)(?<step>\\\\d+)"` : x))), 'ok.yaml');
+    expect(ok.checkpoints[0].step_regex).toBe('(?:step|iter)(?<step>\\d+)');
+  });
+
   test('a missing bigram corpus names bigram.path', async () => {
     const { message, exitCode } = await failure(configText((l) => [...l, `bigram: {path: "${CORPUS}.missing", tokenizer: char64}`]));
     expect(message).toMatch(new RegExp(`→ at bigram\\.path: no such file: ${CORPUS}\\.missing$`));
@@ -135,15 +165,15 @@ describe('more config errors, through the same functions the CLI calls', () => {
 });
 
 describe('good configs', () => {
-  test('defaults fill every optional key; a plain output folder means arrow files', () => {
+  test('defaults fill every optional key; a plain output folder means Arrow and Parquet files', () => {
     const c = parseConfig(configText((l) => l.filter((x) => x !== 'workers: 1')), 'inline.yaml');
-    expect(c.output).toEqual({ dir: 'out', formats: ['arrow'] });
+    expect(c.output).toEqual({ dir: 'out', formats: ['arrow', 'parquet'] });
     // Every metric but bigram_kl, which needs a corpus; with one it is among the defaults.
     expect(c.metrics).toEqual(METRIC_NAMES.filter((m) => m !== 'bigram_kl'));
     const withCorpus = parseConfig(configText((l) => [...l, 'bigram: {path: corpus.txt, tokenizer: byte}']), 'inline.yaml');
     expect(withCorpus.metrics).toEqual([...METRIC_NAMES]);
     expect(withCorpus.bigram).toEqual({ path: 'corpus.txt', tokenizer: 'byte' });
-    expect(c.icl).toEqual({ early: 50, late: 500 });
+    expect(c.icl).toEqual({ early: 10, late: 90 });
     expect(c.classify).toEqual(DEFAULT_RULES);
     expect(c.batch_size).toBe(8);
     expect(c.backend).toBe('auto');
@@ -158,6 +188,26 @@ describe('good configs', () => {
     expect(nightly.memory_budget_mb).toBe(8192);
     const demo = loadConfig('configs/demo.yaml');
     expect(demo.config.checkpoints.map((c) => c.run)).toEqual(['attn-only-1l', 'attn-only-2l']);
+  });
+
+  test('the commented nightly example validates and sweeps the bundled data, with no warning', async () => {
+    const validated = await headsweep(['validate', 'configs/nightly.example.yaml']);
+    expect(validated.code, validated.stdout + validated.stderr).toBe(EXIT.ok);
+    expect(validated.stdout).not.toContain('warning:');
+    expect(validated.stdout).toContain('total: 44 checkpoint(s) in 2 run(s)');
+    // step_regex agrees with the steps the headers carry.
+    for (const step of [0, 575, 1500]) expect(validated.stdout).toMatch(new RegExp(`step ${step} +\\.\\./data/checkpoints/attn-only-2l/step-${String(step).padStart(6, '0')}\\.safetensors`));
+    const out = join(tmp.dir, 'nightly-example');
+    const swept = await headsweep(['sweep', 'configs/nightly.example.yaml', '--out', out]);
+    expect(swept.code, swept.stderr).toBe(EXIT.ok);
+    expect(swept.stderr).not.toContain('warning');
+    const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')) as Manifest;
+    expect(manifest.counts).toMatchObject({ checkpoints_planned: 44, scored: 44, failed: 0 });
+    // icl_score has a value on every prompt set of every checkpoint.
+    const scores = readdirSync(join(out, 'checkpoint_scores', 'run=attn-only-2l')).filter((f) => f.endsWith('.arrow'))
+      .flatMap((f) => tableFromIPC(readFileSync(join(out, 'checkpoint_scores', 'run=attn-only-2l', f))).toArray());
+    expect(scores.length).toBeGreaterThan(0);
+    expect(scores.filter((r) => typeof r.icl_score !== 'number')).toEqual([]);
   });
 
   test.concurrent('validate prints the demo plan: runs, steps, prompt sets, heads, work', async () => {
@@ -202,6 +252,66 @@ describe('good configs', () => {
     expect(plan.runs[0].promptSets[0].sequences).toHaveLength(8);
     // --out is a command-line path: it starts at the working directory.
     expect((await buildPlan(loadConfig(file), { out: 'elsewhere' })).outDir).toBe(resolve('elsewhere'));
+  });
+
+  test('--out stands in for a config without output; with neither, exit 2 names output and --out', async () => {
+    const file = tmp.file('no-output.yaml', configText((l) => l.filter((x) => !x.startsWith('output:'))));
+    const given = await headsweep(['validate', file, '--out', join(tmp.dir, 'given-out')]);
+    expect(given.code, given.stderr).toBe(EXIT.ok);
+    expect(given.stdout).toContain(`output   ${join(tmp.dir, 'given-out')} (`);
+    const swept = await headsweep(['sweep', file, '--out', join(tmp.dir, 'given-out'), '--format', 'arrow']);
+    expect(swept.code, swept.stderr).toBe(EXIT.ok);
+    expect(existsSync(join(tmp.dir, 'given-out', 'manifest.json'))).toBe(true);
+    const neither = await headsweep(['validate', file]);
+    expect(neither.code).toBe(EXIT.badConfig);
+    expect(neither.stderr).toMatch(/no-output\.yaml → at output: required: the folder the tables go to \(or give --out\)/);
+  });
+
+  test('a run with no checkpoints yet is a warning in the plan and the manifest; the sweep scores the others', async () => {
+    const file = tmp.file('not-yet.yaml', configText((l) => [
+      ...l.flatMap((x) => (x.includes(DEMO) ? [`    paths: ["${DEMO}/step0000*.safetensors", "${DEMO}/none-*.safetensors"]`, '  - {run: later, paths: ["later/*.safetensors"]}'] : [x])),
+      'metrics: [prefix_matching, previous_token]',
+    ]));
+    const validated = await headsweep(['validate', file]);
+    expect(validated.code, validated.stderr).toBe(EXIT.ok);
+    const emptyGlob = `checkpoints[0].paths[1]: "${DEMO}/none-*.safetensors" matches no files`;
+    const noneYet = `run 'later' has no checkpoints yet: checkpoints[1].paths[0]: "later/*.safetensors" matches no files (relative paths start at ${tmp.dir})`;
+    expect(validated.stdout).toContain(`warning: ${emptyGlob}`);
+    expect(validated.stdout).toContain(`warning: ${noneYet}`);
+    expect(validated.stdout).toContain('run later: no checkpoints yet');
+    const swept = await headsweep(['sweep', file, '--out', join(tmp.dir, 'not-yet-out')]);
+    expect(swept.code, swept.stderr).toBe(EXIT.ok);
+    expect(swept.stderr).toContain(`headsweep: warning: ${noneYet}`);
+    expect(swept.stdout).toMatch(/^finished: 1\/1 checkpoints scored on /m);
+    const manifest = JSON.parse(readFileSync(join(tmp.dir, 'not-yet-out', 'manifest.json'), 'utf8')) as Manifest;
+    expect(manifest.warnings).toEqual([emptyGlob, noneYet]);
+  });
+
+  test('icl positions past a prompt set are said once per prompt set; the defaults fit the default prompt set', async () => {
+    // Two runs, both scored on nat (21-24 tokens) and the default repeated_random set.
+    const file = tmp.file('icl.yaml', [
+      'name: icl',
+      'output: out',
+      'checkpoints:',
+      `  - {run: a, paths: ["${FIXTURES}/random-2l-ln-standard.safetensors"]}`,
+      `  - {run: b, paths: ["${FIXTURES}/random-2l-ln-standard.safetensors"]}`,
+      'prompt_sets:',
+      '  - {name: default, kind: repeated_random, count: 2, seed: 0}',
+      `  - {name: nat, kind: tokens, path: "${NAT}"}`,
+      'metrics: [mean_loss, icl_score]',
+      'workers: 1',
+    ].join('\n'));
+    const icl = parseConfig(readFileSync(file, 'utf8'), file).icl;
+    const validated = await headsweep(['validate', file]);
+    expect(validated.code, validated.stderr).toBe(EXIT.ok);
+    const warning = `prompt set 'nat' has sequences of 21 tokens, fewer than icl.late + 1 = ${icl.late + 1}: its icl_score will be null (lower icl.late, or leave icl_score out of metrics)`;
+    expect(validated.stdout.split('\n').filter((l) => l.includes('icl.late'))).toEqual([`warning: ${warning}`]);
+    const out = join(tmp.dir, 'icl-out');
+    const swept = await headsweep(['sweep', file, '--out', out, '--format', 'arrow']);
+    expect(swept.code, swept.stderr).toBe(EXIT.ok);
+    expect(swept.stderr.split('\n').filter((l) => l.includes('icl.late'))).toEqual([`headsweep: warning: ${warning}`]);
+    const scores = readdirSync(join(out, 'checkpoint_scores', 'run=a')).flatMap((f) => tableFromIPC(readFileSync(join(out, 'checkpoint_scores', 'run=a', f))).toArray());
+    expect(scores.map((r) => [r.prompt_set, typeof r.icl_score])).toEqual([['default', 'number'], ['nat', 'object']]);
   });
 
   test('the memory budget bounds the checkpoints in flight, never below one', async () => {

@@ -5,12 +5,14 @@
  * cron script are valid bash (`bash -n`), with the array, the dependent compaction and
  * the flock where they should be.
  */
-import { spawnSync } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { SweepConfigSchema } from '../pipeline/config.ts';
 import { shardFromEnv } from '../pipeline/shard.ts';
+import { tempDir } from './helpers/safetensors.ts';
 
 const ROOT = new URL('../', import.meta.url);
 const text = (path: string) => readFileSync(new URL(path, ROOT), 'utf8');
@@ -132,5 +134,38 @@ describe('deploy/cron/nightly.sh', () => {
     const result = spawnSync('bash', [new URL('deploy/cron/nightly.sh', ROOT).pathname, 'only-a-config.yaml'], { encoding: 'utf8' });
     expect(result.status).toBe(1);
     expect(result.stderr).toContain('usage: nightly.sh <config.yaml> <output folder> <report.html>');
+  });
+});
+
+describe('deploy/cron/nightly.sh, run from another folder', () => {
+  const tmp = tempDir();
+  afterAll(() => tmp.cleanup());
+  const REPO = new URL('../', import.meta.url).pathname;
+
+  it('resolves relative arguments against the caller, passes the output to a config without one, and locks beside it', async () => {
+    const caller = join(tmp.dir, 'caller');
+    mkdirSync(caller);
+    writeFileSync(join(caller, 'nightly.yaml'), [
+      'name: cron',
+      'checkpoints:',
+      `  - {run: planted-2l, paths: ["${REPO}data/demo/planted-2l/*.safetensors"]}`,
+      'prompt_sets:',
+      '  - {name: rrt, kind: repeated_random, length: 12, repeats: 4, count: 2, seed: 0}',
+      'metrics: [prefix_matching, previous_token, copying]',
+      'workers: 1',
+    ].join('\n'));
+    const run = await new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
+      const child = spawn('bash', [join(REPO, 'deploy/cron/nightly.sh'), 'nightly.yaml', 'out', 'report.html'], { cwd: caller, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, stderr }));
+    });
+    expect(run.code, run.stderr).toBe(0);
+    expect(existsSync(join(caller, 'out', 'manifest.json'))).toBe(true);
+    expect(existsSync(join(caller, 'out', 'compacted', 'heads.arrow'))).toBe(true);
+    expect(readFileSync(join(caller, 'report.html'), 'utf8')).toMatch(/^<!doctype html>/i);
+    expect(existsSync(join(caller, 'out.lock'))).toBe(true);
+    expect(existsSync(join(REPO, 'out.lock'))).toBe(false);
   });
 });

@@ -6,13 +6,14 @@
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import { afterAll, expect, test } from 'vitest';
 import { EXIT } from '../pipeline/cli.ts';
 import { loadConfig } from '../pipeline/config.ts';
 import type { Manifest } from '../pipeline/manifest.ts';
 import { buildPlan } from '../pipeline/plan.ts';
+import { stateFile } from '../pipeline/state.ts';
 import { runSweep } from '../pipeline/sweep.ts';
 import { headsweep } from './helpers/cli.ts';
 import { tempDir } from './helpers/safetensors.ts';
@@ -38,6 +39,8 @@ function tableRows(out: string, table: string): Record<string, unknown>[] {
 }
 
 const sha12 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex').slice(0, 12);
+/** The errors file of ckpts/step01000.safetensors: named by step, bytes and source (the first 8 hex of its state entry's name). */
+const errorsFiles = (out: string, bad: string) => ['arrow', 'parquet'].map((format) => `step-000001000-${sha12(bad)}-${basename(stateFile(out, 'r', 'ckpts/step01000.safetensors')).slice(0, 8)}.${format}`);
 
 test('a truncated checkpoint lands in errors with stage load; the others are scored; the CLI exits 3', async () => {
   const { config, bad } = series('truncated', 200_000);
@@ -48,7 +51,7 @@ test('a truncated checkpoint lands in errors with stage load; the others are sco
   expect(run.stdout).toMatch(/^finished: 2\/3 checkpoints scored, 1 failed \(see .*\/errors\)/m);
 
   // The row names the path as the glob resolved it; the file is named by step and bytes.
-  expect(readdirSync(join(out, 'errors', 'run=r'))).toEqual([`step-000001000-${sha12(bad)}.arrow`]);
+  expect(readdirSync(join(out, 'errors', 'run=r'))).toEqual(errorsFiles(out, bad));
   const [error] = tableRows(out, 'errors');
   expect(error).toMatchObject({ run: 'r', path: 'ckpts/step01000.safetensors', stage: 'load' });
   expect(error.message).toMatch(new RegExp(`^${bad}: truncated file`));
@@ -76,7 +79,7 @@ test('a checkpoint that breaks after planning fails in its worker, with the same
   expect(result.errors).toEqual([{ run: 'r', path: 'ckpts/step01000.safetensors', stage: 'load', message: expect.stringMatching(new RegExp(`^${bad}: `)) }]);
   const out = join(tmp.dir, 'broken-later', 'out');
   // A load failure comes back with no sha256 (worker.ts); the sweep hashes the bytes it finds to name the file.
-  expect(readdirSync(join(out, 'errors', 'run=r'))).toEqual([`step-000001000-${sha12(bad)}.arrow`]);
+  expect(readdirSync(join(out, 'errors', 'run=r'))).toEqual(errorsFiles(out, bad));
   expect(tableRows(out, 'errors').map((r) => r.stage)).toEqual(['load']);
   expect(tableRows(out, 'checkpoints').map((r) => r.step)).toEqual([0n, 2000n]);
   expect(result.manifest.counts).toMatchObject({ checkpoints_planned: 3, scored: 2, failed: 1 });

@@ -3,14 +3,17 @@
  * scores nothing and rewrites nothing; a changed prompt set is the only work a rerun
  * does, and the result equals a clean sweep under the new settings, also when that rerun
  * is killed with SIGKILL halfway and run again. Another corpus for bigram_kl scores
- * bigram_kl alone again.
+ * bigram_kl alone again. A format added to the output is written from the stored rows
+ * (no scoring); a format dropped leaves the files already written in it alone.
  */
-import { cpSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
+import { parquetTable } from '../pipeline/sinks/parquet.ts';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Manifest } from '../pipeline/manifest.ts';
 import { tempDir } from './helpers/safetensors.ts';
+import { headsweep } from './helpers/cli.ts';
 import { demoConfig, eventsOf, files, sweep, tableFiles, tableSnapshot, type SweepRun } from './helpers/sweep-run.ts';
 
 const tmp = tempDir();
@@ -74,6 +77,27 @@ describe('rerunning the same config', () => {
   });
 });
 
+test('a report written into the output folder, as the README does it, is left alone by the next sweep', async () => {
+  const root = copyOf(CLEAN_0, 'with-report');
+  const report = await headsweep(['report', root, '--html', join(root, 'report.html')]);
+  expect(report.code, report.stderr).toBe(0);
+  const page = readFileSync(join(root, 'report.html'), 'utf8');
+  const rerun = await sweep([SEED_0, '--out', root]);
+  expect(rerun.code, rerun.other.join('\n')).toBe(0);
+  expect(eventsOf(rerun.events, 'checkpoint_skipped')).toHaveLength(CHECKPOINTS);
+  expect(readFileSync(join(root, 'report.html'), 'utf8')).toBe(page);
+});
+
+test('a folder that is no sweep output is refused, without a word about its state', async () => {
+  const root = join(tmp.dir, 'someone-elses');
+  mkdirSync(root);
+  writeFileSync(join(root, 'notes.txt'), 'mine');
+  const run = await sweep([SEED_0, '--out', root]);
+  expect(run.code).toBe(2);
+  expect(run.other.join('\n')).toMatch(/holds files a sweep does not write \(notes\.txt\) and no sweep's manifest or \.state; choose a new or empty folder/);
+  expect(files(root)).toEqual(['notes.txt']);
+});
+
 describe("changing one prompt set's seed", () => {
   let rerun: SweepRun;
   let root: string;
@@ -81,7 +105,7 @@ describe("changing one prompt set's seed", () => {
 
   beforeAll(async () => {
     root = copyOf(CLEAN_0, 'reseeded');
-    compositionMtimes = new Map(tableFiles(root).filter((f) => f.startsWith('composition/')).map((f) => [f, statSync(join(root, f)).mtimeMs]));
+    compositionMtimes = new Map(tableFiles(root).filter((f) => f.startsWith('composition/') && f.endsWith('.arrow')).map((f) => [f, statSync(join(root, f)).mtimeMs]));
     rerun = await sweep([SEED_7, '--out', root]);
   });
 
@@ -174,5 +198,69 @@ describe('another bigram corpus', () => {
     expect(bigramKl(cleanB)).toHaveLength(3);
     bigramKl(cleanB).forEach((kl, i) => expect(kl).not.toBe(bigramKl(cleanA)[i]));
     expect(tableSnapshot(root)).toEqual(tableSnapshot(cleanB));
+  });
+});
+
+describe('adding an output format, then dropping it', () => {
+  let arrowOnly: string;
+  let both: string;
+  let root: string;
+  let added: SweepRun;
+  let dropped: SweepRun;
+  let parquetBefore: Map<string, { bytes: string; mtimeMs: number }>;
+
+  beforeAll(async () => {
+    arrowOnly = join(tmp.dir, 'formats-arrow');
+    both = join(tmp.dir, 'formats-both');
+    const runs = await Promise.all([
+      sweep([SEED_0, '--out', arrowOnly, '--format', 'arrow']),
+      sweep([SEED_0, '--out', both, '--format', 'arrow', '--format', 'parquet']),
+    ]);
+    for (const run of runs) expect(run.code, run.other.join('\n')).toBe(0);
+    root = copyOf(arrowOnly, 'formats-added');
+    added = await sweep([SEED_0, '--out', root, '--format', 'arrow', '--format', 'parquet']);
+    const parquet = tableFiles(root).filter((f) => f.endsWith('.parquet'));
+    parquetBefore = new Map(parquet.map((f) => [f, { bytes: readFileSync(join(root, f)).toString('base64'), mtimeMs: statSync(join(root, f)).mtimeMs }]));
+    dropped = await sweep([SEED_0, '--out', root, '--format', 'arrow']);
+  });
+
+  test('adding parquet scores nothing: every checkpoint is up to date and gets its Parquet files from the stored rows', () => {
+    expect(added.code, added.other.join('\n')).toBe(0);
+    expect(eventsOf(added.events, 'checkpoint_started')).toEqual([]);
+    const skipped = eventsOf(added.events, 'checkpoint_skipped');
+    expect(skipped).toHaveLength(CHECKPOINTS);
+    for (const e of skipped) expect(e).toMatchObject({ reason: 'up_to_date', formats_added: ['parquet'] });
+    expect(added.stdout).toMatch(/^finished: 0\/7 checkpoints scored, 7 up to date \(parquet written from the stored rows\) on \w+/m);
+  });
+
+  test('the output then holds the files of a clean sweep in both formats', async () => {
+    expect(tableFiles(root)).toEqual(tableFiles(both));
+    // The checkpoints table holds measured times: its Parquet rows are those of its Arrow file.
+    expect(tableSnapshot(root)).toEqual(tableSnapshot(both));
+    for (const f of tableFiles(root).filter((f) => f.startsWith('checkpoints/') && f.endsWith('.parquet'))) {
+      const fromParquet = (await parquetTable(readFileSync(join(root, f)))).toArray().map((r) => r.toJSON());
+      const fromArrow = tableFromIPC(readFileSync(join(root, f.replace(/parquet$/, 'arrow')))).toArray().map((r) => r.toJSON());
+      expect(fromParquet, f).toEqual(fromArrow);
+    }
+  });
+
+  test('Arrow added to a Parquet-only output: the files of a clean sweep in both formats, byte for byte', async () => {
+    const parquetOnly = join(tmp.dir, 'formats-parquet');
+    expect((await sweep([SEED_0, '--out', parquetOnly, '--format', 'parquet'])).code).toBe(0);
+    const run = await sweep([SEED_0, '--out', parquetOnly, '--format', 'arrow', '--format', 'parquet']);
+    expect(run.code, run.other.join('\n')).toBe(0);
+    expect(eventsOf(run.events, 'checkpoint_started')).toEqual([]);
+    expect(tableSnapshot(parquetOnly)).toEqual(tableSnapshot(both));
+  });
+
+  test('dropping parquet again scores nothing and leaves the Parquet files as they are', () => {
+    expect(dropped.code, dropped.other.join('\n')).toBe(0);
+    expect(eventsOf(dropped.events, 'checkpoint_started')).toEqual([]);
+    expect(eventsOf(dropped.events, 'checkpoint_skipped')).toHaveLength(CHECKPOINTS);
+    expect(parquetBefore.size).toBe(tableFiles(both).filter((f) => f.endsWith('.parquet')).length);
+    for (const [f, was] of parquetBefore) {
+      expect(readFileSync(join(root, f)).toString('base64'), f).toBe(was.bytes);
+      expect(statSync(join(root, f)).mtimeMs, f).toBe(was.mtimeMs);
+    }
   });
 });

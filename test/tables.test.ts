@@ -348,12 +348,13 @@ describe('manifest', () => {
       name: 'demo', status: 'finished', config: { output: 'out/demo', workers: 2 }, config_path: 'configs/demo.yaml',
       started_at: '2025-01-01T00:00:00.000Z', finished_at: '2025-01-01T00:01:00.000Z', backend: 'wasm', workers: 2,
       shard: null, versions, tables_version: TABLES_VERSION, counts: { checkpoints_planned: 3, scored: 2, failed: 1, rows }, exit_code: 3,
+      warnings: ['checkpoints[0].paths[1]: "later/*.safetensors" matches no files'],
     };
     await writeManifest(out, manifest);
     const text = readFileSync(join(out, 'manifest.json'), 'utf8');
     expect(JSON.parse(text)).toEqual(manifest);
     expect(Object.keys(JSON.parse(text))).toEqual([
-      'name', 'status', 'config', 'config_path', 'started_at', 'finished_at', 'backend', 'workers', 'shard', 'versions', 'tables_version', 'counts', 'exit_code',
+      'name', 'status', 'config', 'config_path', 'started_at', 'finished_at', 'backend', 'workers', 'shard', 'versions', 'tables_version', 'counts', 'exit_code', 'warnings',
     ]);
     expect(filesUnder(out)).toEqual([join(out, 'manifest.json')]);
   });

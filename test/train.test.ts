@@ -3,7 +3,7 @@
  * bigram_kl check, and the data and prompt generators it relies on. Tiny models, so
  * each test runs in seconds on the wasm backend.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -21,6 +21,7 @@ import { initWeights } from '../src/train/init.ts';
 import { adamwStep, createAdamState, disposeAdamState, learningRate, toVariable } from '../src/train/optimizer.ts';
 import { readCorpus, TOKENIZERS } from '../src/train/tokenizer.ts';
 import { checkpointName, train } from '../src/train/train.ts';
+import { headsweep } from './helpers/cli.ts';
 
 const CORPUS = join(import.meta.dirname, '..', 'data', 'corpus', 'npm-readmes.txt');
 const quiet = () => {};
@@ -232,4 +233,29 @@ describe('data', () => {
       'data: {kind: synthetic, block_length: [2, 3]}\nsteps: 5\nbatch_size: 2\noptimizer: {lr: 0.1, momentum: 0.9}\ncheckpoints: {}\n';
     expect(() => parseTrainConfig(yaml, 'bad.yaml')).toThrow('bad.yaml → at optimizer.momentum: unknown key (line 8)');
   });
+});
+
+test('the CLI: progress lines with elapsed time and ETA; one checkpoint is "1 checkpoint written"', async () => {
+  const file = join(scratch, 'cli.yaml');
+  writeFileSync(file, [
+    'run: cli',
+    'out_dir: cli-out',
+    'seed: 1',
+    'model: {n_layers: 1, n_heads: 2, d_model: 16, d_head: 8, d_vocab: 16, n_ctx: 24, bos_token_id: 0}',
+    'data: {kind: synthetic, block_length: [3, 6]}',
+    'steps: 4',
+    'batch_size: 2',
+    'optimizer: {lr: 1.0e-2}',
+    'checkpoints: {}',
+    'log_every: 2',
+    'backend: wasm',
+  ].join('\n'));
+  const run = await headsweep(['train', file]);
+  expect(run.code, run.stderr).toBe(0);
+  const progress = run.stderr.split('\n').filter((l) => l.startsWith('cli step '));
+  expect(progress).toHaveLength(2);
+  expect(progress[0]).toMatch(/^cli step 2\/4 {2}loss \d+\.\d{4} .* elapsed 0:\d\d {2}ETA 0:\d\d$/);
+  expect(progress[1]).toMatch(/^cli step 4\/4 .* elapsed 0:\d\d {2}ETA 0:00$/);
+  expect(run.stdout).toMatch(/^cli: steps 0→4, final loss \d+\.\d{4}, 1 checkpoint written to /);
+  expect(readdirSync(join(scratch, 'cli-out')).filter((f) => f.endsWith('.safetensors'))).toEqual(['step-000004.safetensors']);
 });

@@ -40,10 +40,10 @@ function series(name: string, files: Record<string, string>): { dir: string; con
   return { dir, config, ckpt: (file) => join(dir, 'ckpts', file) };
 }
 
-/** The files of one table of run r, name → bytes. */
+/** The Arrow files of one table of run r, name → bytes (each has a Parquet file of the same rows beside it). */
 function tableFiles(out: string, table: string): Map<string, Buffer> {
   const dir = join(out, table, 'run=r');
-  return new Map(readdirSync(dir).sort().map((f) => [f, readFileSync(join(dir, f))]));
+  return new Map(readdirSync(dir).filter((f) => f.endsWith('.arrow')).sort().map((f) => [f, readFileSync(join(dir, f))]));
 }
 
 test('throws and uncaught errors are retried on a fresh thread; persistent faults are recorded after 1 + retries attempts, a bad file at once', async () => {

@@ -58,7 +58,10 @@ function summaryText(result: SweepResult, outDir: string): string {
     }
   }
   const upToDate = m.counts.up_to_date ?? 0;
-  const current = upToDate > 0 ? `, ${upToDate} up to date` : '';
+  const added = result.formatsAdded;
+  const written = added.checkpoints === 0 ? ''
+    : ` (${added.checkpoints === upToDate ? '' : `${added.checkpoints} of them with `}${added.formats.join(' and ')} written from the stored rows)`;
+  const current = upToDate > 0 ? `, ${upToDate} up to date${written}` : '';
   const failed = m.counts.failed > 0 ? `, ${m.counts.failed} failed (see ${outDir}/errors)` : '';
   const skipped = m.counts.checkpoints_planned - m.counts.scored - upToDate - m.counts.failed;
   const notRun = skipped > 0 ? `, ${skipped} not run` : '';

@@ -35,7 +35,7 @@ export default function trainCommand(state: CliState): CommandModule {
         const result = await train(loaded, { resume: args.resume, backend: args.backend });
         const done = result.startStep >= result.steps ? 'nothing to do' : `final loss ${result.finalLoss.toFixed(4)}`;
         process.stdout.write(
-          `${result.run}: steps ${result.startStep}→${result.steps}, ${done}, ${result.checkpoints.length} checkpoints written to ${result.outDir} ` +
+          `${result.run}: steps ${result.startStep}→${result.steps}, ${done}, ${result.checkpoints.length} checkpoint${result.checkpoints.length === 1 ? '' : 's'} written to ${result.outDir} ` +
             `(${result.seconds.toFixed(0)} s, ${Math.round(result.tokensPerSecond)} tokens/s on ${result.backend})\n`,
         );
       } catch (err) {

@@ -18,6 +18,7 @@ import { initBackend, tf, type BackendChoice, type BackendName } from '../backen
 import { loadCheckpoint, type Weights } from '../checkpoint/checkpoint.ts';
 import { expectedShapes, parameterCount, type ModelConfig } from '../model/config.ts';
 import { readTensor, withSafetensors, writeSafetensors } from '../checkpoint/containers/safetensors.ts';
+import { clock } from '../clock.ts';
 import { HeadsweepError } from '../errors.ts';
 import { forward, tokenLosses } from '../model/forward.ts';
 import { enableTraining } from './autodiff.ts';
@@ -225,9 +226,13 @@ export async function train(loaded: LoadedTrainConfig, opts: TrainOptions = {}):
         const now = performance.now();
         const seconds = (now - windowStart) / 1000;
         finalLoss = windowLoss / windowSteps;
+        // Time left at the pace of this session's steps (a resumed run's earlier steps took no time here).
+        const elapsed = (now - began) / 1000;
+        const eta = (elapsed / (step - start.step)) * (c.steps - step);
         log(
           `${c.run} step ${step}/${c.steps}  loss ${finalLoss.toFixed(4)}  lr ${lr.toExponential(2)}  grad_norm ${gradNorm.toFixed(3)}  ` +
-            `${Math.round((windowSteps * batchSize * seqLen) / seconds)} tokens/s  ${(seconds / windowSteps).toFixed(3)} s/step`,
+            `${Math.round((windowSteps * batchSize * seqLen) / seconds)} tokens/s  ${(seconds / windowSteps).toFixed(3)} s/step  ` +
+            `elapsed ${clock(elapsed)}  ETA ${clock(eta)}`,
         );
         [windowStart, windowLoss, windowSteps] = [now, 0, 0];
       }
