@@ -127,7 +127,7 @@ describe('a sweep and the library, from the installed package', () => {
   test('the README\'s library example runs as printed and gives the sweep\'s numbers', () => {
     const readme = readFileSync(join(REPO, 'README.md'), 'utf8');
     const section = readme.slice(readme.indexOf('### As a library'));
-    const [, code, printed] = /```js\n([\s\S]*?)```[\s\S]*?```\n([\s\S]*?)```/.exec(section)!;
+    const [, code, printed] = /```js\n([\s\S]*?)```[\s\S]*?```text\n([\s\S]*?)```/.exec(section)!;
     writeFileSync(join(app, 'score.mjs'), code);
     const out = ok(run(process.execPath, ['score.mjs']));
 

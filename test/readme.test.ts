@@ -107,7 +107,7 @@ describe('reading the blocks', () => {
   test('fences, languages, indented blocks and the line before them', () => {
     const dir = mkdtempSync(join(tmpdir(), 'headsweep-readme-blocks-'));
     try {
-      const file = join(dir, 'x.md');
+      const file = join(dir, 'sample.markdown');
       writeFileSync(file, [
         '# x', '', '<!-- example: not run: needs a cluster -->', '', '```sh', 'kubectl apply', '```',
         '- a list', '  ```text', '  shown', '  ```', '```', 'no language', '```',
