@@ -1,5 +1,5 @@
 /**
- * `headsweep train <config> [--resume]`: trains an attention-only transformer and writes
+ * `headsweep train <config> [--resume]`: trains a transformer (attention-only or with MLPs) and writes
  * a checkpoint series the sweep reads (src/train/train.ts). Progress goes to stderr, a
  * one-line summary to stdout. A stopped run continues with --resume from its latest
  * checkpoint and reaches the same weights as an uninterrupted one.
@@ -19,7 +19,7 @@ interface TrainArgs {
 export default function trainCommand(state: CliState): CommandModule {
   const module: CommandModule<object, TrainArgs> = {
     command: 'train <config>',
-    describe: 'Train an attention-only transformer from a train config and write its checkpoint series',
+    describe: 'Train a transformer (attention-only or with MLPs) from a train config and write its checkpoint series',
     builder: (yargs) =>
       yargs
         .positional('config', { type: 'string', demandOption: true, describe: 'Train config (YAML)' })
