@@ -177,6 +177,10 @@ describe('training', () => {
     await expectRebuilds('train-attn-only-2l.yaml', 'attn-only-2l', 16);
   }, REBUILD_TIMEOUT);
 
+  test('configs/train-gelu-2l.yaml rebuilds its bundled series: the first 25 steps give step-000025 bit for bit', async () => {
+    await expectRebuilds('train-gelu-2l.yaml', 'gelu-2l', 25);
+  }, REBUILD_TIMEOUT);
+
   test('a run stopped after a checkpoint and resumed ends with bit-identical weights', async () => {
     const whole = tinyConfig(join(scratch, 'whole'));
     await train(whole, { log: quiet });
