@@ -20,8 +20,10 @@
  * [batch·kv_head, group·pos, d_head] stacks them into one operand: each key/value head
  * then takes part in one product per sequence, no key or value is ever repeated, and
  * without grouping (group 1) the shapes are those of plain multi-head attention.
- * bench/formulations.ts measured this against repeating W_K / W_V, or the projected
- * keys and values, to every query head (see the note at `attentionPattern`).
+ * bench/formulations.ts, q·kᵀ of 12 query heads on 3 key/value heads (d_model 768,
+ * batch 8 × 101 tokens), CPU time: 34 ms grouped, 63 ms repeating the projected keys to
+ * every query head, 100 ms repeating W_K before projecting; with the differentiable
+ * batched matMul of training 94, 127 and 174 ms.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { kvHeads, type ModelConfig } from './config.ts';
