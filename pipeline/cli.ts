@@ -63,7 +63,7 @@ const COMMANDS: CommandEntry[] = [
   },
   {
     usage: 'train <config>',
-    describe: 'Train an attention-only transformer from a train config and write its checkpoint series',
+    describe: 'Train a transformer (attention-only or with MLPs) from a train config and write its checkpoint series',
     load: () => import('./commands/train.ts'),
   },
 ];

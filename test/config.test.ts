@@ -187,7 +187,7 @@ describe('good configs', () => {
     expect(nightly.checkpoints.map((c) => c.run)).toEqual(['attn-only-2l', 'attn-only-1l']);
     expect(nightly.memory_budget_mb).toBe(8192);
     const demo = loadConfig('configs/demo.yaml');
-    expect(demo.config.checkpoints.map((c) => c.run)).toEqual(['attn-only-1l', 'attn-only-2l']);
+    expect(demo.config.checkpoints.map((c) => c.run)).toEqual(['attn-only-1l', 'attn-only-2l', 'gelu-2l']);
   });
 
   test('the commented nightly example validates and sweeps the bundled data, with no warning', async () => {
@@ -217,12 +217,13 @@ describe('good configs', () => {
     expect(out).toContain("sweep 'demo' from configs/demo.yaml");
     expect(out).toContain('run attn-only-1l: 22 checkpoint(s); 1 layer × 4 heads = 4 heads');
     expect(out).toContain('run attn-only-2l: 22 checkpoint(s); 2 layers × 4 heads = 8 heads');
+    expect(out).toContain('run gelu-2l: 12 checkpoint(s); 2 layers × 4 heads = 8 heads');
     // 1 BOS + 20 × 4 = 81 tokens; text windows are 95 tokens after BOS.
     expect(out).toMatch(/prompt set rrt: 16 sequences × 81 tokens = 1296 tokens/);
     expect(out).toMatch(/prompt set readmes: 32 sequences × 96 tokens = 3072 tokens/);
     for (const step of [0, 500, 575, 1500]) expect(out).toMatch(new RegExp(`step ${step} +\\.\\./data/checkpoints/attn-only-2l/step-${String(step).padStart(6, '0')}\\.safetensors`));
-    // 22 × 4368 tokens × 1 layer + 22 × 4368 × 2 layers = 288.3k; 22 × 4 + 22 × 8 = 264 heads
-    expect(out).toContain('total: 44 checkpoint(s) in 2 run(s), 264 heads, 288.3k token-layers');
+    // 22 × 4368 tokens × 1 layer + (22 + 12) × 4368 × 2 layers = 393.1k; 22 × 4 + (22 + 12) × 8 = 360 heads
+    expect(out).toContain('total: 56 checkpoint(s) in 3 run(s), 360 heads, 393.1k token-layers');
   });
 
   test('relative paths start at the config folder; step_regex names steps the header lacks', async () => {

@@ -1,7 +1,9 @@
 /**
- * `headsweep train`: learning, the checkpoint round trip, exact resume, the zero-layer
- * bigram_kl check, and the data and prompt generators it relies on. Tiny models, so
- * each test runs in seconds on the wasm backend.
+ * `headsweep train`: learning (attention-only and with MLPs), the initial scales, the
+ * checkpoint round trip, exact resume, the bundled series rebuilt bit for bit, the
+ * zero-layer bigram_kl check, and the data and prompt generators it relies on. Tiny
+ * models, so each test runs in seconds on the wasm backend (the bundled series' first
+ * steps take longer).
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,7 +17,7 @@ import { disposeParams, forward, tokenLosses, uploadParams } from '../src/model/
 import { modelConfig } from '../src/model/config.ts';
 import { textPromptSet } from '../src/prompts/text.ts';
 import { enableTraining } from '../src/train/autodiff.ts';
-import { checkpointSteps, parseTrainConfig, TrainConfigSchema, type LoadedTrainConfig } from '../src/train/config.ts';
+import { checkpointSteps, loadTrainConfig, parseTrainConfig, TrainConfigSchema, type LoadedTrainConfig } from '../src/train/config.ts';
 import { syntheticBatches } from '../src/train/data.ts';
 import { initWeights } from '../src/train/init.ts';
 import { adamwStep, createAdamState, disposeAdamState, learningRate, toVariable } from '../src/train/optimizer.ts';
@@ -23,7 +25,8 @@ import { readCorpus, TOKENIZERS } from '../src/train/tokenizer.ts';
 import { checkpointName, train } from '../src/train/train.ts';
 import { headsweep } from './helpers/cli.ts';
 
-const CORPUS = join(import.meta.dirname, '..', 'data', 'corpus', 'npm-readmes.txt');
+const ROOT = join(import.meta.dirname, '..');
+const CORPUS = join(ROOT, 'data', 'corpus', 'npm-readmes.txt');
 const quiet = () => {};
 let scratch: string;
 
@@ -60,9 +63,40 @@ function expectSameWeights(fileA: string, fileB: string): void {
   for (const [name, t] of a) expect(Buffer.from(b.get(name)!.data.buffer).equals(Buffer.from(t.data.buffer)), name).toBe(true);
 }
 
+/** The tiny model with MLPs: exact-GELU MLPs of width 32 (2 · d_model). */
+const TINY_MLP = { n_layers: 1, n_heads: 2, d_model: 16, d_head: 8, d_vocab: 16, n_ctx: 24, bos_token_id: 0, attn_only: false, d_mlp: 32, act_fn: 'gelu' };
+
+/** What else the forward pass runs, all at once: gated SiLU MLPs in parallel with attention, RMS norms, rotary positions, grouped K/V. */
+const TINY_EVERYTHING = {
+  ...TINY_MLP, n_layers: 2, act_fn: 'silu', gated_mlp: true, parallel_attn_mlp: true,
+  normalization_type: 'RMS', positional_embedding_type: 'rotary', n_key_value_heads: 1,
+};
+
+/**
+ * Trains the first `steps` steps of a bundled config into the scratch folder and compares
+ * every tensor with the bundled checkpoint of that step. Under a constant schedule a
+ * step's learning rate does not depend on the total, so the first steps of a shorter run
+ * are those of the whole one.
+ */
+/** ~1 s a step of the bundled 2-layer models on an idle machine; a busy shared one is several times slower. */
+const REBUILD_TIMEOUT = 900_000;
+
+async function expectRebuilds(configFile: string, series: string, steps: number): Promise<void> {
+  const bundled = loadTrainConfig(join(ROOT, 'configs', configFile));
+  expect(bundled.config.optimizer.schedule).toBe('constant');
+  const outDir = join(scratch, `rebuild-${series}`);
+  const config = { ...bundled.config, steps, checkpoints: { at: [steps], dense: [] } };
+  await train({ ...bundled, config, outDir }, { log: quiet });
+  expectSameWeights(join(ROOT, 'data', 'checkpoints', series, checkpointName(steps)), join(outDir, checkpointName(steps)));
+}
+
 describe('training', () => {
-  test('ten AdamW steps on a fixed batch lower its loss', () => {
-    const { config: c } = tinyConfig(join(scratch, 'unused'));
+  test.each([
+    ['attention-only', {}],
+    ['with GELU MLPs', { model: TINY_MLP }],
+    ['gated, parallel, RMS, rotary, grouped-query', { model: TINY_EVERYTHING }],
+  ])('ten AdamW steps on a fixed batch lower its loss: %s', (_name, overrides) => {
+    const { config: c } = tinyConfig(join(scratch, 'unused'), overrides);
     const batch = syntheticBatches(c.data as never, 16, 0, c.seed, { batchSize: 8, seqLen: 24 })(1);
     const tokens = tf.tensor2d(batch, [8, 24], 'int32'); // (B, T)
     const params = Object.fromEntries([...initWeights(c.model, c.seed)].map(([n, w]) => [n, toVariable(tf.tensor(w.data, w.shape), true)]));
@@ -102,6 +136,51 @@ describe('training', () => {
     disposeParams(fresh);
     tokens.dispose();
   });
+
+  test('a model with MLPs is saved with its whole config and loads back as the model it trained', async () => {
+    const loaded = tinyConfig(join(scratch, 'roundtrip-mlp'), { model: TINY_EVERYTHING, steps: 2, checkpoints: { at: [0] } });
+    await train(loaded, { log: quiet });
+    const ck = loadCheckpoint(join(loaded.outDir, checkpointName(2)));
+    expect(ck.config).toEqual(loaded.config.model);
+    expect(JSON.parse(ck.metadata.config)).toMatchObject({ attn_only: false, d_mlp: 32, act_fn: 'silu', gated_mlp: true, n_key_value_heads: 1, model_name: 'tiny' });
+    expect([...ck.weights.keys()]).toContain('blocks.1.mlp.W_gate');
+    expect([...ck.weights.keys()]).toContain('blocks.1.attn._W_K');
+  });
+
+  test('initial weights have the documented scales, MLPs and grouped K/V included', () => {
+    const c = modelConfig({
+      n_layers: 1, n_heads: 4, d_model: 64, d_head: 16, d_vocab: 64, n_ctx: 96, bos_token_id: 0,
+      attn_only: false, d_mlp: 256, act_fn: 'gelu', gated_mlp: true, n_key_value_heads: 2,
+    });
+    const expected: Record<string, number> = {
+      'embed.W_E': 0.1, 'pos_embed.W_pos': 0.1,
+      'blocks.0.attn.W_Q': 1 / 8, 'blocks.0.attn._W_K': 1 / 8, 'blocks.0.attn._W_V': 1 / 8, 'blocks.0.attn.W_O': 1 / 8,
+      'blocks.0.mlp.W_in': 1 / 8, 'blocks.0.mlp.W_gate': 1 / 8, 'blocks.0.mlp.W_out': 1 / 16, 'unembed.W_U': 1 / 8,
+    };
+    const weights = initWeights(c, 11);
+    for (const [name, { data }] of weights) {
+      const values = Array.from(data);
+      const mean = values.reduce((a, b) => a + b, 0) / values.length;
+      const std = Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / values.length);
+      if (name in expected) {
+        // ≥ 4,096 draws each: the sample std is within ~1.1% (one σ) of the true one.
+        expect(Math.abs(std / expected[name] - 1), name).toBeLessThan(0.05);
+        expect(Math.abs(mean), name).toBeLessThan(0.1 * expected[name]);
+      } else {
+        expect(new Set(values), name).toEqual(new Set([/\.w$/.test(name) ? 1 : 0]));
+      }
+    }
+    // Every tensor of the config was drawn or filled, none left out.
+    expect(Object.keys(expected).every((name) => weights.has(name))).toBe(true);
+  });
+
+  test('configs/train-attn-only-2l.yaml still rebuilds its bundled series: the first 16 steps give step-000016 bit for bit', async () => {
+    await expectRebuilds('train-attn-only-2l.yaml', 'attn-only-2l', 16);
+  }, REBUILD_TIMEOUT);
+
+  test('configs/train-gelu-2l.yaml rebuilds its bundled series: the first 25 steps give step-000025 bit for bit', async () => {
+    await expectRebuilds('train-gelu-2l.yaml', 'gelu-2l', 25);
+  }, REBUILD_TIMEOUT);
 
   test('a run stopped after a checkpoint and resumed ends with bit-identical weights', async () => {
     const whole = tinyConfig(join(scratch, 'whole'));

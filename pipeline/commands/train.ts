@@ -1,5 +1,5 @@
 /**
- * `headsweep train <config> [--resume]`: trains an attention-only transformer and writes
+ * `headsweep train <config> [--resume]`: trains a transformer (attention-only or with MLPs) and writes
  * a checkpoint series the sweep reads (src/train/train.ts). Progress goes to stderr, a
  * one-line summary to stdout. A stopped run continues with --resume from its latest
  * checkpoint and reaches the same weights as an uninterrupted one.

@@ -81,13 +81,14 @@ const RunNameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, {
   message: 'a run name is letters, digits, ".", "_" and "-", starting with a letter or digit',
 });
 
-/** The model to train, in TL spelling (src/model/config.ts), resolved to a ModelConfig. */
-export const TrainModelSchema = z
-  .strictObject({
-    ...TlConfigShape,
-    attn_only: z.literal(true).default(true),
-  })
-  .transform(resolveInSchema);
+/**
+ * The model to train, in TL spelling (src/model/config.ts), resolved to a ModelConfig:
+ * anything the forward pass runs, attention-only (the default) or with MLPs
+ * (`attn_only: false`, `d_mlp`, `act_fn`, `gated_mlp`, `parallel_attn_mlp`), with any of
+ * its norms and positions. Strict, unlike a checkpoint's config: a misspelt key in a
+ * train config is an error, not a field silently left at its default.
+ */
+export const TrainModelSchema = z.strictObject(TlConfigShape).transform(resolveInSchema);
 
 export const TrainConfigSchema = z
   .strictObject({

@@ -1,12 +1,13 @@
 /**
- * The training loop behind `headsweep train`: attention-only transformers trained
- * through the same `forward()` the sweep scores with, so a trained checkpoint is by
- * construction one the sweep reads.
+ * The training loop behind `headsweep train`: transformers, attention-only or with MLPs,
+ * trained through the same `forward()` the sweep scores with, so a trained checkpoint is
+ * by construction one the sweep reads.
  *
  * Output, in `out_dir`:
  * - `step-NNNNNN.safetensors` at each scheduled step (step 0 = the initial weights):
- *   TransformerLens names, F32, metadata `config` (the TL config JSON, attn_only true,
- *   plus model_name and seed), `step`, `tokens_seen` and `train_config`.
+ *   TransformerLens names, F32, metadata `config` (the resolved TL config as JSON, every
+ *   field of METRICS.md §1 spelt out, plus model_name and seed), `step`, `tokens_seen`
+ *   and `train_config`.
  * - `state/step-NNNNNN.adam.safetensors` beside the latest checkpoint only: AdamW's
  *   moments (`m.<TL name>`, `v.<TL name>`) and the run's identity. Weights come from the
  *   checkpoint (F32, exact) and batches from (seed, step), so resuming from it replays
