@@ -18,7 +18,8 @@
  * being written but a broken one, and is taken too, so that the sweep records why it
  * cannot be read (an `errors` row), as a sweep without --watch does.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
+import { FileProblem, openRegularFile } from '../src/files.ts';
 import { fileStamp } from './state.ts';
 
 /** How long a file that is not whole must have gone unwritten before it counts as broken, not as being written. */
@@ -36,9 +37,10 @@ const MAX_HEADER_BYTES = 100 * 2 ** 20;
 export function isWhole(file: string): boolean {
   let fd: number;
   try {
-    fd = openSync(file, 'r');
-  } catch {
-    return false;
+    fd = openRegularFile(file);
+  } catch (err) {
+    // Not a regular file (a FIFO, a device) is not one being written: the loader refuses it.
+    return err instanceof FileProblem && err.code === undefined;
   }
   try {
     const size = fileStamp(file)?.size ?? 0;

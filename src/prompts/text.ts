@@ -10,12 +10,12 @@
  *      over the N tokens, and the sequence is [BOS?] + tokens[offset, offset + length).
  * `origin.lines` records the file line each window starts on, for error messages.
  */
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { z } from 'zod';
 import type { ModelConfig } from '../model/config.ts';
-import { issueLines, promptError } from '../errors.ts';
+import { issueLines, promptError, shownPath } from '../errors.ts';
+import { readProblem, readRegularFile } from '../files.ts';
 import { TOKENIZERS, TOKENIZER_NAMES } from '../train/tokenizer.ts';
 import { seededRng } from './rng.ts';
 import type { PromptSet } from './types.ts';
@@ -59,9 +59,9 @@ export function textPromptSet(raw: TextSpec, c: ModelConfig, baseDir = process.c
   }
   let bytes: Uint8Array;
   try {
-    bytes = readFileSync(file);
+    bytes = readRegularFile(file);
   } catch (err) {
-    throw promptError(where, `cannot read text file ${file} (${(err as Error).message})`, file);
+    throw promptError(where, `cannot read text file ${shownPath(file)}: ${readProblem(err)}`, file);
   }
   const tokens = tokenizer.encode(bytes);
   if (tokens.length < spec.length) {
