@@ -15,7 +15,6 @@
  * them), and icl positions a prompt set is too short for.
  */
 import { existsSync } from 'node:fs';
-import { totalmem } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { glob } from 'tinyglobby';
 import { inspectCheckpoint } from '../src/checkpoint/checkpoint.ts';
@@ -26,6 +25,7 @@ import { buildPromptSet, type PromptSet } from '../src/prompts/index.ts';
 import { readCorpus, TOKENIZERS, type TokenizerName } from '../src/train/tokenizer.ts';
 import { withOverrides, type ConfigOverrides, type LoadedConfig, type SweepConfig } from './config.ts';
 import { sha256File } from './hash.ts';
+import { checkPromptSetSizes, memoryBudgetBytes as budgetOf, promptTokenLimit } from './limits.ts';
 
 export interface PlannedCheckpoint {
   run: string;
@@ -97,7 +97,8 @@ function stepFromPath(path: string, stepRegex: string | undefined): number | nul
  * and a few residual-stream tensors [batch, pos, d_model].
  */
 export function estimateBytes(c: ModelConfig, promptSets: readonly PromptSet[], batchSize: number): number {
-  const T = Math.max(1, ...promptSets.flatMap((s) => s.sequences.map((q) => q.length)));
+  let T = 1;
+  for (const s of promptSets) for (const q of s.sequences) T = Math.max(T, q.length);
   const weights = parameterCount(c) * 4 * 3;
   const perSequence = c.n_layers * c.n_heads * T * T + 2 * T * c.d_vocab + 8 * T * c.d_model;
   return weights + batchSize * perSequence * 4;
@@ -138,7 +139,7 @@ function iclWarnings(config: SweepConfig, runs: readonly RunPlan[]): string[] {
   const need = config.icl.late + 1;
   return config.prompt_sets.flatMap((spec) => {
     const lengths = runs.flatMap((r) => r.promptSets.find((s) => s.name === spec.name)?.sequences.map((q) => q.length) ?? []);
-    const shortest = Math.min(...lengths);
+    const shortest = lengths.reduce((a, b) => Math.min(a, b), Infinity);
     if (lengths.length === 0 || shortest >= need) return [];
     return [`prompt set '${spec.name}' has sequences of ${shortest} tokens, fewer than icl.late + 1 = ${need}: its icl_score will be null (lower icl.late, or leave icl_score out of metrics)`];
   });
@@ -172,10 +173,10 @@ function byStepThenPath(a: PlannedCheckpoint, b: PlannedCheckpoint): number {
 }
 
 /** Builds each prompt set for a model; a set that does not fit the model is a config error at its YAML path. */
-function buildPromptSets(loaded: LoadedConfig, config: SweepConfig, run: string, model: ModelConfig): PromptSet[] {
+function buildPromptSets(loaded: LoadedConfig, config: SweepConfig, run: string, model: ModelConfig, fileTokens: { tokens: number; reason: string }): PromptSet[] {
   return config.prompt_sets.map((spec, i) => {
     try {
-      return buildPromptSet(spec, model, { baseDir: loaded.dir });
+      return buildPromptSet(spec, model, { baseDir: loaded.dir, maxTokens: fileTokens.tokens, maxTokensReason: fileTokens.reason });
     } catch (err) {
       throw configError(loaded.file, `prompt_sets[${i}]`, `${messageOf(err)} (for run '${run}': ${promptShape(model)})`);
     }
@@ -230,6 +231,9 @@ export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides
   });
 
   const bigram = await planBigram(loaded, config);
+  const memoryBudgetBytes = budgetOf(config);
+  const tokenLimit = promptTokenLimit(config, memoryBudgetBytes);
+  const fileTokens = { tokens: checkPromptSetSizes(loaded, config, tokenLimit), reason: tokenLimit.reason };
 
   const runs: RunPlan[] = [];
   const warnings: string[] = [];
@@ -241,7 +245,7 @@ export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides
     else warnings.push(...empty.map((e) => `${e.path}: ${e.reason}`));
     const checkpoints = paths.map((p) => planCheckpoint(loaded, src.run, p, src.step_regex)).sort(byStepThenPath);
     const model = checkpoints.find((c) => c.config !== null)?.config ?? null;
-    const promptSets = model === null ? [] : buildPromptSets(loaded, config, src.run, model);
+    const promptSets = model === null ? [] : buildPromptSets(loaded, config, src.run, model, fileTokens);
     if (model !== null) checkBigramVocab(loaded, bigram, src.run, model);
     for (const c of checkpoints) {
       if (c.config === null || model === null) continue;
@@ -262,8 +266,7 @@ export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides
   }
   warnings.push(...iclWarnings(config, runs));
 
-  const memoryBudgetBytes = config.memory_budget_mb !== undefined ? config.memory_budget_mb * 2 ** 20 : Math.floor(totalmem() / 4);
-  const largest = Math.max(1, ...runs.flatMap((r) => r.checkpoints.map((c) => c.bytes)));
+  const largest = runs.reduce((m, r) => r.checkpoints.reduce((n, c) => Math.max(n, c.bytes), m), 1);
   // One more than the workers keeps every worker busy while a finished result is written.
   const maxInFlight = Math.max(1, Math.min(config.workers + 1, Math.floor(memoryBudgetBytes / largest)));
   return { configFile: loaded.file, config, outDir, runs, bigram, memoryBudgetBytes, maxInFlight, warnings };
@@ -312,7 +315,8 @@ export function describePlan(plan: Plan): string {
       for (const s of r.promptSets) {
         const tokens = s.sequences.reduce((a, q) => a + q.length, 0);
         const lengths = s.sequences.map((q) => q.length);
-        const len = Math.min(...lengths) === Math.max(...lengths) ? `${lengths[0]}` : `${Math.min(...lengths)}-${Math.max(...lengths)}`;
+        const [shortest, longest] = lengths.reduce(([lo, hi], n) => [Math.min(lo, n), Math.max(hi, n)], [Infinity, 0]);
+        const len = shortest === longest ? `${shortest}` : `${shortest}-${longest}`;
         lines.push(`  prompt set ${s.name}: ${s.sequences.length} sequences × ${len} tokens = ${formatCount(tokens)} tokens`);
       }
       const tokens = r.promptSets.reduce((a, s) => a + s.sequences.reduce((b, q) => b + q.length, 0), 0);

@@ -9,6 +9,9 @@ import { validatePromptSet } from './validate.ts';
 export interface BuildOptions {
   /** Folder that relative `tokens` files resolve against (the run config's folder). */
   baseDir?: string;
+  /** A `tokens` file holding more ids than this is an error (the sweep's memory budget for prompts), with `maxTokensReason` in the message. */
+  maxTokens?: number;
+  maxTokensReason?: string;
 }
 
 /** Builds a prompt set for a model and checks it fits (ids in the vocabulary, length ≤ n_ctx). */
@@ -16,7 +19,7 @@ export function buildPromptSet(spec: PromptSetSpec, c: ModelConfig, opts: BuildO
   const set =
     spec.kind === 'repeated_random' ? repeatedRandom(spec, c)
     : spec.kind === 'text' ? textPromptSet(spec, c, opts.baseDir)
-    : readTokensFile(spec, opts.baseDir);
+    : readTokensFile(spec, opts.baseDir, { maxTokens: opts.maxTokens, maxTokensReason: opts.maxTokensReason });
   validatePromptSet(set, c);
   return set;
 }
