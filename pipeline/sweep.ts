@@ -30,7 +30,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { Table } from 'apache-arrow';
 import PQueue from 'p-queue';
 import type { BackendName } from '../src/backend.ts';
-import { HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
+import { HeadsweepError, messageOf, oneLine, type Stage } from '../src/errors.ts';
 import { metricsOfKind } from '../src/metrics/registry.ts';
 import type { CheckpointScores } from '../src/score.ts';
 import { EXIT } from './cli.ts';
@@ -53,6 +53,7 @@ import {
   type CheckpointState,
 } from './state.ts';
 import { ReadinessTracker, type Readiness } from './watch.ts';
+import { isLockFile, Lock, sweepLockName } from './lock.ts';
 import {
   checkpointsTable, checkpointTables, errorsTable, promptsTable, TABLE_NAMES, TABLES_VERSION, type TableName,
 } from './tables.ts';
@@ -118,7 +119,7 @@ const FOREIGN_TEMP_GRACE_MS = 60 * 60 * 1000;
  */
 function isOutputEntry(name: string): boolean {
   return (TABLE_NAMES as readonly string[]).includes(name) || name === STATE_DIR
-    || shardOfManifestFile(name) !== undefined || isCompactionEntry(name);
+    || shardOfManifestFile(name) !== undefined || isCompactionEntry(name) || isLockFile(name);
 }
 
 /**
@@ -212,6 +213,8 @@ class SweepRun {
   private readonly log: EventLog;
   private readonly shard: Shard | null;
   private pool: CheckpointPool | null = null;
+  /** This sweep's hold on the output root (or its shard of it), from start to finish. */
+  private lock: Lock | null = null;
   private backend: BackendName | null = null;
   private threads = 0;
   private fatal: unknown = null;
@@ -261,6 +264,8 @@ class SweepRun {
   async start(threads: number, plan: Plan): Promise<void> {
     checkOutput(this.outDir);
     const c = this.config;
+    // Before anything in the root is touched, and before threads start: another sweep here stops this one at once.
+    this.lock = this.takeLock();
     this.threads = threads;
     this.pool = new CheckpointPool({
       workers: threads,
@@ -281,6 +286,7 @@ class SweepRun {
       await removeStaleTemps(this.outDir, this.ownsTemp(plan), FOREIGN_TEMP_GRACE_MS);
     } catch (err) {
       await this.close();
+      this.releaseLock();
       throw err;
     }
     this.log({
@@ -314,6 +320,24 @@ class SweepRun {
   async close(): Promise<void> {
     await this.pool?.close();
     this.pool = null;
+  }
+
+  /**
+   * The lock of the root, or of this sweep's shard of it. A whole-root sweep excludes
+   * every shard (it removes any temporary file), a shard excludes a whole-root sweep.
+   */
+  private takeLock(): Lock {
+    const name = sweepLockName(this.shard);
+    const what = this.shard === null ? `the output folder ${this.outDir}` : `shard ${shardLabel(this.shard)} of the output folder ${this.outDir}`;
+    const others = this.shard === null
+      ? (names: string[]) => names.filter((n) => /^\.headsweep\.shard-\d+-of-\d+\.lock$/.test(n))
+      : (names: string[]) => names.filter((n) => n === sweepLockName(null));
+    return Lock.acquire(this.outDir, name, what, others);
+  }
+
+  releaseLock(): void {
+    this.lock?.release();
+    this.lock = null;
   }
 
   /** Decides, for each checkpoint, what it needs (reads state entries and hashes changed files; writes nothing). */
@@ -601,8 +625,10 @@ class SweepRun {
    * Writes the checkpoint's errors row and marks its entry failed, so the next sweep tries
    * it again. Files of an earlier result stay listed: a later success replaces them.
    */
-  private async fail(item: Item, at: number, stage: Stage, message: string, sha256: string | null): Promise<void> {
+  private async fail(item: Item, at: number, stage: Stage, reason: string, sha256: string | null): Promise<void> {
     const { ck, prev } = item;
+    // The last guard for what a file or a library put in the message: one line, of a sane length.
+    const message = oneLine(reason);
     const stamp = item.decided?.stamp ?? fileStamp(ck.file);
     const sha = sha256 ?? await sha256File(ck.file).catch(() => null);
     const id = fileStem(ck, sha ?? pathDigest(ck.path));
@@ -621,6 +647,14 @@ class SweepRun {
 
   /** Writes the manifest (of the last plan) and returns the sweep's result; rethrows a fatal error after. */
   async finish(plan: Plan, interruptedBySignal: boolean): Promise<SweepResult> {
+    try {
+      return await this.conclude(plan, interruptedBySignal);
+    } finally {
+      this.releaseLock();
+    }
+  }
+
+  private async conclude(plan: Plan, interruptedBySignal: boolean): Promise<SweepResult> {
     const c = this.config;
     const all = plannedCheckpoints(plan);
     const status: Manifest['status'] = this.fatal !== null ? 'failed' : (interruptedBySignal || this.dropped) ? 'interrupted' : 'finished';
