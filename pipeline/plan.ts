@@ -163,6 +163,27 @@ function planCheckpoint(loaded: LoadedConfig, run: string, path: string, stepReg
   }
 }
 
+/**
+ * The model a run's prompt sets are built for: the prompt shape most of its readable
+ * checkpoints share (the earliest such checkpoint's config; on a tie, the shape that
+ * comes first in step order). So one checkpoint of another shape, at any step, fails
+ * alone instead of failing every other checkpoint of its run.
+ */
+function runModel(checkpoints: readonly PlannedCheckpoint[]): { model: ModelConfig | null; share: string } {
+  const byShape = new Map<string, { model: ModelConfig; count: number }>();
+  let readable = 0;
+  for (const c of checkpoints) {
+    if (c.config === null) continue;
+    readable++;
+    const entry = byShape.get(promptShape(c.config));
+    if (entry === undefined) byShape.set(promptShape(c.config), { model: c.config, count: 1 });
+    else entry.count++;
+  }
+  let best: { model: ModelConfig; count: number } | null = null;
+  for (const entry of byShape.values()) if (best === null || entry.count > best.count) best = entry;
+  return { model: best?.model ?? null, share: best === null ? '' : `the shape of ${best.count} of its ${readable} readable checkpoints` };
+}
+
 function byStepThenPath(a: PlannedCheckpoint, b: PlannedCheckpoint): number {
   if (a.step !== b.step) {
     if (a.step === null) return 1;
@@ -244,7 +265,7 @@ export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides
     if (paths.length === 0) warnings.push(`run '${src.run}' has no checkpoints yet: ${empty.map((e) => `${e.path}: ${e.reason}`).join('; ')}`);
     else warnings.push(...empty.map((e) => `${e.path}: ${e.reason}`));
     const checkpoints = paths.map((p) => planCheckpoint(loaded, src.run, p, src.step_regex)).sort(byStepThenPath);
-    const model = checkpoints.find((c) => c.config !== null)?.config ?? null;
+    const { model, share } = runModel(checkpoints);
     const promptSets = model === null ? [] : buildPromptSets(loaded, config, src.run, model, fileTokens);
     if (model !== null) checkBigramVocab(loaded, bigram, src.run, model);
     for (const c of checkpoints) {
@@ -252,7 +273,7 @@ export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides
       if (promptShape(c.config) !== promptShape(model)) {
         c.problem = {
           stage: 'load',
-          message: `${c.path}: model has ${promptShape(c.config)} but run '${src.run}' was planned for ${promptShape(model)}; give it its own run`,
+          message: `${c.path}: model has ${promptShape(c.config)} but run '${src.run}' was planned for ${promptShape(model)} (${share}); give it its own run`,
         };
         continue;
       }
