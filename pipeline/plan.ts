@@ -19,7 +19,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { glob } from 'tinyglobby';
 import { inspectCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import { parameterCount, type ModelConfig } from '../src/model/config.ts';
-import { configError, HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
+import { configError, HeadsweepError, messageOf, summarise, type Stage } from '../src/errors.ts';
 import { countBigrams, type Bigrams } from '../src/metrics/bigrams.ts';
 import { buildPromptSet, type PromptSet } from '../src/prompts/index.ts';
 import { readCorpus, TOKENIZERS, type TokenizerName } from '../src/train/tokenizer.ts';
@@ -354,7 +354,7 @@ export function describePlan(plan: Plan): string {
   }
   lines.push('');
   lines.push(`total: ${all.length} checkpoint(s) in ${plan.runs.length} run(s), ${formatCount(totalHeads)} heads, ${formatCount(totalTokenLayers)} token-layers${bad.length > 0 ? `; ${bad.length} unreadable` : ''}`);
-  for (const w of plan.warnings) lines.push(`warning: ${w}`);
+  for (const w of summarise(plan.warnings, 'warnings')) lines.push(`warning: ${w}`);
   if (bad.length > 0) {
     const names = bad.slice(0, 3).map((p) => p.path).join(', ') + (bad.length > 3 ? ', ...' : '');
     lines.push(`warning: ${plural(bad.length, 'checkpoint')} cannot be read (${names}): a sweep records ${bad.length === 1 ? 'it' : 'them'} in errors and exits 3`);

@@ -30,7 +30,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { Table } from 'apache-arrow';
 import PQueue from 'p-queue';
 import type { BackendName } from '../src/backend.ts';
-import { HeadsweepError, messageOf, oneLine, type Stage } from '../src/errors.ts';
+import { HeadsweepError, messageOf, oneLine, summarise, type Stage } from '../src/errors.ts';
 import { metricsOfKind } from '../src/metrics/registry.ts';
 import type { CheckpointScores } from '../src/score.ts';
 import { EXIT } from './cli.ts';
@@ -375,11 +375,10 @@ class SweepRun {
     // Output position of each checkpoint, looked up once per item rather than searched.
     const position = new Map(all.map((ck, i) => [ck, i]));
     const backend = this.backend!;
-    for (const message of plan.warnings) {
-      if (this.warned.has(message)) continue;
-      this.warned.add(message);
-      this.log({ event: 'warning', message });
-    }
+    // New warnings only (a watch plans again every poll), the first dozen of them: all are in the manifest.
+    const fresh = plan.warnings.filter((message) => !this.warned.has(message));
+    for (const message of fresh) this.warned.add(message);
+    for (const message of summarise(fresh, 'warnings (every one is in the manifest)')) this.log({ event: 'warning', message });
     for (const item of items) {
       if (item.decided !== null) item.decided.decision = withBackend(item.decided.decision, item.keys, backend);
     }
@@ -705,6 +704,10 @@ export async function runSweep(plan: Plan, opts: SweepOptions = {}): Promise<Swe
   await run.start(Math.max(1, Math.min(mine.config.workers, items.filter(needsPool).length)), mine);
   try {
     await run.pass(mine, items, 0);
+  } catch (err) {
+    // The root is free again for the next sweep of this process (a library caller's retry).
+    run.releaseLock();
+    throw err;
   } finally {
     await run.close();
   }
@@ -754,6 +757,9 @@ export async function watchSweep(loaded: LoadedConfig, overrides: ConfigOverride
       if (run.stopped) break;
       plan = await planNow();
     }
+  } catch (err) {
+    run.releaseLock();
+    throw err;
   } finally {
     await run.close();
   }

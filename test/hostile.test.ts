@@ -221,7 +221,7 @@ describe('memory and stack', () => {
     expect(run.stderr).toMatch(/long\.jsonl line 1: longer than 16777216 characters/);
   });
 
-  test('6. a header of 400000 empty entries and a metrics list of 20000 bad names give one short message each', async () => {
+  test('6. a header of 400000 empty entries and a metrics list of 20000 bad names give one short message each; the warnings of a plan stop after a dozen', async () => {
     const entries = Array.from({ length: 400_000 }, (_, i) => `"t${i}":{}`).join(',');
     const file = tinyFile('empty-objects.safetensors', () => {}, () => `{${entries}}`);
     expect(loadError(file).message).toMatch(/header is not a safetensors header: it holds more than 393218 objects and arrays/);
@@ -233,6 +233,14 @@ describe('memory and stack', () => {
     expect(lines.length).toBeLessThanOrEqual(13);
     expect(run.stderr).toContain(`${config} → at metrics[0]:`);
     expect(run.stderr).toMatch(/… and 19989 more problems/);
+
+    // Thirty globs that match nothing: the plan lists a dozen warnings, then counts.
+    const globs = [`${DEMO}/planted-2l/step00000.safetensors`, ...Array.from({ length: 30 }, (_, i) => `nothing-${i}/*.safetensors`)];
+    const plan = await cli(['validate', sweepConfig(join(tmp.dir, 'globs'), [], globs)]);
+    expect(plan.code, plan.stderr).toBe(EXIT.ok);
+    const warnings = plan.stdout.split('\n').filter((l) => l.startsWith('warning: '));
+    expect(warnings).toHaveLength(12);
+    expect(warnings.at(-1)).toMatch(/^warning: … and \d+ more warnings$/);
   });
 });
 
