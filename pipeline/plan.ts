@@ -20,6 +20,7 @@ import { glob } from 'tinyglobby';
 import { inspectCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import { parameterCount, type ModelConfig } from '../src/model/config.ts';
 import { configError, HeadsweepError, messageOf, summarise, type Stage } from '../src/errors.ts';
+import { checkRegularFile, FileProblem } from '../src/files.ts';
 import { countBigrams, type Bigrams } from '../src/metrics/bigrams.ts';
 import { buildPromptSet, type PromptSet } from '../src/prompts/index.ts';
 import { readCorpus, TOKENIZERS, type TokenizerName } from '../src/train/tokenizer.ts';
@@ -109,6 +110,16 @@ function promptShape(c: ModelConfig): string {
   return `d_vocab ${c.d_vocab}, n_ctx ${c.n_ctx}, bos_token_id ${c.bos_token_id ?? 'none'}`;
 }
 
+/** Why an existing path is not a regular file (`is a FIFO (named pipe), not a regular file`), or null. */
+function notRegular(path: string): string | null {
+  try {
+    checkRegularFile(path);
+  } catch (err) {
+    if (err instanceof FileProblem && err.code === undefined) return err.reason;
+  }
+  return null;
+}
+
 /** The files a run's globs match, and a `{path, reason}` for each glob that matches none. */
 async function resolveGlobs(loaded: LoadedConfig, i: number): Promise<{ paths: string[]; empty: { path: string; reason: string }[] }> {
   const src = loaded.config.checkpoints[i];
@@ -123,7 +134,9 @@ async function resolveGlobs(loaded: LoadedConfig, i: number): Promise<{ paths: s
     });
     if (matches.length === 0) {
       const where = isAbsolute(pattern) ? '' : ` (relative paths start at ${loaded.dir})`;
-      empty.push({ path: `checkpoints[${i}].paths[${j}]`, reason: `"${pattern}" matches no files${where}` });
+      // A glob lists regular files only: a path to a FIFO or a device is said to be one, never opened.
+      const other = notRegular(resolve(loaded.dir, pattern));
+      empty.push({ path: `checkpoints[${i}].paths[${j}]`, reason: other !== null ? `"${pattern}" ${other}` : `"${pattern}" matches no files${where}` });
     }
     for (const m of matches) found.add(m);
   }

@@ -166,8 +166,8 @@ describe('hangs', () => {
     expect(swept.killed).toBe(false);
     expect(swept.code, swept.stderr).toBe(EXIT.partial);
     expect(swept.stderr).toContain(`${join(ckpts, 'zero.safetensors')}: is a character device, not a regular file`);
-    // A glob lists regular files and links only: the FIFO is never opened, and said to match nothing.
-    expect(swept.stderr).toContain('"ckpts/fifo.bin" matches no files');
+    // A glob lists regular files and links only: the FIFO is never opened, and said to be one.
+    expect(swept.stderr).toContain('checkpoints[0].paths[1]: "ckpts/fifo.bin" is a FIFO (named pipe), not a regular file');
     expect(arrowRows(join(dir, 'out', 'errors')).map((e) => e.path)).toEqual(['ckpts/zero.safetensors']);
     expect(inspected.killed).toBe(false);
     expect(inspected.code).toBe(EXIT.failure);
