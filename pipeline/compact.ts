@@ -39,7 +39,7 @@
  * One table is held in memory at a time: its partitions, their sorted copy and the
  * encoded file.
  */
-import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { mkdir, rename, rm, symlink } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import {
@@ -47,6 +47,7 @@ import {
 } from 'apache-arrow';
 import { z } from 'zod';
 import { HeadsweepError, messageOf } from '../src/errors.ts';
+import { FileProblem, readRegularFile } from '../src/files.ts';
 import { COMPACT_LOCK, Lock } from './lock.ts';
 import { packageVersions } from './manifest.ts';
 import { shardLabel, shardOfManifestFile, type Shard } from './shard.ts';
@@ -294,7 +295,7 @@ function partitionFiles(inputs: readonly string[], table: TableName): string[] {
         const file = join(input, rel);
         const seen = byRelative.get(rel);
         if (seen === undefined) byRelative.set(rel, file);
-        else if (!readFileSync(seen).equals(readFileSync(file))) {
+        else if (!readRegularFile(seen).equals(readRegularFile(file))) {
           throw new HeadsweepError(
             `${rel} differs between ${seen} and ${file}: the checkpoint was scored twice; keep one of the two files`,
             { stage: 'load', file },
@@ -607,9 +608,9 @@ function readSourceManifests(inputs: readonly string[]): Pick<CompactedManifest,
 function parseManifest(file: string): z.infer<typeof SourceManifestSchema> {
   let json: unknown;
   try {
-    json = JSON.parse(readFileSync(file, 'utf8'));
+    json = JSON.parse(readRegularFile(file).toString('utf8'));
   } catch (cause) {
-    throw new HeadsweepError(`${file}: not a readable JSON manifest: ${messageOf(cause)}`, { stage: 'load', file, cause });
+    throw new HeadsweepError(`${file}: not a readable JSON manifest: ${cause instanceof FileProblem ? cause.reason : messageOf(cause)}`, { stage: 'load', file, cause });
   }
   const parsed = SourceManifestSchema.safeParse(json);
   if (!parsed.success) {

@@ -18,10 +18,11 @@
  * of a process that died on this host at once.
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readdirSync, renameSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { HeadsweepError, shownPath } from '../src/errors.ts';
+import { readRegularFile } from '../src/files.ts';
 import type { Shard } from './shard.ts';
 
 /** How often a holder touches its lock file. */
@@ -54,7 +55,8 @@ export const COMPACT_LOCK = '.headsweep.compact.lock';
 
 function readHolder(file: string): LockHolder | null {
   try {
-    const value = JSON.parse(readFileSync(file, 'utf8')) as Partial<LockHolder>;
+    // Regular files only: a FIFO under the lock's name must not hang the sweep that checks it.
+    const value = JSON.parse(readRegularFile(file).toString('utf8')) as Partial<LockHolder>;
     if (typeof value.pid !== 'number' || typeof value.host !== 'string' || typeof value.token !== 'string') return null;
     return value as LockHolder;
   } catch {

@@ -339,6 +339,12 @@ describe('concurrency and compaction', () => {
     expect(readdirSync(out).filter((n) => n.startsWith('compacted')).sort()).toEqual(['compacted']);
     expect(readdirSync(join(out, '.compactions'))).toEqual([readlinkSync(link).split('/').pop()]);
     expect(JSON.parse(readFileSync(join(link, 'manifest.json'), 'utf8')).counts.rows.heads).toBeGreaterThan(0);
+
+    // A FIFO among the partitions is refused by its name, never opened; the last compaction stands.
+    const fifo = join(out, 'heads', 'run=r', 'step-x.arrow');
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    await expect(compactOutput(out)).rejects.toThrow(`${fifo}: is a FIFO (named pipe), not a regular file`);
+    expect(readdirSync(join(out, '.compactions'))).toEqual([readlinkSync(link).split('/').pop()]);
   });
 
   test('13. one checkpoint of another shape at the lowest step fails alone', async () => {
