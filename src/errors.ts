@@ -132,11 +132,17 @@ function shortJson(value: unknown, depth: number): string {
 }
 
 /**
- * A path as messages show it: as it is when it is printable and of a sane length (the
- * usual case, so messages stay copy-pastable), else quoted as `quote` does.
+ * Text from a file as output shows it: as it is when it is printable and at most `max`
+ * characters (the usual case, so what is shown stays copy-pastable), else quoted as
+ * `quote` does.
  */
+export function shownText(text: string, max: number): string {
+  return text.length <= max && !new RegExp(UNSAFE.source).test(text) ? text : quote(text, max);
+}
+
+/** A path as messages show it (`shownText`, up to 400 characters). */
 export function shownPath(path: string): string {
-  return path.length <= PATH_LIMIT && !new RegExp(UNSAFE.source).test(path) ? path : quote(path, PATH_LIMIT);
+  return shownText(path, PATH_LIMIT);
 }
 
 /** The longest message an errors row or a log line carries. */

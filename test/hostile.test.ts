@@ -250,12 +250,21 @@ describe('messages', () => {
     expect(loadError(file).message).toMatch(/nests deeper than 3 levels/);
   });
 
-  test('8. a tensor name with a forged line, terminal escapes and 20 MB is escaped and cut', () => {
+  test('8. a tensor name with a forged line, terminal escapes and 20 MB is escaped and cut, in messages and in inspect', async () => {
     const name = `x\nheadsweep: all fine\u001b[32m${'a'.repeat(20_000_000)}`;
     const file = tinyFile('forged.safetensors', (p) => { p.header[name] = p.header['unembed.b_U']; delete p.header['unembed.b_U']; });
     const e = loadError(file);
     expect(e.message).toContain("'x\\nheadsweep: all fine\\x1b[32maaa");
     expect(e.message).toMatch(/…\(\+\d+ characters\)'/);
+
+    // inspect shows metadata as it is when printable, escaped and cut when not.
+    const note = tinyFile('note.safetensors', (p) => { (p.header.__metadata__ as Record<string, string>).note = `fine\nheadsweep: forged\u001b[0m${'b'.repeat(1000)}`; });
+    const shown = await cli(['inspect', note]);
+    expect(shown.code, shown.stderr).toBe(EXIT.ok);
+    const line = shown.stdout.split('\n').find((l) => l.trimStart().startsWith('note '))!;
+    expect(line).toContain("'fine\\nheadsweep: forged\\x1b[0mbbb");
+    expect(shown.stdout).not.toMatch(/^headsweep: forged/m);
+    expect(shown.stdout).not.toContain('\u001b');
   });
 
   test('9. alias bombs, unknown aliases, bad output paths and over-long run names exit 2 with the YAML path', async () => {
