@@ -332,6 +332,19 @@ describe('concurrency and compaction', () => {
     const run = await cli(['sweep', config, '--format', 'arrow', '--log-format', 'text']);
     expect(run.code, run.stderr).toBe(EXIT.ok);
     expect(existsSync(join(out, '.headsweep.lock'))).toBe(false);
+
+    // A shard excludes a whole-root sweep, not another shard.
+    const shard = Lock.acquire(out, '.headsweep.shard-0-of-2.lock', `shard 0/2 of the output folder ${out}`);
+    try {
+      const whole = await cli(['sweep', config, '--format', 'arrow', '--log-format', 'text']);
+      expect(whole.code).toBe(EXIT.failure);
+      expect(whole.stderr).toContain(`the output folder ${out} is being written by process ${process.pid} on ${hostname()}`);
+      const other = await cli(['sweep', config, '--format', 'arrow', '--log-format', 'text', '--shard', '1/2']);
+      expect(other.code, other.stderr).toBe(EXIT.ok);
+    } finally {
+      shard.release();
+    }
+    expect(readdirSync(out).filter((n) => n.endsWith('.lock'))).toEqual([]);
   });
 
   test('12. a compaction finds one whole compaction after a killed one, and removes what it left', async () => {
