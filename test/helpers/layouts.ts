@@ -3,7 +3,7 @@
  * run of revision folders, an HF Trainer output folder, a nanoGPT out folder, TL
  * checkpoints, and broken ones of each kind.
  */
-import { copyFileSync, cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GPT2, REAL, writeShardedGpt2 } from './real.ts';
 
@@ -15,6 +15,9 @@ export const TL_PTH = join(REAL, 'tl-gelu-2l-pth');
 export function copyFolder(from: string, to: string): string {
   mkdirSync(join(to, '..'), { recursive: true });
   cpSync(from, to, { recursive: true, preserveTimestamps: true });
+  // The folder's own times too: filling it in set them to now.
+  const { atime, mtime } = statSync(from);
+  utimesSync(to, atime, mtime);
   return to;
 }
 
