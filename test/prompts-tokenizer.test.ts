@@ -65,7 +65,7 @@ describe('a text prompt set through a tokenizer.json', () => {
     set.sequences.forEach((seq, i) => {
       expect(seq).toHaveLength(12);
       expect(indexOfRun(all, Array.from(seq)), `window ${i}`).toBeGreaterThanOrEqual(0);
-      const decoded = hf.decode(Array.from(seq));
+      const decoded = hf.decode(Array.from(seq), { clean_up_tokenization_spaces: false });
       expect(TEXT).toContain(decoded);
       const first = decoded.split('\n')[0];
       const line = lines[set.origin!.lines[i] - 1];
@@ -113,6 +113,17 @@ describe('a text prompt set through a tokenizer.json', () => {
     const byte = textPromptSet(text({ tokenizer: 'byte' }), modelConfig({ ...shape, d_vocab: 257 }));
     expect(byte.sequences.map((s) => s[0])).toEqual(Array(10).fill(256));
   });
+});
+
+test('the bundled test/fixtures/tokenizer is this BPE over the bundled corpus, and round-trips it', () => {
+  const corpus = readFileSync(join(import.meta.dirname, '..', 'data', 'corpus', 'npm-readmes.txt'), 'utf8');
+  const bundled = JSON.parse(readFileSync(join(import.meta.dirname, 'fixtures', 'tokenizer', 'tokenizer.json'), 'utf8')) as object;
+  const built = byteLevelBpe(corpus);
+  expect(bundled).toEqual(built.json);
+  const hf = new Tokenizer(bundled, {});
+  const ids = hf.encode(corpus, { add_special_tokens: false }).ids;
+  expect(ids.every((id) => id < built.vocabSize)).toBe(true);
+  expect(hf.decode(ids, { clean_up_tokenization_spaces: false })).toBe(corpus);
 });
 
 describe('repeated_random and a known tokenizer', () => {

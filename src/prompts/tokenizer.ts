@@ -90,7 +90,7 @@ export function loadTokenizerJson(file: string): PromptTokenizer {
     vocabSize: idCount(hf),
     bos: null,
     encode: (bytes) => Int32Array.from(hf.encode(text.decode(bytes), { add_special_tokens: false }).ids),
-    newlines: newlineCounter((id) => hf.decode([id])),
+    newlines: newlineCounter((id) => hf.decode([id], { clean_up_tokenization_spaces: false })),
   };
   loaded.set(file, { stamp, tokenizer });
   return tokenizer;
