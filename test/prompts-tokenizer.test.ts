@@ -122,7 +122,7 @@ test('the bundled test/fixtures/tokenizer is this BPE over the bundled corpus, a
   expect(bundled).toEqual(built.json);
   const hf = new Tokenizer(bundled, {});
   const ids = hf.encode(corpus, { add_special_tokens: false }).ids;
-  expect(ids.every((id) => id < built.vocabSize)).toBe(true);
+  expect(ids.every((id: number) => id < built.vocabSize)).toBe(true);
   expect(hf.decode(ids, { clean_up_tokenization_spaces: false })).toBe(corpus);
 });
 
