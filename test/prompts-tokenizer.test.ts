@@ -8,9 +8,9 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { afterAll, describe, expect, test } from 'vitest';
-import { HeadsweepError } from '../src/errors.ts';
 import { modelConfig, type ModelConfig } from '../src/model/config.ts';
 import { buildPromptSet, PromptSetSpecSchema, repeatedRandom, textPromptSet, type PromptSet } from '../src/prompts/index.ts';
+import { errorOf } from './helpers/load-errors.ts';
 import { tempDir } from './helpers/safetensors.ts';
 import { byteLevelBpe, TEXT, writeTokenizer } from './helpers/tokenizer.ts';
 
@@ -30,16 +30,6 @@ const WITH_BOS: ModelConfig = modelConfig({ ...shape, d_vocab: 60, bos_token_id:
 const NO_BOS: ModelConfig = modelConfig({ ...shape, d_vocab: 60 });
 
 const text = (over: Record<string, unknown> = {}) => ({ kind: 'text' as const, name: 'nat', path: CORPUS, tokenizer: TOKENIZER, length: 12, count: 10, seed: 3, ...over });
-
-function errorOf(fn: () => unknown): HeadsweepError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(HeadsweepError);
-    return err as HeadsweepError;
-  }
-  throw new Error('expected an error, none was thrown');
-}
 
 /** Where `window` first occurs in `ids`, or -1. */
 function indexOfRun(ids: readonly number[], window: readonly number[]): number {
