@@ -46,7 +46,7 @@ import type { BigramCorpus, PlannedCheckpoint } from './plan.ts';
 import { writeFileAtomic } from './sinks/atomic.ts';
 import { OUTPUT_FORMATS, readTableFile, tableFileBytes, type OutputFormat } from './sinks/index.ts';
 import { parquetTable } from './sinks/parquet.ts';
-import { fileStem, isOldStem, sameStamps, stampFiles, storedStamps, type CheckpointState, type KeyedSet, type SourceStamp } from './state.ts';
+import { fileStem, isOldStem, sameStamps, stampFiles, storedConverter, storedStamps, type CheckpointState, type KeyedSet, type SourceStamp } from './state.ts';
 import { checkpointId, type TableName } from './tables.ts';
 
 /**
@@ -194,7 +194,7 @@ export async function decide(
   const touched = !sameStamps(stamp.file_stamps, storedStamps(prev, ck.files[0].name));
   const sha = touched ? digestOf(ck) : prev.sha256;
   if (sha === null) return whole('changed');
-  if ((prev.converter ?? null) !== ck.source?.converter) return whole('settings');
+  if (storedConverter(prev) !== ck.source?.converter) return whole('settings');
   const stem = fileStem(ck, sha);
   let renameTo: string | null = null;
   if (stem !== prev.id) {

@@ -232,6 +232,17 @@ export function storedStamps(state: CheckpointState, name: string): FileStamp[] 
   return state.file_stamps ?? [{ name, size: state.size, mtime_ns: state.mtime_ns }];
 }
 
+/**
+ * The conversion a state entry records, or the one an entry of before implies. Entries of
+ * before identified a checkpoint by its file's sha256, which is still its identity only
+ * for a lone safetensors file carrying its TL config (any other source now has the
+ * identity of all its files, so it is scored again as changed): one read as TL names,
+ * which is the tl family's first version.
+ */
+export function storedConverter(state: CheckpointState): string | null {
+  return state.converter === undefined ? 'tl@1' : state.converter;
+}
+
 /** `<name>.<pid>.tmp`: what `writeFileAtomic` writes before the rename. */
 const TEMP = /^(.*)\.(\d+)\.tmp$/;
 
