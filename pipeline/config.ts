@@ -11,6 +11,7 @@ import { statSync, type Stats } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
+import { FAMILY_NAMES } from '../src/checkpoint/families/family.ts';
 import { BACKENDS, METRIC_NAMES, type MetricName } from '../src/names.ts';
 import { DEFAULT_RULES, RulesSchema } from '../src/classify.ts';
 import { PromptSetSpecSchema } from '../src/prompts/index.ts';
@@ -67,10 +68,16 @@ const StepRegexSchema = z.string().min(1).superRefine((source, ctx) => {
 export const CheckpointSourceSchema = z.strictObject({
   /** One training run or model; its checkpoints form one series. */
   run: RunNameSchema,
-  /** Globs (tinyglobby syntax); every one must match at least one file. */
+  /** Globs (tinyglobby syntax) of checkpoint files and model folders. */
   paths: z.array(PathSchema).min(1),
-  /** Reads the step from the file path when the header has no `step` metadata. */
+  /**
+   * The step from the checkpoint's path (one capture group), over the step its folder or
+   * file name implies; a step recorded inside the checkpoint (safetensors metadata,
+   * nanoGPT's iter_num, trainer_state.json) wins over both.
+   */
   step_regex: StepRegexSchema.optional(),
+  /** Read every checkpoint of the run as this family, instead of telling it from config.json or the files. */
+  family: z.enum(FAMILY_NAMES).optional(),
 });
 
 const OutputDirSchema = PathSchema;

@@ -3,8 +3,9 @@
  * (state.ts) and the keys of the current settings, and the scores of unchanged prompt
  * sets read back from its existing files when only some prompt sets need scoring.
  *
- * A checkpoint is identified by its run and path, its bytes (sha256) and its step (all
- * three make the file stem, `fileStem` in state.ts). Its results are keyed by:
+ * A checkpoint is identified by its run and path, its bytes (the sha256 of every file it
+ * is read from, `Checkpoint.sha256`) and its step (all three make the file stem,
+ * `fileStem` in state.ts). Its results are keyed by:
  *
  * - one key per prompt set, covering everything its `heads` and `checkpoint_scores`
  *   rows depend on but the per-checkpoint scores: the version of the score definitions
@@ -18,7 +19,9 @@
  *   row. It covers the definitions version, whether composition is asked for, and for
  *   bigram_kl the corpus file's sha256 and tokenizer; none when neither is asked for.
  *   A new corpus thus scores bigram_kl again with no forward pass.
- * - the tfjs backend that computed them, recorded beside the keys.
+ * - the tfjs backend that computed them, and the family conversion its weights were read
+ *   through (`gpt2@1`, `Source.converter`), recorded beside the keys: another one means
+ *   other numbers, so everything is scored again.
  *
  * The output formats are in no key: every format holds the same rows, so a format added
  * to the config is written from the files already there, and files of a format dropped
@@ -38,12 +41,12 @@ import type { PromptSet } from '../src/prompts/types.ts';
 import type { CheckpointScores, PromptSetScores } from '../src/score.ts';
 import type { SweepConfig } from './config.ts';
 import type { WorkReason } from './events.ts';
-import { sha256File } from './hash.ts';
+import { checkpointDigest } from '../src/checkpoint/checkpoint.ts';
 import type { BigramCorpus, PlannedCheckpoint } from './plan.ts';
 import { writeFileAtomic } from './sinks/atomic.ts';
 import { OUTPUT_FORMATS, readTableFile, tableFileBytes, type OutputFormat } from './sinks/index.ts';
 import { parquetTable } from './sinks/parquet.ts';
-import { fileStamp, fileStem, isOldStem, type CheckpointState, type KeyedSet } from './state.ts';
+import { fileStem, isOldStem, sameStamps, stampFiles, storedConverter, storedStamps, type CheckpointState, type KeyedSet, type SourceStamp } from './state.ts';
 import { checkpointId, type TableName } from './tables.ts';
 
 /**
@@ -142,8 +145,8 @@ export type Decision =
 
 export interface Decided {
   decision: Decision;
-  /** Size and mtime before anything read the file; null when it cannot be stat'ed (scoring will fail and say why). */
-  stamp: { size: number; mtime_ns: string } | null;
+  /** Size and mtime of each of its files before anything read them; null when one cannot be stat'ed (scoring will fail and say why). */
+  stamp: SourceStamp | null;
   /**
    * The stem the stored entry's files take before anything else is done: set when they
    * carry the old stem of the same bytes and step and no other entry lists them.
@@ -164,24 +167,34 @@ function fullWork(reason: WorkReason, keys: SettingsKeys): Decision {
   return { kind: 'work', work: allWork(reason, keys) };
 }
 
+/** The identity `loadCheckpoint` will give, from the bytes on disk now; null when they cannot be read. */
+function digestOf(ck: PlannedCheckpoint): string | null {
+  try {
+    return checkpointDigest(ck.file, { family: ck.readAs }).sha256;
+  } catch {
+    return null;
+  }
+}
+
 /**
  * Decides from `prev` (the stored entry, or null) whether `ck` is up to date under
- * `keys`. An unchanged stamp (size and mtime) trusts the stored sha256; otherwise the
- * file is hashed. The backend is checked later, by `withBackend`, once the pool has
- * started one.
+ * `keys`. Unchanged stamps (the size and mtime of every file the checkpoint is read from)
+ * trust the stored sha256; otherwise the checkpoint is hashed. The backend is checked
+ * later, by `withBackend`, once the pool has started one.
  */
 export async function decide(
   out: string, ck: PlannedCheckpoint, keys: SettingsKeys, prev: CheckpointState | null,
   opts: { force: boolean; formats: readonly OutputFormat[]; listedElsewhere: (file: string) => boolean },
 ): Promise<Decided> {
-  const stamp = fileStamp(ck.file);
+  const stamp = stampFiles(ck.files);
   const whole = (reason: WorkReason): Decided => ({ decision: fullWork(reason, keys), stamp, renameTo: null });
   if (opts.force) return whole('force');
   if (prev === null) return whole('new');
   if (prev.status === 'failed' || stamp === null) return whole('retry');
-  const touched = stamp.size !== prev.size || stamp.mtime_ns !== prev.mtime_ns;
-  const sha = touched ? await sha256File(ck.file).catch(() => null) : prev.sha256;
+  const touched = !sameStamps(stamp.file_stamps, storedStamps(prev, ck.files[0].name));
+  const sha = touched ? digestOf(ck) : prev.sha256;
   if (sha === null) return whole('changed');
+  if (storedConverter(prev) !== ck.source?.converter) return whole('settings');
   const stem = fileStem(ck, sha);
   let renameTo: string | null = null;
   if (stem !== prev.id) {

@@ -1,12 +1,14 @@
 /**
- * From a validated config to the list of work: every checkpoint file the globs match
- * (with its step and model config from the header), the prompt sets built for each run's
- * model, the bigram counts of the corpus bigram_kl is measured against, and how many
- * checkpoints may be in flight for the memory budget. Planning reads only safetensors
- * headers, the prompt files and the corpus; nothing is run through a model.
+ * From a validated config to the list of work: every checkpoint the globs match (a file or
+ * a model folder, with its family, files, step and model config, src/checkpoint/source.ts),
+ * the prompt sets built for each run's model, the bigram counts of the corpus bigram_kl
+ * is measured against, and how many checkpoints may be in flight for the memory budget.
+ * Planning reads only the small parts of checkpoints (headers, zip directories, pickles,
+ * JSON files), the prompt files and the corpus; nothing is run through a model.
  *
- * A checkpoint whose header cannot be read stays in the plan with its problem, so the
- * sweep can report it as a row in `errors` while every other checkpoint is scored.
+ * A checkpoint that cannot be read, or that the backend cannot hold, stays in the plan
+ * with its problem, so the sweep can report it as a row in `errors` while every other
+ * checkpoint is scored.
  *
  * What would surprise a user but stops nothing is a warning of the plan (printed by
  * validate and the sweep, kept in the manifest): a glob that matches no file (a run whose
@@ -15,28 +17,45 @@
  * them), and icl positions a prompt set is too short for.
  */
 import { existsSync } from 'node:fs';
-import { isAbsolute, resolve } from 'node:path';
+import { createRequire } from 'node:module';
+import { isAbsolute, join, resolve } from 'node:path';
 import { glob } from 'tinyglobby';
-import { inspectCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { inspectCheckpoint, type CheckpointInfo } from '../src/checkpoint/checkpoint.ts';
+import type { FamilyName } from '../src/checkpoint/families/family.ts';
+import { assertFits } from '../src/checkpoint/memory.ts';
+import type { ContainerName } from '../src/checkpoint/source.ts';
 import { parameterCount, type ModelConfig } from '../src/model/config.ts';
+import type { BackendName } from '../src/names.ts';
 import { configError, HeadsweepError, messageOf, summarise, type Stage } from '../src/errors.ts';
 import { checkRegularFile, FileProblem } from '../src/files.ts';
 import { countBigrams, type Bigrams } from '../src/metrics/bigrams.ts';
-import { buildPromptSet, type PromptSet } from '../src/prompts/index.ts';
+import { buildPromptSet, isBuiltinTokenizer, type PromptSet } from '../src/prompts/index.ts';
+import { tokenizerJsonPath } from '../src/prompts/tokenizer.ts';
 import { readCorpus, TOKENIZERS, type TokenizerName } from '../src/train/tokenizer.ts';
-import { withOverrides, type ConfigOverrides, type LoadedConfig, type SweepConfig } from './config.ts';
+import { withOverrides, type BackendOption, type ConfigOverrides, type LoadedConfig, type SweepConfig } from './config.ts';
 import { sha256File } from './hash.ts';
 import { checkPromptSetSizes, memoryBudgetBytes as budgetOf, promptTokenLimit } from './limits.ts';
+import type { NamedFile } from './state.ts';
 
 export interface PlannedCheckpoint {
   run: string;
-  /** The path as the config's glob resolved it: relative to the config folder, or absolute. */
+  /** The path as the config's glob resolved it: relative to the config folder, or absolute (a folder without its trailing slash). */
   path: string;
   /** Absolute path, for opening. */
   file: string;
+  /** What the glob matched: a file, or a folder. */
+  kind: 'file' | 'folder';
+  /** The family the config forces on the run (`family:`); undefined: told from the files. */
+  readAs: FamilyName | undefined;
+  /** What it is read as (null when it cannot be read): family, container, and `family@version` of the conversion. */
+  source: { family: FamilyName; container: ContainerName; converter: string } | null;
+  /** Every file it is read from (empty when it cannot be read): what its identity and its state entry's stamps cover. */
+  files: NamedFile[];
+  /** Ids of the tokenizer.json beside its weights, when there is one that says. */
+  tokenizerIds: number | null;
   step: number | null;
   tokensSeen: number | null;
-  /** null when the header could not be read (see `problem`). */
+  /** null when it could not be read (see `problem`). */
   config: ModelConfig | null;
   /** Estimated peak bytes while the checkpoint is scored (weights, activations, results). */
   bytes: number;
@@ -83,7 +102,7 @@ export function plannedCheckpoints(plan: Plan): PlannedCheckpoint[] {
   return plan.runs.flatMap((r) => r.checkpoints);
 }
 
-/** The step a file's path names through `step_regex`, or null. */
+/** The step a checkpoint's path names through `step_regex`, or null. */
 function stepFromPath(path: string, stepRegex: string | undefined): number | null {
   if (stepRegex === undefined) return null;
   const m = new RegExp(stepRegex).exec(path);
@@ -120,16 +139,26 @@ function notRegular(path: string): string | null {
   return null;
 }
 
-/** The files a run's globs match, and a `{path, reason}` for each glob that matches none. */
-async function resolveGlobs(loaded: LoadedConfig, i: number): Promise<{ paths: string[]; empty: { path: string; reason: string }[] }> {
+interface Matched {
+  path: string;
+  kind: 'file' | 'folder';
+}
+
+/**
+ * What a run's globs match, files and folders, and a `{path, reason}` for each glob that
+ * matches none. A match inside a matched model folder (one with a config.json) is part
+ * of that checkpoint, and a matched folder that is no model folder but holds other
+ * matches only contains them, so `runs/**` gives each checkpoint once.
+ */
+async function resolveGlobs(loaded: LoadedConfig, i: number): Promise<{ matched: Matched[]; empty: { path: string; reason: string }[] }> {
   const src = loaded.config.checkpoints[i];
-  const found = new Set<string>();
+  const found = new Map<string, Matched>();
   const empty: { path: string; reason: string }[] = [];
   for (const [j, pattern] of src.paths.entries()) {
     const matches = await glob(pattern, {
       cwd: loaded.dir,
       absolute: isAbsolute(pattern),
-      onlyFiles: true,
+      onlyFiles: false,
       expandDirectories: false,
     });
     if (matches.length === 0) {
@@ -138,9 +167,21 @@ async function resolveGlobs(loaded: LoadedConfig, i: number): Promise<{ paths: s
       const other = notRegular(resolve(loaded.dir, pattern));
       empty.push({ path: `checkpoints[${i}].paths[${j}]`, reason: other !== null ? `"${pattern}" ${other}` : `"${pattern}" matches no files${where}` });
     }
-    for (const m of matches) found.add(m);
+    // tinyglobby marks folders with a trailing slash.
+    for (const m of matches) {
+      const path = m.endsWith('/') && m.length > 1 ? m.slice(0, -1) : m;
+      found.set(path, { path, kind: m.endsWith('/') ? 'folder' : 'file' });
+    }
   }
-  return { paths: [...found].sort(), empty };
+  const all = [...found.values()];
+  const folders = all.filter((m) => m.kind === 'folder');
+  const isModelFolder = (f: Matched) => existsSync(join(resolve(loaded.dir, f.path), 'config.json'));
+  const inside = (m: Matched, f: Matched) => m !== f && m.path.startsWith(`${f.path}/`);
+  const kept = all.filter((m) => {
+    if (folders.some((f) => inside(m, f) && isModelFolder(f))) return false;
+    return !(m.kind === 'folder' && !isModelFolder(m) && all.some((o) => inside(o, m)));
+  });
+  return { matched: kept.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)), empty };
 }
 
 /**
@@ -158,22 +199,62 @@ function iclWarnings(config: SweepConfig, runs: readonly RunPlan[]): string[] {
   });
 }
 
-function planCheckpoint(loaded: LoadedConfig, run: string, path: string, stepRegex: string | undefined): PlannedCheckpoint {
-  const file = resolve(loaded.dir, path);
+/**
+ * The step of a checkpoint: one recorded inside it (safetensors metadata, nanoGPT's
+ * iter_num, trainer_state.json) first, then `step_regex` on its path, then the step its
+ * folder or file name implies (`checkpoint-N`, `stepN`, TL's `*_N.pth`).
+ */
+function stepOf(info: CheckpointInfo, path: string, stepRegex: string | undefined): number | null {
+  // Source.stepSource names where the step came from; names are `folder name …` and `file name …`.
+  const fromName = info.stepSource !== null && /^(folder|file) name /.test(info.stepSource);
+  if (info.step !== null && !fromName) return info.step;
+  return stepFromPath(path, stepRegex) ?? info.step;
+}
+
+/**
+ * The backend a sweep will run on, as far as the plan can tell: `auto` is the native
+ * backend when @tensorflow/tfjs-node is installed, else wasm (the pool checks again
+ * with the backend it started).
+ */
+function expectedBackend(choice: BackendOption): BackendName {
+  if (choice !== 'auto') return choice;
   try {
-    const info = inspectCheckpoint(file);
-    return {
-      run, path, file,
-      step: info.step ?? stepFromPath(path, stepRegex),
-      tokensSeen: info.tokensSeen,
-      config: info.config,
-      bytes: 0,
-      problem: null,
-    };
+    createRequire(import.meta.url).resolve('@tensorflow/tfjs-node');
+    return 'tensorflow';
+  } catch {
+    return 'wasm';
+  }
+}
+
+function planCheckpoint(loaded: LoadedConfig, config: SweepConfig, i: number, m: Matched): PlannedCheckpoint {
+  const { run, step_regex: stepRegex, family: readAs } = config.checkpoints[i];
+  const { path, kind } = m;
+  const file = resolve(loaded.dir, path);
+  const unread = { run, path, file, kind, readAs, source: null, files: [], tokenizerIds: null, tokensSeen: null, config: null, bytes: 0 };
+  let info: CheckpointInfo;
+  try {
+    info = inspectCheckpoint(file, { family: readAs });
   } catch (err) {
     const stage = err instanceof HeadsweepError ? err.stage : 'load';
-    return { run, path, file, step: stepFromPath(path, stepRegex), tokensSeen: null, config: null, bytes: 0, problem: { stage, message: messageOf(err) } };
+    return { ...unread, step: stepFromPath(path, stepRegex), problem: { stage, message: messageOf(err) } };
   }
+  let problem: PlannedCheckpoint['problem'] = null;
+  try {
+    assertFits(file, info.config, expectedBackend(config.backend));
+  } catch (err) {
+    const auto = config.backend === 'auto' ? ' (backend auto runs wasm here: @tensorflow/tfjs-node is not installed)' : '';
+    problem = { stage: 'load', message: `${messageOf(err)}${auto}` };
+  }
+  return {
+    ...unread,
+    source: { family: info.family, container: info.container, converter: info.converter },
+    files: info.files.map((f) => ({ path: f.path, name: f.name })),
+    tokenizerIds: info.tokenizer?.vocabSize ?? null,
+    step: stepOf(info, path, stepRegex),
+    tokensSeen: info.tokensSeen,
+    config: info.config,
+    problem,
+  };
 }
 
 /**
@@ -182,19 +263,24 @@ function planCheckpoint(loaded: LoadedConfig, run: string, path: string, stepReg
  * comes first in step order). So one checkpoint of another shape, at any step, fails
  * alone instead of failing every other checkpoint of its run.
  */
-function runModel(checkpoints: readonly PlannedCheckpoint[]): { model: ModelConfig | null; share: string } {
-  const byShape = new Map<string, { model: ModelConfig; count: number }>();
+function runModel(checkpoints: readonly PlannedCheckpoint[]): { model: ModelConfig | null; tokenizerIds: number | null; share: string } {
+  const byShape = new Map<string, { first: PlannedCheckpoint; model: ModelConfig; count: number }>();
   let readable = 0;
   for (const c of checkpoints) {
     if (c.config === null) continue;
     readable++;
     const entry = byShape.get(promptShape(c.config));
-    if (entry === undefined) byShape.set(promptShape(c.config), { model: c.config, count: 1 });
+    if (entry === undefined) byShape.set(promptShape(c.config), { first: c, model: c.config, count: 1 });
     else entry.count++;
   }
-  let best: { model: ModelConfig; count: number } | null = null;
+  let best: { first: PlannedCheckpoint; model: ModelConfig; count: number } | null = null;
   for (const entry of byShape.values()) if (best === null || entry.count > best.count) best = entry;
-  return { model: best?.model ?? null, share: best === null ? '' : `the shape of ${best.count} of its ${readable} readable checkpoints` };
+  return {
+    model: best?.model ?? null,
+    // The tokenizer beside that checkpoint's weights, if any, gives the ids prompt sets draw from.
+    tokenizerIds: best?.first.tokenizerIds ?? null,
+    share: best === null ? '' : `the shape of ${best.count} of its ${readable} readable checkpoints`,
+  };
 }
 
 function byStepThenPath(a: PlannedCheckpoint, b: PlannedCheckpoint): number {
@@ -206,11 +292,18 @@ function byStepThenPath(a: PlannedCheckpoint, b: PlannedCheckpoint): number {
   return a.path < b.path ? -1 : a.path > b.path ? 1 : 0;
 }
 
-/** Builds each prompt set for a model; a set that does not fit the model is a config error at its YAML path. */
-function buildPromptSets(loaded: LoadedConfig, config: SweepConfig, run: string, model: ModelConfig, fileTokens: { tokens: number; reason: string }): PromptSet[] {
+/**
+ * Builds each prompt set for a model (`tokenizerIds`: of the tokenizer beside its
+ * weights; `fileTokens`: how many ids a tokens file may hold); a set that does not fit the
+ * model is a config error at its YAML path.
+ */
+function buildPromptSets(
+  loaded: LoadedConfig, config: SweepConfig, run: string, model: ModelConfig,
+  tokenizerIds: number | null, fileTokens: { tokens: number; reason: string },
+): PromptSet[] {
   return config.prompt_sets.map((spec, i) => {
     try {
-      return buildPromptSet(spec, model, { baseDir: loaded.dir, maxTokens: fileTokens.tokens, maxTokensReason: fileTokens.reason });
+      return buildPromptSet(spec, model, { baseDir: loaded.dir, tokenizerIds, maxTokens: fileTokens.tokens, maxTokensReason: fileTokens.reason });
     } catch (err) {
       throw configError(loaded.file, `prompt_sets[${i}]`, `${messageOf(err)} (for run '${run}': ${promptShape(model)})`);
     }
@@ -262,6 +355,12 @@ export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides
     if (spec.kind === 'tokens' && !existsSync(resolve(loaded.dir, spec.path))) {
       throw configError(loaded.file, `prompt_sets[${i}].path`, `no such file: ${resolve(loaded.dir, spec.path)}`);
     }
+    const tokenizer = spec.kind === 'tokens' ? undefined : spec.tokenizer;
+    if (tokenizer !== undefined && !isBuiltinTokenizer(tokenizer) && !existsSync(tokenizerJsonPath(tokenizer, loaded.dir))) {
+      const path = resolve(loaded.dir, tokenizer);
+      const what = existsSync(path) ? `the folder ${path} holds no tokenizer.json` : `no such file or folder: ${path}`;
+      throw configError(loaded.file, `prompt_sets[${i}].tokenizer`, `${what} (a tokenizer is byte, char64, a tokenizer.json or a model folder holding one)`);
+    }
   });
 
   const bigram = await planBigram(loaded, config);
@@ -273,16 +372,16 @@ export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides
   const warnings: string[] = [];
   const emptyGlobs: { path: string; reason: string }[] = [];
   for (const [i, src] of config.checkpoints.entries()) {
-    const { paths, empty } = await resolveGlobs(loaded, i);
+    const { matched, empty } = await resolveGlobs(loaded, i);
     emptyGlobs.push(...empty);
-    if (paths.length === 0) warnings.push(`run '${src.run}' has no checkpoints yet: ${empty.map((e) => `${e.path}: ${e.reason}`).join('; ')}`);
+    if (matched.length === 0) warnings.push(`run '${src.run}' has no checkpoints yet: ${empty.map((e) => `${e.path}: ${e.reason}`).join('; ')}`);
     else warnings.push(...empty.map((e) => `${e.path}: ${e.reason}`));
-    const checkpoints = paths.map((p) => planCheckpoint(loaded, src.run, p, src.step_regex)).sort(byStepThenPath);
-    const { model, share } = runModel(checkpoints);
-    const promptSets = model === null ? [] : buildPromptSets(loaded, config, src.run, model, fileTokens);
+    const checkpoints = matched.map((m) => planCheckpoint(loaded, config, i, m)).sort(byStepThenPath);
+    const { model, tokenizerIds, share } = runModel(checkpoints);
+    const promptSets = model === null ? [] : buildPromptSets(loaded, config, src.run, model, tokenizerIds, fileTokens);
     if (model !== null) checkBigramVocab(loaded, bigram, src.run, model);
     for (const c of checkpoints) {
-      if (c.config === null || model === null) continue;
+      if (c.config === null || model === null || c.problem !== null) continue;
       if (promptShape(c.config) !== promptShape(model)) {
         c.problem = {
           stage: 'load',
@@ -361,7 +460,8 @@ export function describePlan(plan: Plan): string {
     }
     for (const p of r.checkpoints) {
       const step = p.step === null ? 'step ?' : `step ${p.step}`;
-      const size = p.problem === null ? `~${formatBytes(p.bytes)} peak` : `UNREADABLE (${p.problem.stage}): ${p.problem.message}`;
+      const read = p.source === null ? '' : `${p.source.family}, ${p.source.container}; `;
+      const size = p.problem === null ? `${read}~${formatBytes(p.bytes)} peak` : `UNREADABLE (${p.problem.stage}): ${p.problem.message}`;
       lines.push(`  ${step.padEnd(14)} ${p.path}  ${size}`);
     }
   }

@@ -21,6 +21,7 @@ import type { ResourceLimits } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { BackendChoice, BackendName } from '../src/backend.ts';
 import type { ModelConfig } from '../src/model/config.ts';
+import type { FamilyName } from '../src/checkpoint/families/family.ts';
 import type { Rule } from '../src/classify.ts';
 import { HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
 import { staleBuild, WORKER_FILE } from './package.ts';
@@ -39,8 +40,10 @@ export interface CheckpointRequest {
   /** Names this attempt in the thread's notes (`WorkerNote`); unique within a pool. */
   token: number;
   backend: BackendChoice;
-  /** Absolute path. */
+  /** Absolute path: a checkpoint file or a model folder. */
   file: string;
+  /** Read as this family instead of telling it from the files (the run's `family:`). */
+  family?: FamilyName;
   /** Token sequences of every prompt set, built for the run's model. */
   promptSets: PromptSet[];
   score: ScoreOptions;
@@ -64,7 +67,7 @@ export type CheckpointOutcome =
   | {
     ok: true;
     backend: BackendName;
-    /** Hex sha256 of the file's bytes. */
+    /** The checkpoint's identity: the sha256 of its file, or over every file it is read from (`Checkpoint.sha256`). */
     sha256: string;
     /** The model config the weights were scored with. */
     config: ModelConfig;

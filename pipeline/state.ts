@@ -4,10 +4,10 @@
  *
  *     <out>/.state/run=<run>/<first 32 hex of sha256(run NUL path)>.json
  *
- * saying which bytes were scored (sha256, with the size and mtime they had, so an
- * unchanged file is not hashed again), under which settings (a key per prompt set and
- * one for the weight-only scores, see incremental.ts), and which table files hold the
- * result. One file per checkpoint rather than one index: shards writing into the same
+ * saying which bytes were scored (sha256, with the size and mtime every file of the
+ * checkpoint had, so an unchanged checkpoint is not hashed again), under which settings
+ * (a key per prompt set and one for the weight-only scores, see incremental.ts) and
+ * conversion (the family's converter), and which table files hold the result. One file per checkpoint rather than one index: shards writing into the same
  * root never touch the same state file (a checkpoint belongs to one shard), and a
  * killed sweep loses at most the entry it was writing.
  *
@@ -29,14 +29,23 @@ export const STATE_DIR = '.state';
 
 const KeyedSetSchema = z.strictObject({ name: z.string(), key: z.string() });
 
+const MtimeSchema = z.string().regex(/^\d+$/);
+
+/** One file of a checkpoint: its name relative to the checkpoint's folder, size and mtime (ns, decimal). */
+const FileStampSchema = z.strictObject({ name: z.string(), size: z.number().int().min(0), mtime_ns: MtimeSchema });
+
 export const CheckpointStateSchema = z.strictObject({
   format: z.literal(1),
   run: z.string(),
   /** The path as the config's glob resolved it (the `checkpoint` column). */
   path: z.string(),
-  /** Size and mtime (ns, decimal) of the file when it was hashed. */
+  /** Size and mtime (ns, decimal) of its first file (the weights file of a one-file checkpoint) when it was hashed. */
   size: z.number().int().min(0),
-  mtime_ns: z.string().regex(/^\d+$/),
+  mtime_ns: MtimeSchema,
+  /** Every file it is read from, as when it was hashed; absent in entries of before, which stamped one file. */
+  file_stamps: z.array(FileStampSchema).optional(),
+  /** The family conversion its weights were read through (`gpt2@1`); null when it could not be read; absent in entries of before. */
+  converter: z.string().nullable().optional(),
   /** null when the file could not be read at all. */
   sha256: z.string().nullable(),
   /** File stem of the checkpoint's table files (`fileStem`; `step-<step>-<sha12>` in outputs of before). */
@@ -58,6 +67,7 @@ export const CheckpointStateSchema = z.strictObject({
 
 export type CheckpointState = z.infer<typeof CheckpointStateSchema>;
 export type KeyedSet = z.infer<typeof KeyedSetSchema>;
+export type FileStamp = z.infer<typeof FileStampSchema>;
 
 /** Hex sha256 of `run NUL path`: names a checkpoint's state entry and, in part, its table files. */
 function sourceDigest(run: string, path: string): string {
@@ -175,6 +185,62 @@ export function fileStamp(file: string): { size: number; mtime_ns: string } | nu
     return null;
   }
   return { size: Number(st.size), mtime_ns: st.mtimeNs.toString() };
+}
+
+/** A file as a checkpoint names it: where it is, and its name relative to the checkpoint's folder. */
+export interface NamedFile {
+  path: string;
+  name: string;
+}
+
+/** What a checkpoint's files looked like: the first one's size and mtime (as entries of before have them), and every one's. */
+export interface SourceStamp {
+  size: number;
+  mtime_ns: string;
+  file_stamps: FileStamp[];
+}
+
+/** Stamps of `files`, sorted by name; null when there are none or one cannot be stat'ed. */
+export function stampFiles(files: readonly NamedFile[]): SourceStamp | null {
+  const stamps: FileStamp[] = [];
+  for (const f of files) {
+    const stamp = fileStamp(f.path);
+    if (stamp === null) return null;
+    stamps.push({ name: f.name, ...stamp });
+  }
+  if (stamps.length === 0) return null;
+  const { size, mtime_ns } = stamps[0];
+  return { size, mtime_ns, file_stamps: [...stamps].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) };
+}
+
+/** Whether two stamps (of `stampFiles`) describe the same files, sizes and mtimes. */
+export function sameStamps(a: readonly FileStamp[], b: readonly FileStamp[]): boolean {
+  return a.length === b.length && a.every((s, i) => s.name === b[i].name && s.size === b[i].size && s.mtime_ns === b[i].mtime_ns);
+}
+
+/** The regular files directly in a folder (not in its subfolders), named by their names. */
+export function filesIn(folder: string): NamedFile[] {
+  try {
+    return readdirSync(folder, { withFileTypes: true }).filter((d) => d.isFile()).map((d) => ({ path: join(folder, d.name), name: d.name }));
+  } catch {
+    return [];
+  }
+}
+
+/** The stamps a state entry of before implies: its one file. */
+export function storedStamps(state: CheckpointState, name: string): FileStamp[] {
+  return state.file_stamps ?? [{ name, size: state.size, mtime_ns: state.mtime_ns }];
+}
+
+/**
+ * The conversion a state entry records, or the one an entry of before implies. Entries of
+ * before identified a checkpoint by its file's sha256, which is still its identity only
+ * for a lone safetensors file carrying its TL config (any other source now has the
+ * identity of all its files, so it is scored again as changed): one read as TL names,
+ * which is the tl family's first version.
+ */
+export function storedConverter(state: CheckpointState): string | null {
+  return state.converter === undefined ? 'tl@1' : state.converter;
 }
 
 /** `<name>.<pid>.tmp`: what `writeFileAtomic` writes before the rename. */

@@ -49,10 +49,10 @@ import { checkpointKey, inShard, manifestFileName, shardLabel, shardOfManifestFi
 import { writeFileAtomic } from './sinks/atomic.ts';
 import { OUTPUT_FORMATS, tableFileBytes, tableFilePath, writeTableFile, type OutputFormat } from './sinks/index.ts';
 import {
-  fileStamp, fileStem, isOldStem, listings, readState, removeStaleTemps, removeUnlistedOldStems, renameStem, STATE_DIR, stateFile, writeState,
-  type CheckpointState,
+  fileStem, isOldStem, listings, readState, removeStaleTemps, removeUnlistedOldStems, renameStem, stampFiles, STATE_DIR, stateFile, writeState,
+  type CheckpointState, type SourceStamp,
 } from './state.ts';
-import { ReadinessTracker, type Readiness } from './watch.ts';
+import { ReadinessTracker, watchedFiles, type Readiness } from './watch.ts';
 import { isLockFile, Lock, sweepLockName } from './lock.ts';
 import {
   checkpointsTable, checkpointTables, errorsTable, promptsTable, TABLE_NAMES, TABLES_VERSION, type TableName,
@@ -200,8 +200,15 @@ function needsPool(item: Item): boolean {
   return w.keep === null || w.sets.length > 0 || w.weights;
 }
 
-function stampText(stamp: { size: number; mtime_ns: string } | null): string {
-  return stamp === null ? 'missing' : `${stamp.size}:${stamp.mtime_ns}`;
+/** What a checkpoint's files looked like, as text: a watch tries a failed checkpoint again only when it changes. */
+function stampText(ck: PlannedCheckpoint): string {
+  const stamp = stampFiles(watchedFiles(ck));
+  return stamp === null ? 'missing' : stamp.file_stamps.map((f) => `${f.name}:${f.size}:${f.mtime_ns}`).join('\n');
+}
+
+/** The stamps a failed checkpoint's entry records: of the files it is read from, else of those that were there. */
+function failedStamp(ck: PlannedCheckpoint): SourceStamp | null {
+  return stampFiles(ck.files) ?? stampFiles(watchedFiles(ck));
 }
 
 /** One sweep's pool, counters and output; a watching sweep runs many passes through one. */
@@ -540,6 +547,7 @@ class SweepRun {
       // kernels, or the tables would depend on which thread scored a checkpoint.
       backend: this.backend!,
       file: ck.file,
+      family: ck.readAs,
       promptSets: run.promptSets.filter((s) => sets.has(s.name)),
       // The counts are structured-cloned into every task (not transferred: each task needs them).
       score: { metrics, batchSize: c.batch_size, icl: c.icl, bigrams: metrics.includes('bigram_kl') ? plan.bigram!.bigrams : undefined },
@@ -614,7 +622,7 @@ class SweepRun {
     }
     await writeState(this.outDir, {
       format: 1, run: ck.run, path: ck.path, ...(item.decided!.stamp ?? { size: 0, mtime_ns: '0' }),
-      sha256, id, status: 'scored', backend: this.backend, formats: [...c.output.formats],
+      sha256, id, status: 'scored', backend: this.backend, converter: ck.source!.converter, formats: [...c.output.formats],
       weights: item.keys.weights, prompt_sets: item.keys.promptSets, files, rows,
     });
     return { id, sha256, scores, labels: merged.labels, seconds };
@@ -628,8 +636,11 @@ class SweepRun {
     const { ck, prev } = item;
     // The last guard for what a file or a library put in the message: one line, of a sane length.
     const message = oneLine(reason);
-    const stamp = item.decided?.stamp ?? fileStamp(ck.file);
-    const sha = sha256 ?? await sha256File(ck.file).catch(() => null);
+    const stamp = item.decided?.stamp ?? failedStamp(ck);
+    // The bytes found name the stem, but not those of a checkpoint the plan opened and
+    // refused (too large for the backend, say: it may be gigabytes); a folder has none of its own.
+    const refused = ck.problem !== null && ck.config !== null;
+    const sha = sha256 ?? (ck.kind === 'file' && !refused ? await sha256File(ck.file).catch(() => null) : null);
     const id = fileStem(ck, sha ?? pathDigest(ck.path));
     this.errors.push({ at, run: ck.run, path: ck.path, stage, message });
     const written = await this.writeTable('errors', ck.run, id, errorsTable([{ run: ck.run, path: ck.path, stage, message }]));
@@ -637,10 +648,10 @@ class SweepRun {
     const errorRows = new Set(files.filter((f) => f.startsWith('errors/')).map((f) => f.replace(/\.(arrow|parquet)$/, ''))).size;
     await writeState(this.outDir, {
       format: 1, run: ck.run, path: ck.path, ...(stamp ?? { size: 0, mtime_ns: '0' }),
-      sha256: sha, id, status: 'failed', backend: this.backend, formats: [...this.config.output.formats],
+      sha256: sha, id, status: 'failed', backend: this.backend, converter: ck.source?.converter ?? null, formats: [...this.config.output.formats],
       weights: null, prompt_sets: [], files, rows: { ...prev?.rows, errors: errorRows },
     });
-    if (this.watching) this.failedAt.set(ck.file, stampText(stamp));
+    if (this.watching) this.failedAt.set(ck.file, stampText(ck));
     this.log({ event: 'checkpoint_failed', run: ck.run, path: ck.path, step: ck.step, stage, message });
   }
 
@@ -738,11 +749,11 @@ export async function watchSweep(loaded: LoadedConfig, overrides: ConfigOverride
       let waiting = 0;
       let news = false;
       for (const ck of all) {
-        const readiness = tracker.observe(ck.file);
+        const readiness = tracker.observe(ck);
         if (said.get(ck.file) !== readiness) news = true;
         if (readiness === 'ready') {
           said.set(ck.file, readiness);
-          if (run.failedAt.get(ck.file) !== stampText(fileStamp(ck.file))) ready.push(ck);
+          if (run.failedAt.get(ck.file) !== stampText(ck)) ready.push(ck);
           continue;
         }
         waiting++;

@@ -96,7 +96,7 @@ export async function scoreTask(req: CheckpointRequest): Promise<CheckpointOutco
   try {
     // Loading hashes the file in the same pass; W_E and W_U stay in it, read in slices later.
     // A model the backend cannot hold is refused before any weight is read.
-    checkpoint = loadCheckpoint(req.file, { readBuffer, leaveInFile: VOCABULARY_MATRICES, backend: backendName });
+    checkpoint = loadCheckpoint(req.file, { family: req.family, readBuffer, leaveInFile: VOCABULARY_MATRICES, backend: backendName });
   } catch (err) {
     return failure(err, 'load', backendName, null);
   }

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { modelConfig, type ModelConfig } from '../src/model/config.ts';
-import { HeadsweepError } from '../src/errors.ts';
+import { errorOf } from './helpers/load-errors.ts';
 import {
   buildPromptSet, readTokensFile, repeatedRandom, sampleDistinct, seededRng, validatePromptSet,
   type RepeatedRandomSpec,
@@ -19,17 +19,6 @@ const MODEL: ModelConfig = modelConfig({
   attn_only: true, normalization_type: null, positional_embedding_type: 'standard', eps: 1e-5, bos_token_id: 0,
 });
 const spec = (over: Partial<RepeatedRandomSpec> = {}): RepeatedRandomSpec => ({ kind: 'repeated_random', name: 'rr', count: 6, seed: 42, ...over });
-
-/** The error `fn` throws, checked to be a HeadsweepError. */
-function errorOf(fn: () => unknown): HeadsweepError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(HeadsweepError);
-    return err as HeadsweepError;
-  }
-  throw new Error('expected an error, none was thrown');
-}
 
 describe('repeated_random', () => {
   it('builds BOS + a block of distinct ids repeated 4 times (Olsson et al. defaults: 101 tokens)', () => {

@@ -1,8 +1,8 @@
 /**
  * Renders the README's phase-change figure from a sweep of the bundled series:
  *   npm run sweep && npx tsx pipeline/scripts/readme-plot.ts out/demo docs/phase-change.svg
- * Each head's prefix_matching and copying over training steps, for attn-only-2l and
- * attn-only-1l on the repeated-random prompt set, through the report's own chart spec.
+ * Each head's prefix_matching and copying over training steps, for attn-only-2l,
+ * gelu-2l and attn-only-1l on the repeated-random prompt set, through the report's own chart spec.
  */
 import { writeFileSync } from 'node:fs';
 import { headScoresOverSteps, renderSvg } from '../report/charts.ts';
@@ -13,7 +13,7 @@ const output = await readSweepOutput(outDir);
 if (!output.heads.present) throw new Error(`${outDir}: no heads table`);
 const heads = output.heads.rows;
 const svgs: string[] = [];
-for (const run of ['attn-only-2l', 'attn-only-1l']) {
+for (const run of ['attn-only-2l', 'gelu-2l', 'attn-only-1l']) {
   const rows = heads.filter((r) => r.run === run && r.prompt_set === 'rrt' && r.step !== null);
   svgs.push(await renderSvg(headScoresOverSteps(rows, `${run}: per-head scores over training (repeated random tokens)`)));
 }

@@ -6,9 +6,12 @@
  *
  * Generation is a pure function of (spec, model config). The exact algorithm, so the
  * tokens can be reproduced anywhere:
- *   1. The allowed ids are [lo, hi) (`token_range`, default [0, d_vocab)) minus the
- *      model's bos_token_id and the prepended BOS id, in increasing order; call their
- *      count n and the i-th of them id(i).
+ *   1. The allowed ids are [lo, hi) (`token_range`, default [0, V) with V the ids of the
+ *      tokenizer when one is known, else d_vocab) minus the model's bos_token_id and the
+ *      prepended BOS id, in increasing order; call their count n and the i-th of them id(i).
+ *      The tokenizer is the prompt set's `tokenizer`, else the tokenizer.json beside the
+ *      run's weights: embedding matrices are often padded past the ids a tokenizer can
+ *      produce (Pythia: 50304 rows, 50277 ids), and rows no text ever reaches are untrained.
  *   2. One generator per prompt set: pure-rand xoroshiro128plus(seed).
  *   3. For each of the `count` sequences in order: draw `length` indices with
  *      `sampleDistinct(rng, n, length)` (the first `length` steps of a Fisher–Yates
@@ -17,10 +20,32 @@
  */
 import type { ModelConfig } from '../model/config.ts';
 import { issueLines, promptError } from '../errors.ts';
+import { resolveBos } from './bos.ts';
 import { sampleDistinct, seededRng } from './rng.ts';
+import { promptTokenizer } from './tokenizer.ts';
 import { RepeatedRandomSpecSchema, type PromptSet, type RepeatedRandomSpec } from './types.ts';
 
-export function repeatedRandom(raw: RepeatedRandomSpec, c: ModelConfig): PromptSet {
+export interface RepeatedRandomOptions {
+  /** Folder a relative `tokenizer` resolves against (default: the working directory). */
+  baseDir?: string;
+  /** Ids of the tokenizer beside the model's weights, when it has one: the default range stops there. */
+  tokenizerIds?: number | null;
+}
+
+/** The end of the default range: the ids of the prompt set's tokenizer, else of the model's, else d_vocab. */
+function vocabularyEnd(where: string, tokenizer: string | undefined, c: ModelConfig, opts: RepeatedRandomOptions): number {
+  if (tokenizer === undefined) return Math.min(c.d_vocab, opts.tokenizerIds ?? c.d_vocab);
+  let ids: number;
+  try {
+    ids = promptTokenizer(tokenizer, opts.baseDir ?? process.cwd()).vocabSize;
+  } catch (err) {
+    throw promptError(where, (err as Error).message);
+  }
+  if (ids > c.d_vocab) throw promptError(where, `tokenizer '${tokenizer}' has ${ids} ids but the model's d_vocab is ${c.d_vocab}`);
+  return ids;
+}
+
+export function repeatedRandom(raw: RepeatedRandomSpec, c: ModelConfig, opts: RepeatedRandomOptions = {}): PromptSet {
   const where = `prompt set '${raw.name}'`;
   const parsed = RepeatedRandomSpecSchema.safeParse(raw);
   if (!parsed.success) {
@@ -29,7 +54,7 @@ export function repeatedRandom(raw: RepeatedRandomSpec, c: ModelConfig): PromptS
   }
   const spec = parsed.data;
   const bos = resolveBos(where, spec.bos, c);
-  const [lo, hi] = spec.token_range ?? [0, c.d_vocab];
+  const [lo, hi] = spec.token_range ?? [0, vocabularyEnd(where, spec.tokenizer, c, opts)];
   if (lo >= hi || hi > c.d_vocab) {
     throw promptError(where, `token_range [${lo}, ${hi}) is not a non-empty part of the vocabulary [0, ${c.d_vocab})`);
   }
@@ -62,17 +87,4 @@ export function repeatedRandom(raw: RepeatedRandomSpec, c: ModelConfig): PromptS
     sequences.push(seq);
   }
   return { name: spec.name, sequences };
-}
-
-/** The BOS id to prepend, or null for none. */
-function resolveBos(where: string, bos: boolean | number | undefined, c: ModelConfig): number | null {
-  const modelBos = c.bos_token_id ?? null;
-  if (bos === undefined) return modelBos;
-  if (bos === false) return null;
-  if (bos === true) {
-    if (modelBos === null) throw promptError(where, 'bos is true but the model config has no bos_token_id; give the id as bos: <id>');
-    return modelBos;
-  }
-  if (bos >= c.d_vocab) throw promptError(where, `bos id ${bos} is outside the vocabulary [0, ${c.d_vocab})`);
-  return bos;
 }

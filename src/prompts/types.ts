@@ -36,8 +36,13 @@ export const RepeatedRandomSpecSchema = z.strictObject({
   count: positiveInt,
   /** Seeds the generator; xoroshiro128+ takes 32 bits. */
   seed: z.number().int().min(0).max(0xffff_ffff),
-  /** Ids are drawn from [lo, hi); default: the whole vocabulary. BOS ids are never drawn. */
+  /**
+   * Ids are drawn from [lo, hi); default: every id of the tokenizer (`tokenizer`, else the
+   * tokenizer.json beside the weights), else the whole vocabulary. BOS ids are never drawn.
+   */
   token_range: z.tuple([z.number().int().min(0), z.number().int().positive()]).optional(),
+  /** A tokenizer.json (or a model folder holding one) whose ids bound the default range; relative to the run config's folder. */
+  tokenizer: z.string().min(1).optional(),
   /** true: prepend the model's bos_token_id; a number: prepend that id; false: no BOS.
    *  Default: prepend the model's bos_token_id when it has one. */
   bos: z.union([z.boolean(), z.number().int().min(0)]).optional(),

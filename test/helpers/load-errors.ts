@@ -1,7 +1,8 @@
 /**
- * The assertion every malformed-checkpoint test makes: both the header-only inspector and
- * the full loader throw a HeadsweepError at stage 'load' whose message starts with the file
- * at fault and gives the reason.
+ * The assertions failure tests make: every malformed-checkpoint test, that both the
+ * header-only inspector and the full loader throw a HeadsweepError at stage 'load' whose
+ * message starts with the file at fault and gives the reason; and the HeadsweepError any
+ * call throws.
  */
 import { expect } from 'vitest';
 import { inspectCheckpoint, loadCheckpoint } from '../../src/checkpoint/checkpoint.ts';
@@ -23,4 +24,15 @@ export function expectLoadError(checkpoint: string, reason: RegExp, at = checkpo
     expect(err.message.startsWith(`${at}: `), err.message).toBe(true);
     expect(err.message).toMatch(reason);
   }
+}
+
+/** The error `fn` throws, checked to be a HeadsweepError. */
+export function errorOf(fn: () => unknown): HeadsweepError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(HeadsweepError);
+    return err as HeadsweepError;
+  }
+  throw new Error('expected an error, none was thrown');
 }
