@@ -8,7 +8,7 @@
  * modules (tfjs, the pool, Arrow, Parquet).
  */
 import yargs, { type CommandModule } from 'yargs';
-import { messageOf } from '../src/errors.ts';
+import { messageOf, oneLine, summarise } from '../src/errors.ts';
 import { ownPackage, staleBuild } from './package.ts';
 
 /** Exit codes: 0 ok, 1 failure, 2 bad config, 3 finished but some checkpoints failed. */
@@ -121,7 +121,8 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`headsweep: ${NO_COMMAND}\n\n${await cli.getHelp()}\n`);
       return EXIT.badConfig;
     }
-    process.stderr.write(`headsweep: ${messageOf(err)}\n`);
+    // A config's problems are one line each (already summarised); nothing else may break a line.
+    process.stderr.write(`headsweep: ${summarise(messageOf(err).split('\n').map((line) => oneLine(line))).join('\n')}\n`);
     if (err instanceof UsageError) process.stderr.write('Run with --help for usage.\n');
     return err instanceof UsageError ? EXIT.badConfig : Math.max(state.exitCode, EXIT.failure);
   }

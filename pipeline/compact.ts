@@ -21,23 +21,34 @@
  * never gets more than one part at once; part k of a run holds its rows k·partRows
  * onwards. A table no root has files for is left out, as a sweep leaves out its folder.
  *
- * The partitions are only read, never deleted. Everything is written into
- * `<out>/compacted.<pid>.tmp` and swapped in for the previous `compacted` with two
- * renames, so a reader sees the old compaction or the new one, never a mixture, and a
- * rerun replaces files of runs that no longer exist. A crash leaves at most a
- * `compacted.<pid>.tmp` folder, which is safe to delete.
+ * The partitions are only read, never deleted. Each compaction is written into a folder
+ * of its own, `<out>/.compactions/<id>`, and `<out>/compacted` is a symbolic link to the
+ * current one, replaced in one rename: a reader opening `compacted/...` always finds one
+ * whole compaction, the old or the new, whatever kills the process and when, and a rerun
+ * drops files of runs that no longer exist. (Two folders cannot be swapped in one rename,
+ * which is why `compacted` is a link.) The previous compaction's folder is removed once
+ * the link points past it; what a killed compaction leaves (a version folder no link
+ * points to, a temporary link) the next one removes. One compaction of a root runs at a
+ * time (`.headsweep.compact.lock`, lock.ts).
+ *
+ * Earlier versions kept `compacted` as a folder swapped in by two renames; the first
+ * compaction of such a root moves it into `.compactions` and links to it (a moment with
+ * no `compacted`, once), and puts back a `compacted.<pid>.old` a compaction killed between
+ * its renames left with no `compacted`.
  *
  * One table is held in memory at a time: its partitions, their sorted copy and the
  * encoded file.
  */
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
-import { join, relative, resolve } from 'node:path';
+import { existsSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { mkdir, rename, rm, symlink } from 'node:fs/promises';
+import { dirname, join, relative, resolve } from 'node:path';
 import {
   DataType, makeData, RecordBatch, Struct, Table, type Data, type Field, type Utf8,
 } from 'apache-arrow';
 import { z } from 'zod';
 import { HeadsweepError, messageOf } from '../src/errors.ts';
+import { FileProblem, readRegularFile } from '../src/files.ts';
+import { COMPACT_LOCK, Lock } from './lock.ts';
 import { packageVersions } from './manifest.ts';
 import { shardLabel, shardOfManifestFile, type Shard } from './shard.ts';
 import { arrowFileBytes } from './sinks/arrow.ts';
@@ -47,13 +58,17 @@ import { SCHEMAS, TABLE_NAMES, TABLES_VERSION, type TableName } from './tables.t
 
 export const COMPACTED_DIR = 'compacted';
 
+/** The folder of compaction versions; `compacted` links to one of them. */
+export const VERSIONS_DIR = '.compactions';
+
 /**
- * Whether an entry of an output root is compaction's: `compacted`, or the
- * `compacted.<pid>.tmp` / `.old` folder a killed compaction leaves behind. A sweep
- * rerunning into the root must accept these as its own.
+ * Whether an entry of an output root is compaction's: `compacted`, the versions folder,
+ * the temporary link, or the `compacted.<pid>.tmp` / `.old` folder a killed compaction of
+ * an earlier headsweep left behind. A sweep rerunning into the root must accept these as
+ * its own.
  */
 export function isCompactionEntry(name: string): boolean {
-  return /^compacted(\.\d+\.(tmp|old))?$/.test(name);
+  return /^compacted(\.\d+\.(tmp|old|link))?$/.test(name) || name === VERSIONS_DIR;
 }
 
 /** Each table's natural key, in sort order. `run` comes first, so a run's rows are one slice. */
@@ -140,9 +155,20 @@ export async function compactOutput(out: string, opts: CompactOptions = {}): Pro
     }
   }
   const manifests = readSourceManifests(inputs);
+  const lock = Lock.acquire(root, COMPACT_LOCK, `the compaction of ${root}`);
+  try {
+    await removeLeftovers(root);
+    const staging = join(root, VERSIONS_DIR, versionId());
+    return await compactInto(root, staging, inputs, partRows, manifests);
+  } finally {
+    lock.release();
+  }
+}
+
+async function compactInto(
+  root: string, staging: string, inputs: string[], partRows: number, manifests: ReturnType<typeof readSourceManifests>,
+): Promise<CompactResult> {
   const final = join(root, COMPACTED_DIR);
-  const staging = join(root, `${COMPACTED_DIR}.${process.pid}.tmp`);
-  await rm(staging, { recursive: true, force: true });
   const counts = { files: zeroes(), rows: zeroes() };
   const outputs: CompactedManifest['outputs'] = { arrow: {}, parquet: {} };
   try {
@@ -182,20 +208,64 @@ export async function compactOutput(out: string, opts: CompactOptions = {}): Pro
   }
 }
 
+/** A version folder's name: when it was made (sortable), and by whom. */
+function versionId(): string {
+  return `${new Date().toISOString().replace(/[-:.]/g, '')}-${process.pid}`;
+}
+
+/** The version folder `compacted` links to, or null (no link: none yet, or an earlier headsweep's folder). */
+function linkedVersion(final: string): string | null {
+  try {
+    return resolve(dirname(final), readlinkSync(final));
+  } catch {
+    return null;
+  }
+}
+
 /**
- * Replaces `final` by `staging`: the old folder is moved aside first, then removed. If
- * the new one cannot take its place, the old one is put back.
+ * Points `final` at `staging` with one rename of a new link over it, then removes the
+ * version it pointed to before. A `final` that is a folder (an earlier headsweep's) is
+ * moved into the versions folder first.
  */
 async function swapIn(staging: string, final: string): Promise<void> {
-  const old = `${final}.${process.pid}.old`;
+  const link = `${final}.${process.pid}.link`;
+  let previous = linkedVersion(final);
   try {
-    if (existsSync(final)) await rename(final, old);
-    await rename(staging, final);
+    await rm(link, { force: true });
+    await symlink(relative(dirname(final), staging), link);
+    if (previous === null && existsSync(final)) {
+      previous = join(dirname(staging), `${versionId()}-before`);
+      await rename(final, previous);
+    }
+    await rename(link, final);
   } catch (cause) {
-    if (!existsSync(final) && existsSync(old)) await rename(old, final).catch(() => undefined);
-    throw new HeadsweepError(`cannot move the new compaction ${staging} to ${final}: ${messageOf(cause)}`, { stage: 'write', file: final, cause });
+    await rm(link, { force: true }).catch(() => undefined);
+    throw new HeadsweepError(`cannot link the new compaction ${staging} as ${final}: ${messageOf(cause)}`, { stage: 'write', file: final, cause });
   }
-  await rm(old, { recursive: true, force: true });
+  // Only a version of this root: a root copied with its link made absolute (Node's cpSync does) links to another root's.
+  if (previous !== null && previous !== staging && dirname(previous) === dirname(staging)) await rm(previous, { recursive: true, force: true });
+}
+
+/**
+ * What killed compactions left, removed (the lock is held, so no other compaction is
+ * under way): version folders `compacted` does not link to, temporary links, and the
+ * folders of earlier headsweeps' compactions. A `compacted.<pid>.old` left with no
+ * `compacted` (killed between that version's two renames) was the whole previous
+ * compaction: it is put back first, so readers find it while this one runs.
+ */
+async function removeLeftovers(root: string): Promise<void> {
+  const final = join(root, COMPACTED_DIR);
+  const names = readdirSync(root);
+  const old = names.filter((n) => /^compacted\.\d+\.old$/.test(n));
+  if (!existsSync(final) && old.length > 0) await rename(join(root, old[0]), final);
+  for (const name of names) {
+    if (/^compacted\.\d+\.(tmp|old|link)$/.test(name)) await rm(join(root, name), { recursive: true, force: true });
+  }
+  const current = linkedVersion(final);
+  const versions = join(root, VERSIONS_DIR);
+  for (const name of existsSync(versions) ? readdirSync(versions) : []) {
+    if (join(versions, name) !== current) await rm(join(versions, name), { recursive: true, force: true });
+  }
 }
 
 function zeroes(): Record<TableName, number> {
@@ -225,7 +295,7 @@ function partitionFiles(inputs: readonly string[], table: TableName): string[] {
         const file = join(input, rel);
         const seen = byRelative.get(rel);
         if (seen === undefined) byRelative.set(rel, file);
-        else if (!readFileSync(seen).equals(readFileSync(file))) {
+        else if (!readRegularFile(seen).equals(readRegularFile(file))) {
           throw new HeadsweepError(
             `${rel} differs between ${seen} and ${file}: the checkpoint was scored twice; keep one of the two files`,
             { stage: 'load', file },
@@ -538,9 +608,9 @@ function readSourceManifests(inputs: readonly string[]): Pick<CompactedManifest,
 function parseManifest(file: string): z.infer<typeof SourceManifestSchema> {
   let json: unknown;
   try {
-    json = JSON.parse(readFileSync(file, 'utf8'));
+    json = JSON.parse(readRegularFile(file).toString('utf8'));
   } catch (cause) {
-    throw new HeadsweepError(`${file}: not a readable JSON manifest: ${messageOf(cause)}`, { stage: 'load', file, cause });
+    throw new HeadsweepError(`${file}: not a readable JSON manifest: ${cause instanceof FileProblem ? cause.reason : messageOf(cause)}`, { stage: 'load', file, cause });
   }
   const parsed = SourceManifestSchema.safeParse(json);
   if (!parsed.success) {

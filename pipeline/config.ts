@@ -7,6 +7,7 @@
  * working directory; paths given on the command line (`--out`) resolve against the
  * working directory, as command-line paths do everywhere.
  */
+import { statSync, type Stats } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
@@ -15,16 +16,37 @@ import { BACKENDS, METRIC_NAMES, type MetricName } from '../src/names.ts';
 import { DEFAULT_RULES, RulesSchema } from '../src/classify.ts';
 import { PromptSetSpecSchema } from '../src/prompts/index.ts';
 import { TOKENIZER_NAMES } from '../src/train/tokenizer.ts';
-import { configError } from '../src/errors.ts';
+import { configError, quote, shownPath } from '../src/errors.ts';
 import { parseYamlWith, readConfigText } from '../src/yaml-config.ts';
 import { OUTPUT_FORMATS, type OutputFormat } from './sinks/index.ts';
 
-const positiveInt = z.number().int().positive();
+
+/** A whole number in [min, max], with a message that says the range and why there is one. */
+const bounded = (min: number, max: number, why: string) =>
+  z.number().int().min(min, { message: `must be at least ${min}` }).max(max, { message: `must be at most ${max} (${why})` });
+
+/**
+ * The ranges of the numbers a config sets: each far past any real use, and short of what
+ * breaks (a timer that Node clamps to 1 ms, a million threads, a retry loop that never ends).
+ */
+export const CONFIG_LIMITS = {
+  workers: 256,
+  batch_size: 65536,
+  memory_budget_mb: 2 ** 24,
+  retries: 20,
+  /** Node holds a timer of at most 2^31 − 1 ms; a longer one fires after 1 ms. */
+  task_timeout_s: Math.floor((2 ** 31 - 1) / 1000),
+  /** The longest run name: `run=<name>` is a folder, and a file system's names end at 255 bytes. */
+  run_name: 128,
+} as const;
 
 /** Run names become hive folders (`run=<name>`), so no path separators or spaces. */
-const RunNameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, {
+const RunNameSchema = z.string().max(CONFIG_LIMITS.run_name, { message: `a run name is at most ${CONFIG_LIMITS.run_name} characters (it names folders)` }).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, {
   message: 'a run name is letters, digits, ".", "_" and "-", starting with a letter or digit',
 });
+
+/** A path or glob: a NUL would end it early in every system call, so it is refused here. */
+const PathSchema = z.string().min(1).refine((s) => !s.includes('\0'), { message: 'a path cannot hold a NUL character' });
 
 const StepRegexSchema = z.string().min(1).superRefine((source, ctx) => {
   let re: RegExp;
@@ -47,7 +69,7 @@ export const CheckpointSourceSchema = z.strictObject({
   /** One training run or model; its checkpoints form one series. */
   run: RunNameSchema,
   /** Globs (tinyglobby syntax) of checkpoint files and model folders. */
-  paths: z.array(z.string().min(1)).min(1),
+  paths: z.array(PathSchema).min(1),
   /**
    * The step from the checkpoint's path (one capture group), over the step its folder or
    * file name implies; a step recorded inside the checkpoint (safetensors metadata,
@@ -58,7 +80,7 @@ export const CheckpointSourceSchema = z.strictObject({
   family: z.enum(FAMILY_NAMES).optional(),
 });
 
-const OutputDirSchema = z.string().min(1);
+const OutputDirSchema = PathSchema;
 const FormatsSchema = z.array(z.enum(OUTPUT_FORMATS)).min(1);
 
 /**
@@ -80,7 +102,7 @@ export const OutputSchema = z
  * through `tokenizer` (its ids must fit every run's d_vocab).
  */
 export const BigramSourceSchema = z.strictObject({
-  path: z.string().min(1),
+  path: PathSchema,
   tokenizer: z.enum(TOKENIZER_NAMES),
 });
 
@@ -91,7 +113,7 @@ function defaultMetrics(bigram: unknown): MetricName[] {
 
 export const SweepConfigSchema = z
   .strictObject({
-    name: z.string().min(1),
+    name: z.string().min(1).max(256),
     /** Required unless `--out` names the folder (withOverrides). */
     output: OutputSchema.optional(),
     checkpoints: z.array(CheckpointSourceSchema).min(1),
@@ -100,20 +122,23 @@ export const SweepConfigSchema = z
     metrics: z.array(z.enum(METRIC_NAMES)).min(1).optional(),
     bigram: BigramSourceSchema.optional(),
     /** 0-based positions for icl_score (METRICS.md §6). */
-    icl: z.strictObject({ early: z.number().int().min(1), late: z.number().int().min(2) }).default({ early: 10, late: 90 }),
+    icl: z.strictObject({ early: bounded(1, 2 ** 20, 'the longest n_ctx'), late: bounded(2, 2 ** 20, 'the longest n_ctx') }).default({ early: 10, late: 90 }),
     /** Head labels; the first matching rule wins (src/classify.ts). */
     classify: RulesSchema.default([...DEFAULT_RULES]),
     /** Worker threads; default: every core the process may use. */
-    workers: positiveInt.default(() => availableParallelism()),
+    workers: bounded(1, CONFIG_LIMITS.workers, 'each is a thread with its own tfjs backend').default(() => Math.min(CONFIG_LIMITS.workers, availableParallelism())),
     /** Sequences per forward batch. */
-    batch_size: positiveInt.default(8),
+    batch_size: bounded(1, CONFIG_LIMITS.batch_size, 'one batch is one tensor per layer').default(8),
     backend: z.enum(['auto', ...BACKENDS]).default('auto'),
     /** Bytes of checkpoints in flight at once; default a quarter of the machine's memory. */
-    memory_budget_mb: positiveInt.optional(),
+    memory_budget_mb: bounded(1, CONFIG_LIMITS.memory_budget_mb, '16 TiB').optional(),
     /** Attempts after the first for a checkpoint whose worker threw, timed out or died (pipeline/pool.ts). */
-    retries: z.number().int().min(0).default(2),
+    retries: bounded(0, CONFIG_LIMITS.retries, 'a checkpoint that fails this often fails every time').default(2),
     /** Seconds one attempt at a checkpoint may run before its thread is stopped. */
-    task_timeout_s: z.number().positive().default(600),
+    task_timeout_s: z.number()
+      .min(1, { message: 'must be at least 1 second (a thread takes longer than that to start a checkpoint)' })
+      .max(CONFIG_LIMITS.task_timeout_s, { message: `must be at most ${CONFIG_LIMITS.task_timeout_s} s, about 24.8 days (Node's timers hold at most 2^31 − 1 ms; a longer one would fire at once)` })
+      .default(600),
   })
   .superRefine((c, ctx) => {
     if (c.icl.early >= c.icl.late) {
@@ -187,6 +212,8 @@ export function withOverrides(loaded: LoadedConfig, o: ConfigOverrides): { confi
   if (c.output === undefined && o.out === undefined) {
     throw configError(loaded.file, 'output', 'required: the folder the tables go to (or give --out)');
   }
+  const where = o.out !== undefined ? '--out' : 'output';
+  if (o.out !== undefined) checkOutputPath(loaded.file, where, o.out);
   const output = c.output ?? OutputSchema.parse(o.out!);
   const formats = o.formats && o.formats.length > 0 ? [...new Set(o.formats)] : output.formats;
   const config: SweepConfig = {
@@ -197,5 +224,31 @@ export function withOverrides(loaded: LoadedConfig, o: ConfigOverrides): { confi
     batch_size: o.batchSize ?? c.batch_size,
   };
   const outDir = o.out !== undefined ? resolve(o.out) : resolve(loaded.dir, output.dir);
+  checkOutputPath(loaded.file, where, outDir);
   return { config, outDir };
+}
+
+/** The longest name one folder of a path may have (Linux, macOS and Windows file systems: 255 bytes). */
+const NAME_MAX_BYTES = 255;
+/** The longest path the system calls take (Linux PATH_MAX, less room for the table files below it). */
+const PATH_MAX_BYTES = 3800;
+
+/**
+ * Refuses, as a config error at `key` (the YAML path, or `--out`), an output path no sweep
+ * could write into: one holding a NUL, a name or a path too long for the file system,
+ * or something that exists and is not a folder (a regular file, /dev/null).
+ */
+function checkOutputPath(file: string, key: string, dir: string): void {
+  const bad = (reason: string) => configError(file, key, reason);
+  if (dir.includes('\0')) throw bad('a path cannot hold a NUL character');
+  const long = dir.split(/[\\/]/).find((name) => Buffer.byteLength(name) > NAME_MAX_BYTES);
+  if (long !== undefined) throw bad(`the folder name ${quote(long, 60)} is ${Buffer.byteLength(long)} bytes; file systems allow ${NAME_MAX_BYTES}`);
+  if (Buffer.byteLength(dir) > PATH_MAX_BYTES) throw bad(`the path is ${Buffer.byteLength(dir)} bytes; at most ${PATH_MAX_BYTES} leave room for the table files under it`);
+  let st: Stats;
+  try {
+    st = statSync(dir);
+  } catch {
+    return;
+  }
+  if (!st.isDirectory()) throw bad(`${shownPath(dir)} exists and is not a folder (${st.isFile() ? 'a regular file' : 'a device, FIFO or socket'}); the tables go into a folder`);
 }

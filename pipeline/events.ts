@@ -8,7 +8,7 @@
  * Every event carries `event` (its name) and `time` (ISO 8601, added by the writer).
  * Checkpoints are named by `run` and `path` (the path as the config's glob resolved it).
  */
-import type { Stage } from '../src/errors.ts';
+import { oneLine, shownPath, type Stage } from '../src/errors.ts';
 import type { PoolEvent } from './pool.ts';
 import { Progress } from './progress.ts';
 
@@ -144,16 +144,16 @@ export class TextLog {
         this.note(`headsweep: warning: ${e.message}`);
         break;
       case 'checkpoint_finished':
-        this.progress?.checkpointDone({ run: e.run, path: e.path, step: e.step, heads: e.heads, failedAt: null });
+        this.progress?.checkpointDone({ run: e.run, path: shownPath(e.path), step: e.step, heads: e.heads, failedAt: null });
         break;
       case 'checkpoint_failed':
-        this.progress?.checkpointDone({ run: e.run, path: e.path, step: e.step, heads: 0, failedAt: e.stage });
+        this.progress?.checkpointDone({ run: e.run, path: shownPath(e.path), step: e.step, heads: 0, failedAt: e.stage });
         break;
       case 'checkpoint_retried':
-        this.progress?.note(`headsweep: ${e.run}: ${e.message}; trying again`);
+        this.progress?.note(oneLine(`headsweep: ${e.run}: ${e.message}; trying again`));
         break;
       case 'worker_error':
-        this.progress?.note(`headsweep: a worker thread failed between checkpoints: ${e.message}`);
+        this.progress?.note(oneLine(`headsweep: a worker thread failed between checkpoints: ${e.message}`));
         break;
       case 'sweep_finished':
         this.progress?.finish();
@@ -165,7 +165,7 @@ export class TextLog {
 
   /** A line that is not an event (Ctrl-C notices). */
   note(line: string): void {
-    if (this.progress !== null) this.progress.note(line);
-    else this.stream.write(`${line}\n`);
+    if (this.progress !== null) this.progress.note(oneLine(line));
+    else this.stream.write(`${oneLine(line)}\n`);
   }
 }

@@ -18,7 +18,6 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { totalmem } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { glob } from 'tinyglobby';
 import { inspectCheckpoint, type CheckpointInfo } from '../src/checkpoint/checkpoint.ts';
@@ -27,13 +26,15 @@ import { assertFits } from '../src/checkpoint/memory.ts';
 import type { ContainerName } from '../src/checkpoint/source.ts';
 import { parameterCount, type ModelConfig } from '../src/model/config.ts';
 import type { BackendName } from '../src/names.ts';
-import { configError, HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
+import { configError, HeadsweepError, messageOf, summarise, type Stage } from '../src/errors.ts';
+import { checkRegularFile, FileProblem } from '../src/files.ts';
 import { countBigrams, type Bigrams } from '../src/metrics/bigrams.ts';
 import { buildPromptSet, isBuiltinTokenizer, type PromptSet } from '../src/prompts/index.ts';
 import { tokenizerJsonPath } from '../src/prompts/tokenizer.ts';
 import { readCorpus, TOKENIZERS, type TokenizerName } from '../src/train/tokenizer.ts';
 import { withOverrides, type BackendOption, type ConfigOverrides, type LoadedConfig, type SweepConfig } from './config.ts';
 import { sha256File } from './hash.ts';
+import { checkPromptSetSizes, memoryBudgetBytes as budgetOf, promptTokenLimit } from './limits.ts';
 import type { NamedFile } from './state.ts';
 
 export interface PlannedCheckpoint {
@@ -116,7 +117,8 @@ function stepFromPath(path: string, stepRegex: string | undefined): number | nul
  * and a few residual-stream tensors [batch, pos, d_model].
  */
 export function estimateBytes(c: ModelConfig, promptSets: readonly PromptSet[], batchSize: number): number {
-  const T = Math.max(1, ...promptSets.flatMap((s) => s.sequences.map((q) => q.length)));
+  let T = 1;
+  for (const s of promptSets) for (const q of s.sequences) T = Math.max(T, q.length);
   const weights = parameterCount(c) * 4 * 3;
   const perSequence = c.n_layers * c.n_heads * T * T + 2 * T * c.d_vocab + 8 * T * c.d_model;
   return weights + batchSize * perSequence * 4;
@@ -125,6 +127,16 @@ export function estimateBytes(c: ModelConfig, promptSets: readonly PromptSet[], 
 /** The prompt-relevant part of a model config: checkpoints of one run must agree on it. */
 function promptShape(c: ModelConfig): string {
   return `d_vocab ${c.d_vocab}, n_ctx ${c.n_ctx}, bos_token_id ${c.bos_token_id ?? 'none'}`;
+}
+
+/** Why an existing path is not a regular file (`is a FIFO (named pipe), not a regular file`), or null. */
+function notRegular(path: string): string | null {
+  try {
+    checkRegularFile(path);
+  } catch (err) {
+    if (err instanceof FileProblem && err.code === undefined) return err.reason;
+  }
+  return null;
 }
 
 interface Matched {
@@ -151,7 +163,9 @@ async function resolveGlobs(loaded: LoadedConfig, i: number): Promise<{ matched:
     });
     if (matches.length === 0) {
       const where = isAbsolute(pattern) ? '' : ` (relative paths start at ${loaded.dir})`;
-      empty.push({ path: `checkpoints[${i}].paths[${j}]`, reason: `"${pattern}" matches no files${where}` });
+      // A glob lists regular files only: a path to a FIFO or a device is said to be one, never opened.
+      const other = notRegular(resolve(loaded.dir, pattern));
+      empty.push({ path: `checkpoints[${i}].paths[${j}]`, reason: other !== null ? `"${pattern}" ${other}` : `"${pattern}" matches no files${where}` });
     }
     // tinyglobby marks folders with a trailing slash.
     for (const m of matches) {
@@ -179,7 +193,7 @@ function iclWarnings(config: SweepConfig, runs: readonly RunPlan[]): string[] {
   const need = config.icl.late + 1;
   return config.prompt_sets.flatMap((spec) => {
     const lengths = runs.flatMap((r) => r.promptSets.find((s) => s.name === spec.name)?.sequences.map((q) => q.length) ?? []);
-    const shortest = Math.min(...lengths);
+    const shortest = lengths.reduce((a, b) => Math.min(a, b), Infinity);
     if (lengths.length === 0 || shortest >= need) return [];
     return [`prompt set '${spec.name}' has sequences of ${shortest} tokens, fewer than icl.late + 1 = ${need}: its icl_score will be null (lower icl.late, or leave icl_score out of metrics)`];
   });
@@ -243,6 +257,32 @@ function planCheckpoint(loaded: LoadedConfig, config: SweepConfig, i: number, m:
   };
 }
 
+/**
+ * The model a run's prompt sets are built for: the prompt shape most of its readable
+ * checkpoints share (the earliest such checkpoint's config; on a tie, the shape that
+ * comes first in step order). So one checkpoint of another shape, at any step, fails
+ * alone instead of failing every other checkpoint of its run.
+ */
+function runModel(checkpoints: readonly PlannedCheckpoint[]): { model: ModelConfig | null; tokenizerIds: number | null; share: string } {
+  const byShape = new Map<string, { first: PlannedCheckpoint; model: ModelConfig; count: number }>();
+  let readable = 0;
+  for (const c of checkpoints) {
+    if (c.config === null) continue;
+    readable++;
+    const entry = byShape.get(promptShape(c.config));
+    if (entry === undefined) byShape.set(promptShape(c.config), { first: c, model: c.config, count: 1 });
+    else entry.count++;
+  }
+  let best: { first: PlannedCheckpoint; model: ModelConfig; count: number } | null = null;
+  for (const entry of byShape.values()) if (best === null || entry.count > best.count) best = entry;
+  return {
+    model: best?.model ?? null,
+    // The tokenizer beside that checkpoint's weights, if any, gives the ids prompt sets draw from.
+    tokenizerIds: best?.first.tokenizerIds ?? null,
+    share: best === null ? '' : `the shape of ${best.count} of its ${readable} readable checkpoints`,
+  };
+}
+
 function byStepThenPath(a: PlannedCheckpoint, b: PlannedCheckpoint): number {
   if (a.step !== b.step) {
     if (a.step === null) return 1;
@@ -254,12 +294,16 @@ function byStepThenPath(a: PlannedCheckpoint, b: PlannedCheckpoint): number {
 
 /**
  * Builds each prompt set for a model (`tokenizerIds`: of the tokenizer beside its
- * weights); a set that does not fit the model is a config error at its YAML path.
+ * weights; `fileTokens`: how many ids a tokens file may hold); a set that does not fit the
+ * model is a config error at its YAML path.
  */
-function buildPromptSets(loaded: LoadedConfig, config: SweepConfig, run: string, model: ModelConfig, tokenizerIds: number | null): PromptSet[] {
+function buildPromptSets(
+  loaded: LoadedConfig, config: SweepConfig, run: string, model: ModelConfig,
+  tokenizerIds: number | null, fileTokens: { tokens: number; reason: string },
+): PromptSet[] {
   return config.prompt_sets.map((spec, i) => {
     try {
-      return buildPromptSet(spec, model, { baseDir: loaded.dir, tokenizerIds });
+      return buildPromptSet(spec, model, { baseDir: loaded.dir, tokenizerIds, maxTokens: fileTokens.tokens, maxTokensReason: fileTokens.reason });
     } catch (err) {
       throw configError(loaded.file, `prompt_sets[${i}]`, `${messageOf(err)} (for run '${run}': ${promptShape(model)})`);
     }
@@ -320,6 +364,9 @@ export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides
   });
 
   const bigram = await planBigram(loaded, config);
+  const memoryBudgetBytes = budgetOf(config);
+  const tokenLimit = promptTokenLimit(config, memoryBudgetBytes);
+  const fileTokens = { tokens: checkPromptSetSizes(loaded, config, tokenLimit), reason: tokenLimit.reason };
 
   const runs: RunPlan[] = [];
   const warnings: string[] = [];
@@ -330,16 +377,15 @@ export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides
     if (matched.length === 0) warnings.push(`run '${src.run}' has no checkpoints yet: ${empty.map((e) => `${e.path}: ${e.reason}`).join('; ')}`);
     else warnings.push(...empty.map((e) => `${e.path}: ${e.reason}`));
     const checkpoints = matched.map((m) => planCheckpoint(loaded, config, i, m)).sort(byStepThenPath);
-    const first = checkpoints.find((c) => c.config !== null);
-    const model = first?.config ?? null;
-    const promptSets = model === null ? [] : buildPromptSets(loaded, config, src.run, model, first!.tokenizerIds);
+    const { model, tokenizerIds, share } = runModel(checkpoints);
+    const promptSets = model === null ? [] : buildPromptSets(loaded, config, src.run, model, tokenizerIds, fileTokens);
     if (model !== null) checkBigramVocab(loaded, bigram, src.run, model);
     for (const c of checkpoints) {
       if (c.config === null || model === null || c.problem !== null) continue;
       if (promptShape(c.config) !== promptShape(model)) {
         c.problem = {
           stage: 'load',
-          message: `${c.path}: model has ${promptShape(c.config)} but run '${src.run}' was planned for ${promptShape(model)}; give it its own run`,
+          message: `${c.path}: model has ${promptShape(c.config)} but run '${src.run}' was planned for ${promptShape(model)} (${share}); give it its own run`,
         };
         continue;
       }
@@ -353,8 +399,7 @@ export async function buildPlan(loaded: LoadedConfig, overrides: ConfigOverrides
   }
   warnings.push(...iclWarnings(config, runs));
 
-  const memoryBudgetBytes = config.memory_budget_mb !== undefined ? config.memory_budget_mb * 2 ** 20 : Math.floor(totalmem() / 4);
-  const largest = Math.max(1, ...runs.flatMap((r) => r.checkpoints.map((c) => c.bytes)));
+  const largest = runs.reduce((m, r) => r.checkpoints.reduce((n, c) => Math.max(n, c.bytes), m), 1);
   // One more than the workers keeps every worker busy while a finished result is written.
   const maxInFlight = Math.max(1, Math.min(config.workers + 1, Math.floor(memoryBudgetBytes / largest)));
   return { configFile: loaded.file, config, outDir, runs, bigram, memoryBudgetBytes, maxInFlight, warnings };
@@ -403,7 +448,8 @@ export function describePlan(plan: Plan): string {
       for (const s of r.promptSets) {
         const tokens = s.sequences.reduce((a, q) => a + q.length, 0);
         const lengths = s.sequences.map((q) => q.length);
-        const len = Math.min(...lengths) === Math.max(...lengths) ? `${lengths[0]}` : `${Math.min(...lengths)}-${Math.max(...lengths)}`;
+        const [shortest, longest] = lengths.reduce(([lo, hi], n) => [Math.min(lo, n), Math.max(hi, n)], [Infinity, 0]);
+        const len = shortest === longest ? `${shortest}` : `${shortest}-${longest}`;
         lines.push(`  prompt set ${s.name}: ${s.sequences.length} sequences × ${len} tokens = ${formatCount(tokens)} tokens`);
       }
       const tokens = r.promptSets.reduce((a, s) => a + s.sequences.reduce((b, q) => b + q.length, 0), 0);
@@ -421,7 +467,7 @@ export function describePlan(plan: Plan): string {
   }
   lines.push('');
   lines.push(`total: ${all.length} checkpoint(s) in ${plan.runs.length} run(s), ${formatCount(totalHeads)} heads, ${formatCount(totalTokenLayers)} token-layers${bad.length > 0 ? `; ${bad.length} unreadable` : ''}`);
-  for (const w of plan.warnings) lines.push(`warning: ${w}`);
+  for (const w of summarise(plan.warnings, 'warnings')) lines.push(`warning: ${w}`);
   if (bad.length > 0) {
     const names = bad.slice(0, 3).map((p) => p.path).join(', ') + (bad.length > 3 ? ', ...' : '');
     lines.push(`warning: ${plural(bad.length, 'checkpoint')} cannot be read (${names}): a sweep records ${bad.length === 1 ? 'it' : 'them'} in errors and exits 3`);

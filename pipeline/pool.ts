@@ -165,6 +165,10 @@ export class CheckpointPool {
     this.workers = opts.workers;
     this.retries = opts.retries ?? 0;
     this.timeoutMs = (opts.taskTimeoutSeconds ?? Number.POSITIVE_INFINITY) * 1000;
+    // Node fires a longer timer after 1 ms, which would time every checkpoint out at once.
+    if (Number.isFinite(this.timeoutMs) && !(this.timeoutMs >= 1 && this.timeoutMs <= 2 ** 31 - 1)) {
+      throw new RangeError(`taskTimeoutSeconds ${opts.taskTimeoutSeconds} is outside [0.001, ${(2 ** 31 - 1) / 1000}]: Node's timers hold at most 2^31 − 1 ms`);
+    }
     this.onEvent = opts.onEvent ?? (() => {});
     this.pool = new Piscina({
       filename: workerFilename(opts.filename),

@@ -265,8 +265,10 @@ export async function removeStaleTemps(out: string, owned: (folder: string, fina
   const removed: string[] = [];
   const now = Date.now();
   for (const folder of folders) {
-    for (const name of readdirSync(join(out, folder))) {
-      const m = TEMP.exec(name);
+    for (const entry of readdirSync(join(out, folder), { withFileTypes: true })) {
+      // A folder is never a sweep's temporary file (a killed compaction leaves `compacted.<pid>.tmp/`: compact.ts's).
+      const name = entry.name;
+      const m = entry.isFile() ? TEMP.exec(name) : null;
       if (m === null) continue;
       const file = join(out, folder, name);
       const stale = owned(folder, m[1]) || now - statSync(file).mtimeMs > graceMs;

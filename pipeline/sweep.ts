@@ -30,7 +30,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { Table } from 'apache-arrow';
 import PQueue from 'p-queue';
 import type { BackendName } from '../src/backend.ts';
-import { HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
+import { HeadsweepError, messageOf, oneLine, summarise, type Stage } from '../src/errors.ts';
 import { metricsOfKind } from '../src/metrics/registry.ts';
 import type { CheckpointScores } from '../src/score.ts';
 import { EXIT } from './cli.ts';
@@ -53,6 +53,7 @@ import {
   type CheckpointState, type SourceStamp,
 } from './state.ts';
 import { ReadinessTracker, watchedFiles, type Readiness } from './watch.ts';
+import { isLockFile, Lock, sweepLockName } from './lock.ts';
 import {
   checkpointsTable, checkpointTables, errorsTable, promptsTable, TABLE_NAMES, TABLES_VERSION, type TableName,
 } from './tables.ts';
@@ -118,7 +119,7 @@ const FOREIGN_TEMP_GRACE_MS = 60 * 60 * 1000;
  */
 function isOutputEntry(name: string): boolean {
   return (TABLE_NAMES as readonly string[]).includes(name) || name === STATE_DIR
-    || shardOfManifestFile(name) !== undefined || isCompactionEntry(name);
+    || shardOfManifestFile(name) !== undefined || isCompactionEntry(name) || isLockFile(name);
 }
 
 /**
@@ -219,6 +220,8 @@ class SweepRun {
   private readonly log: EventLog;
   private readonly shard: Shard | null;
   private pool: CheckpointPool | null = null;
+  /** This sweep's hold on the output root (or its shard of it), from start to finish. */
+  private lock: Lock | null = null;
   private backend: BackendName | null = null;
   private threads = 0;
   private fatal: unknown = null;
@@ -268,6 +271,8 @@ class SweepRun {
   async start(threads: number, plan: Plan): Promise<void> {
     checkOutput(this.outDir);
     const c = this.config;
+    // Before anything in the root is touched, and before threads start: another sweep here stops this one at once.
+    this.lock = this.takeLock();
     this.threads = threads;
     this.pool = new CheckpointPool({
       workers: threads,
@@ -288,6 +293,7 @@ class SweepRun {
       await removeStaleTemps(this.outDir, this.ownsTemp(plan), FOREIGN_TEMP_GRACE_MS);
     } catch (err) {
       await this.close();
+      this.releaseLock();
       throw err;
     }
     this.log({
@@ -321,6 +327,24 @@ class SweepRun {
   async close(): Promise<void> {
     await this.pool?.close();
     this.pool = null;
+  }
+
+  /**
+   * The lock of the root, or of this sweep's shard of it. A whole-root sweep excludes
+   * every shard (it removes any temporary file), a shard excludes a whole-root sweep.
+   */
+  private takeLock(): Lock {
+    const name = sweepLockName(this.shard);
+    const what = this.shard === null ? `the output folder ${this.outDir}` : `shard ${shardLabel(this.shard)} of the output folder ${this.outDir}`;
+    const others = this.shard === null
+      ? (names: string[]) => names.filter((n) => /^\.headsweep\.shard-\d+-of-\d+\.lock$/.test(n))
+      : (names: string[]) => names.filter((n) => n === sweepLockName(null));
+    return Lock.acquire(this.outDir, name, what, others);
+  }
+
+  releaseLock(): void {
+    this.lock?.release();
+    this.lock = null;
   }
 
   /** Decides, for each checkpoint, what it needs (reads state entries and hashes changed files; writes nothing). */
@@ -358,11 +382,10 @@ class SweepRun {
     // Output position of each checkpoint, looked up once per item rather than searched.
     const position = new Map(all.map((ck, i) => [ck, i]));
     const backend = this.backend!;
-    for (const message of plan.warnings) {
-      if (this.warned.has(message)) continue;
-      this.warned.add(message);
-      this.log({ event: 'warning', message });
-    }
+    // New warnings only (a watch plans again every poll), the first dozen of them: all are in the manifest.
+    const fresh = plan.warnings.filter((message) => !this.warned.has(message));
+    for (const message of fresh) this.warned.add(message);
+    for (const message of summarise(fresh, 'warnings (every one is in the manifest)')) this.log({ event: 'warning', message });
     for (const item of items) {
       if (item.decided !== null) item.decided.decision = withBackend(item.decided.decision, item.keys, backend);
     }
@@ -609,8 +632,10 @@ class SweepRun {
    * Writes the checkpoint's errors row and marks its entry failed, so the next sweep tries
    * it again. Files of an earlier result stay listed: a later success replaces them.
    */
-  private async fail(item: Item, at: number, stage: Stage, message: string, sha256: string | null): Promise<void> {
+  private async fail(item: Item, at: number, stage: Stage, reason: string, sha256: string | null): Promise<void> {
     const { ck, prev } = item;
+    // The last guard for what a file or a library put in the message: one line, of a sane length.
+    const message = oneLine(reason);
     const stamp = item.decided?.stamp ?? failedStamp(ck);
     // The bytes found name the stem, but not those of a checkpoint the plan opened and
     // refused (too large for the backend, say: it may be gigabytes); a folder has none of its own.
@@ -632,6 +657,14 @@ class SweepRun {
 
   /** Writes the manifest (of the last plan) and returns the sweep's result; rethrows a fatal error after. */
   async finish(plan: Plan, interruptedBySignal: boolean): Promise<SweepResult> {
+    try {
+      return await this.conclude(plan, interruptedBySignal);
+    } finally {
+      this.releaseLock();
+    }
+  }
+
+  private async conclude(plan: Plan, interruptedBySignal: boolean): Promise<SweepResult> {
     const c = this.config;
     const all = plannedCheckpoints(plan);
     const status: Manifest['status'] = this.fatal !== null ? 'failed' : (interruptedBySignal || this.dropped) ? 'interrupted' : 'finished';
@@ -682,6 +715,10 @@ export async function runSweep(plan: Plan, opts: SweepOptions = {}): Promise<Swe
   await run.start(Math.max(1, Math.min(mine.config.workers, items.filter(needsPool).length)), mine);
   try {
     await run.pass(mine, items, 0);
+  } catch (err) {
+    // The root is free again for the next sweep of this process (a library caller's retry).
+    run.releaseLock();
+    throw err;
   } finally {
     await run.close();
   }
@@ -731,6 +768,9 @@ export async function watchSweep(loaded: LoadedConfig, overrides: ConfigOverride
       if (run.stopped) break;
       plan = await planNow();
     }
+  } catch (err) {
+    run.releaseLock();
+    throw err;
   } finally {
     await run.close();
   }

@@ -27,9 +27,10 @@
  * is not JSON), and is taken too, so that the sweep records why it cannot be read (an
  * `errors` row), as a sweep without --watch does.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { readZipDirectory } from '../src/checkpoint/containers/zip.ts';
+import { FileProblem, openRegularFile } from '../src/files.ts';
 import type { PlannedCheckpoint } from './plan.ts';
 import { fileStamp, filesIn, sameStamps, stampFiles, type FileStamp, type NamedFile } from './state.ts';
 
@@ -43,9 +44,10 @@ const MAX_HEADER_BYTES = 100 * 2 ** 20;
 function withFile(file: string, read: (fd: number) => boolean): boolean {
   let fd: number;
   try {
-    fd = openSync(file, 'r');
-  } catch {
-    return false;
+    fd = openRegularFile(file);
+  } catch (err) {
+    // Not a regular file (a FIFO, a device) is not one being written: the loader refuses it.
+    return err instanceof FileProblem && err.code === undefined;
   }
   try {
     return read(fd);

@@ -3,9 +3,9 @@
  * all its prompt sets, with weights uploaded once.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { weightBlock, weightOf, type Checkpoint } from './checkpoint/checkpoint.ts';
+import { nonFiniteError, weightBlock, weightOf, type Checkpoint } from './checkpoint/checkpoint.ts';
 import { expectedShapes, type ModelConfig } from './model/config.ts';
-import { HeadsweepError, messageOf, type Stage } from './errors.ts';
+import { HeadsweepError, messageOf, quote, shownPath, type Stage } from './errors.ts';
 import type { Bigrams } from './metrics/bigrams.ts';
 import { addLossBatch, batchLosses, checkIclPositions, emptyLossTotals, lossScores, type IclPositions } from './metrics/loss.ts';
 import { maskedHeadSums } from './metrics/pattern.ts';
@@ -94,6 +94,10 @@ export async function scoreCheckpoint(ck: Checkpoint, promptSets: readonly Promp
     throw new HeadsweepError(`${corpusMetrics.join(', ')} needs the bigram counts of a corpus (ScoreOptions.bigrams)`, { stage: 'config', key: 'bigram' });
   }
   for (const set of promptSets) validatePromptSet(set, c);
+  // Before any weight reaches the device: a NaN or an infinity would make every score
+  // meaningless, and some (the eigenvalues behind copying) might never be computed.
+  const nonFinite = nonFiniteError(ck);
+  if (nonFinite !== null) throw nonFinite;
 
   const result: CheckpointScores = { nLayers: c.n_layers, nHeads: c.n_heads, promptSets: [], seconds: { forward: 0, weights: 0 } };
   // The vocabulary-sized matrices hold most of a checkpoint's bytes and are uploaded only
@@ -166,6 +170,7 @@ async function scorePromptSet(params: Params, ck: Checkpoint, set: PromptSet, re
     });
     const values = await reduced.data();
     reduced.dispose();
+    checkFinite(ck, set, values, masks.length * heads);
 
     masks.forEach((m, i) => {
       for (let j = 0; j < heads; j++) sums[i][j] += values[i * heads + j];
@@ -184,6 +189,24 @@ async function scorePromptSet(params: Params, ck: Checkpoint, set: PromptSet, re
     for (const m of req.loss) scores[m] = metricSpec(m).fromLosses(losses);
   }
   return scores;
+}
+
+/**
+ * Refuses a batch whose pattern sums or token losses are not finite. The weights are
+ * (scoreCheckpoint checked them), so the float32 arithmetic overflowed: a score from it
+ * would be a null nobody can explain, or an infinite loss.
+ * values: [metric·layer·head pattern sums (the first `patternValues`), then token losses]
+ */
+function checkFinite(ck: Checkpoint, set: PromptSet, values: ArrayLike<number>, patternValues: number): void {
+  for (let i = 0; i < values.length; i++) {
+    if (values[i] - values[i] === 0) continue;
+    const c = ck.config;
+    const what = i < patternValues ? `attention patterns in layer ${Math.floor((i % (c.n_layers * c.n_heads)) / c.n_heads)}` : 'token losses';
+    throw new HeadsweepError(
+      `${shownPath(ck.path)}: the forward pass on prompt set ${quote(set.name)} gives non-finite ${what} although every weight is finite: the weights are too large for float32 arithmetic`,
+      { stage: 'forward', file: ck.path },
+    );
+  }
 }
 
 /**

@@ -4,11 +4,14 @@
  * parser, so both report a bad file the same way, every problem as
  * `<file> → at <YAML path>: <reason> (line <n>)`.
  */
-import { readFileSync } from 'node:fs';
 import { distance } from 'fastest-levenshtein';
-import { isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
+import { isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, visit, type Document } from 'yaml';
 import { z } from 'zod';
-import { configError, HeadsweepError } from './errors.ts';
+import { configError, HeadsweepError, LIST_LIMIT } from './errors.ts';
+import { readProblem, readRegularFile } from './files.ts';
+
+/** A config is a page of YAML; a file past this is not one (and its parse tree would take gigabytes). */
+const MAX_CONFIG_BYTES = 1 << 20;
 
 /** `['prompt_sets', 1, 'seed']` → `prompt_sets[1].seed`. */
 export function yamlPath(path: readonly PropertyKey[]): string {
@@ -80,10 +83,13 @@ function problemsOf(schema: z.core.$ZodType, issues: readonly z.core.$ZodIssue[]
 
 /** One error for all problems: the first names the key, every line names a YAML path. */
 function configProblems(file: string, problems: Problem[], lineOf: (path: PropertyKey[]) => number | null): HeadsweepError {
-  const lines = problems.map((p) => {
+  // A list of two million bad metrics is one problem told two million times: the first few, then a count.
+  const shown = problems.length > LIST_LIMIT ? problems.slice(0, LIST_LIMIT - 1) : problems;
+  const lines = shown.map((p) => {
     const line = lineOf(p.path);
     return configError(file, yamlPath(p.path), `${p.message}${line === null ? '' : ` (line ${line})`}`).message;
   });
+  if (shown.length < problems.length) lines.push(`… and ${problems.length - shown.length} more problems`);
   return new HeadsweepError(lines.join('\n'), { stage: 'config', file, key: yamlPath(problems[0].path) });
 }
 
@@ -104,6 +110,31 @@ function lineOfPath(doc: Document, lineCounter: LineCounter, path: readonly Prop
   return isNode(doc.contents) && doc.contents.range ? lineCounter.linePos(doc.contents.range[0]).line : null;
 }
 
+/** Aliases a config may expand (yaml's default, 100): far more than a config needs, far fewer than an alias bomb makes. */
+const MAX_ALIAS_COUNT = 100;
+
+/**
+ * Why the YAML's aliases cannot be resolved, with the line of the first alias that is at
+ * fault: an alias to an anchor not set before it, or aliases that expand into more nodes
+ * than `MAX_ALIAS_COUNT` (a "billion laughs" document).
+ */
+function aliasProblem(doc: Document, lineCounter: LineCounter, err: unknown): string {
+  const message = (err as Error).message;
+  const unresolved = /Unresolved alias.*: (.*)$/.exec(message);
+  let line: number | null = null;
+  visit(doc, {
+    Alias(_, node) {
+      if (unresolved !== null && node.source !== unresolved[1]) return undefined;
+      if (node.range) line = lineCounter.linePos(node.range[0]).line;
+      return visit.BREAK;
+    },
+  });
+  const at = line === null ? '' : ` (line ${line})`;
+  if (unresolved !== null) return `alias *${unresolved[1].slice(0, 80)} names no anchor set before it${at}`;
+  if (/Excessive alias count/.test(message)) return `its aliases expand to more than ${MAX_ALIAS_COUNT} copies, which no config needs (an alias bomb?); write the values out${at}`;
+  return `cannot resolve its aliases: ${message}${at}`;
+}
+
 /**
  * YAML text → a value of `schema`, or one `config`-stage HeadsweepError whose every line
  * names `file`, the YAML path at fault and its line.
@@ -116,7 +147,12 @@ export function parseYamlWith<S extends z.ZodType>(schema: S, text: string, file
     const at = lineCounter.linePos(e.pos[0]);
     throw configError(file, '', `not valid YAML at line ${at.line}, column ${at.col}: ${e.message.split('\n')[0]}`);
   }
-  const raw: unknown = doc.toJS();
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (err) {
+    throw configError(file, '', aliasProblem(doc, lineCounter, err));
+  }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw configError(file, '', 'expected a YAML mapping of keys to values');
   const parsed = schema.safeParse(raw);
   if (parsed.success) return parsed.data;
@@ -126,9 +162,9 @@ export function parseYamlWith<S extends z.ZodType>(schema: S, text: string, file
 /** The text of a config file, or a `config`-stage error that says it does not exist or why it cannot be read. */
 export function readConfigText(file: string): string {
   try {
-    return readFileSync(file, 'utf8');
+    return readRegularFile(file, { bytes: MAX_CONFIG_BYTES, what: 'a config file' }).toString('utf8');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw configError(file, '', code === 'ENOENT' ? 'no such config file' : `cannot read (${(err as Error).message})`);
+    const reason = readProblem(err);
+    throw configError(file, '', reason === 'no such file' ? 'no such config file' : reason);
   }
 }

@@ -97,7 +97,7 @@ describe('the header JSON', () => {
   test('__metadata__ value that is not a string', () => {
     const parts = tinyParts();
     parts.header.__metadata__ = { config: JSON.stringify(TINY_CONFIG), step: 5 };
-    expectLoadError(tmp.file('meta-number.safetensors', assemble(parts)), /__metadata__\.step is not a string/);
+    expectLoadError(tmp.file('meta-number.safetensors', assemble(parts)), /__metadata__ entry 'step' is 5, not a string/);
   });
 
   test('a tensor entry that is not an object', () => {
@@ -110,7 +110,7 @@ describe('tensor entries', () => {
   test('unknown dtype', () => {
     const parts = tinyParts();
     entryOf(parts, 'unembed.b_U').dtype = 'Q4_K';
-    expectLoadError(tmp.file('dtype.safetensors', assemble(parts)), /tensor 'unembed\.b_U' has unknown dtype "Q4_K" \(known: /);
+    expectLoadError(tmp.file('dtype.safetensors', assemble(parts)), /tensor 'unembed\.b_U' has unknown dtype 'Q4_K' \(known: /);
   });
 
   test('byte size not matching shape × dtype', () => {
@@ -140,7 +140,7 @@ describe('tensor entries', () => {
   test('data_offsets that are not two non-negative integers', () => {
     const parts = tinyParts();
     entryOf(parts, 'unembed.b_U').data_offsets = [0, 1.5] as [number, number];
-    expectLoadError(tmp.file('offsets-float.safetensors', assemble(parts)), /tensor 'unembed\.b_U' has invalid data_offsets \[0,1\.5\]/);
+    expectLoadError(tmp.file('offsets-float.safetensors', assemble(parts)), /tensor 'unembed\.b_U' has invalid data_offsets \[0, 1\.5\]/);
   });
 });
 

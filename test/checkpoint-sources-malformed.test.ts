@@ -137,7 +137,7 @@ describe('config.json', () => {
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, model_type: 'bert' }));
     expectLoadError(
       dir,
-      /: model_type "bert" is not a family headsweep reads \(it reads gpt2, gpt_neox, llama, mistral, qwen2\); if the model is one of those under another name, force the family \(tl, gpt2, neox, llama, nanogpt\)$/,
+      /: model_type 'bert' is not a family headsweep reads \(it reads gpt2, gpt_neox, llama, mistral, qwen2\); if the model is one of those under another name, force the family \(tl, gpt2, neox, llama, nanogpt\)$/,
       join(dir, 'config.json'),
     );
   });
@@ -146,7 +146,7 @@ describe('config.json', () => {
     const dir = copyOf(join(REAL, 'llama-gqa-bf16'), 'config-rope-scaling');
     const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, rope_scaling: { rope_type: 'linear', factor: 2 } }));
-    expectLoadError(dir, /: invalid config: rope_scaling: \{"rope_type":"linear","factor":2\} changes the rotary frequencies, which headsweep does not implement/, join(dir, 'config.json'));
+    expectLoadError(dir, /: invalid config: rope_scaling: \{"rope_type": "linear", "factor": 2\} changes the rotary frequencies, which headsweep does not implement/, join(dir, 'config.json'));
   });
 
   test('a Mistral sliding window, with the way out', () => {

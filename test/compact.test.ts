@@ -351,7 +351,7 @@ describe('rerunning and partial inputs', () => {
   it('a rerun gives the same files, leaves no temporary folder and never touches the partitions', async () => {
     const root = tmp('rerun');
     cpSync(shared, root, { recursive: true });
-    const partitions = () => Object.fromEntries(Object.entries(tree(root)).filter(([rel]) => !rel.startsWith('compacted')));
+    const partitions = () => Object.fromEntries(Object.entries(tree(root)).filter(([rel]) => !rel.startsWith('compacted') && !rel.startsWith('.compactions')));
     const before = partitions();
     const first = tree(compacted(root));
     await compactOutput(root);
@@ -364,7 +364,7 @@ describe('rerunning and partial inputs', () => {
   });
 
   it('names what it may leave in an output root, so a sweep can accept it', () => {
-    expect(['compacted', 'compacted.4242.tmp', 'compacted.7.old'].every(isCompactionEntry)).toBe(true);
+    expect(['compacted', '.compactions', 'compacted.4242.tmp', 'compacted.7.old', 'compacted.7.link'].every(isCompactionEntry)).toBe(true);
     expect(['compacted.tmp', 'compacted-old', 'heads', 'manifest.json'].some(isCompactionEntry)).toBe(false);
   });
 

@@ -13,6 +13,7 @@ import { inspectCheckpoint, type CheckpointInfo } from '../../src/checkpoint/che
 import { FAMILIES } from '../../src/checkpoint/families/index.ts';
 import { FAMILY_NAMES, type FamilyName } from '../../src/checkpoint/families/family.ts';
 import { MODEL_CONFIG_FIELDS, parameterCount } from '../../src/model/config.ts';
+import { QUOTE_LIMIT, shownText } from '../../src/errors.ts';
 
 interface InspectArgs {
   checkpoint: string;
@@ -79,13 +80,13 @@ function toText(info: CheckpointInfo): string {
     ...table(MODEL_CONFIG_FIELDS.map((field) => [field, String(info.config[field] ?? 'none')])),
   );
   const metadata = Object.entries(otherMetadata(info));
-  if (metadata.length > 0) lines.push('', 'metadata', ...table(metadata));
+  if (metadata.length > 0) lines.push('', 'metadata', ...table(metadata.map(([k, v]) => [shownText(k, QUOTE_LIMIT), shownText(v, QUOTE_LIMIT)])));
   const read = info.tensors.filter((t) => !t.ignored).length;
   const ignored = info.tensors.length - read;
   lines.push(
     '',
     `tensors (${read} weights${ignored > 0 ? `, ${ignored} buffers ignored` : ''})`,
-    ...table(info.tensors.map((t) => [t.name, t.dtype, `[${t.shape.join(', ')}]`, t.ignored ? 'ignored' : `→ ${t.tl.join(', ')}`])),
+    ...table(info.tensors.map((t) => [shownText(t.name, QUOTE_LIMIT), t.dtype, `[${t.shape.join(', ')}]`, t.ignored ? 'ignored' : `→ ${t.tl.join(', ')}`])),
   );
   if (info.zeros.length > 0) lines.push('', `not stored, read as zeros (${info.zeros.length})`, ...info.zeros.map((k) => `  ${k}`));
   return `${lines.join('\n')}\n`;

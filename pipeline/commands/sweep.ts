@@ -7,9 +7,9 @@
  * shard. Ctrl-C or SIGTERM stops cleanly; a second Ctrl-C kills the process.
  */
 import type { Argv, CommandModule } from 'yargs';
-import { HeadsweepError } from '../../src/errors.ts';
+import { HeadsweepError, summarise } from '../../src/errors.ts';
 import { command, EXIT, type CliState } from '../cli.ts';
-import { loadConfig, type LoadedConfig } from '../config.ts';
+import { CONFIG_LIMITS, loadConfig, type LoadedConfig } from '../config.ts';
 import { jsonLog, TextLog, type EventLog } from '../events.ts';
 import { parseShard, shardFromEnv, type Shard } from '../shard.ts';
 import { runSweep, watchSweep, type SweepOptions, type SweepResult } from '../sweep.ts';
@@ -40,6 +40,8 @@ function sweepOptions(yargs: Argv): Argv<SweepArgs> {
 function checkWatchArgs(args: SweepArgs): void {
   const bad = (key: string, reason: string) => new HeadsweepError(`--${key} ${reason}`, { stage: 'config', key: `--${key}` });
   if (!(args['poll-seconds'] > 0)) throw bad('poll-seconds', `must be a number of seconds > 0, got ${args['poll-seconds']}`);
+  // A longer delay than Node's timers hold (2^31 − 1 ms) would fire at once: a busy poll.
+  if (args['poll-seconds'] > CONFIG_LIMITS.task_timeout_s) throw bad('poll-seconds', `must be at most ${CONFIG_LIMITS.task_timeout_s} seconds, got ${args['poll-seconds']}`);
   if (args['until-idle'] !== undefined) {
     if (!(args['until-idle'] > 0)) throw bad('until-idle', `must be a number of minutes > 0, got ${args['until-idle']}`);
     if (!args.watch) throw bad('until-idle', 'only applies to --watch');
@@ -119,7 +121,9 @@ export default function sweep(state: CliState): CommandModule {
       }
       const outDir = (result.manifest.config as { output: { dir: string } }).output.dir;
       // JSON logs keep stderr to one event per line: the failures are in `checkpoint_failed`.
-      if (text !== null) for (const e of result.errors) process.stderr.write(`headsweep: ${e.run}: ${e.stage} failed: ${e.message}\n`);
+      // The first failures, then a count: a thousand failed checkpoints are in `errors`, not a thousand lines.
+      const failures = summarise(result.errors.map((e) => `headsweep: ${e.run}: ${e.stage} failed: ${e.message}`), `failures (every one is a row in ${outDir}/errors)`);
+      if (text !== null) for (const line of failures) process.stderr.write(`${line}\n`);
       process.stdout.write(summaryText(result, outDir));
       state.exitCode = result.exitCode;
     },

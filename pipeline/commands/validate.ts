@@ -7,7 +7,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { BACKENDS } from '../../src/names.ts';
 import { HeadsweepError } from '../../src/errors.ts';
 import { command, EXIT, type CliState } from '../cli.ts';
-import { loadConfig, type BackendOption, type ConfigOverrides } from '../config.ts';
+import { CONFIG_LIMITS, loadConfig, type BackendOption, type ConfigOverrides } from '../config.ts';
 import { buildPlan, describePlan, type Plan } from '../plan.ts';
 import { OUTPUT_FORMATS, type OutputFormat } from '../sinks/index.ts';
 
@@ -45,11 +45,14 @@ export function configOptions(yargs: Argv): Argv<ConfigArgs> {
 
 /** The command-line values that replace config values; a bad one sets exit code 2 before it is thrown. */
 export function overridesFromArgs(state: CliState, args: ConfigArgs): ConfigOverrides {
+  const limits = { workers: CONFIG_LIMITS.workers, 'batch-size': CONFIG_LIMITS.batch_size };
   for (const key of ['workers', 'batch-size'] as const) {
     const v = args[key];
-    if (v !== undefined && !(Number.isInteger(v) && v >= 1)) {
+    if (v === undefined) continue;
+    const problem = !(Number.isInteger(v) && v >= 1) ? 'must be a whole number >= 1' : v > limits[key] ? `must be at most ${limits[key]}` : null;
+    if (problem !== null) {
       state.exitCode = EXIT.badConfig;
-      throw new HeadsweepError(`--${key} must be a whole number >= 1, got ${v}`, { stage: 'config', key: `--${key}` });
+      throw new HeadsweepError(`--${key} ${problem}, got ${v}`, { stage: 'config', key: `--${key}` });
     }
   }
   return {

@@ -5,9 +5,9 @@
  * the report), as the current schema whatever tables version wrote them.
  */
 import { tableFromIPC, util, type Table } from 'apache-arrow';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { HeadsweepError, messageOf } from '../../src/errors.ts';
+import { HeadsweepError, messageOf, shownPath } from '../../src/errors.ts';
+import { readProblem, readRegularFile } from '../../src/files.ts';
 import { asCurrentSchema, SCHEMAS, type TableName } from '../tables.ts';
 import { arrowFileBytes } from './arrow.ts';
 import { writeFileAtomic } from './atomic.ts';
@@ -59,9 +59,14 @@ export async function writeTableFile(
  */
 export async function readTableFile(file: string, table: TableName): Promise<Table> {
   const parquet = file.endsWith('.parquet');
+  let bytes: Buffer;
+  try {
+    bytes = readRegularFile(file);
+  } catch (cause) {
+    throw new HeadsweepError(`${shownPath(file)}: ${readProblem(cause)}`, { stage: 'load', file, cause });
+  }
   let data: Table;
   try {
-    const bytes = readFileSync(file);
     data = parquet ? await parquetTable(bytes) : tableFromIPC(bytes);
   } catch (cause) {
     throw new HeadsweepError(`${file}: not a readable ${parquet ? 'Parquet' : 'Arrow IPC'} file: ${messageOf(cause)}`, { stage: 'load', file, cause });

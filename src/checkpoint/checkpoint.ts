@@ -19,10 +19,10 @@
  *   central directory to the end (whose CRC-32s cover the records not read).
  */
 import { createHash, type Hash } from 'node:crypto';
-import { checkpointError } from '../errors.ts';
+import { checkpointError, quote, type HeadsweepError } from '../errors.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { BackendName } from '../names.ts';
-import { DTYPE_BYTES } from './dtypes.ts';
+import { countNonFinite, DTYPE_BYTES, type DType, type NonFiniteCount } from './dtypes.ts';
 import { assertFits } from './memory.ts';
 import {
   alignedSize, checkBlock, decodeInto, elementCount, isContiguous, OpenFiles, readExactly, spanBytes, subView, ViewReader,
@@ -49,6 +49,22 @@ export interface Checkpoint {
   file?: OpenWeights;
   /** What was read and how: family, container, files (each with its sha256), tensors. */
   source: Source;
+  /**
+   * The stored tensors whose values hold NaN or ±Inf (what a diverged training run
+   * writes), counted while loading; empty when every weight is finite. Scoring refuses
+   * such a checkpoint (score.ts): no score of it would mean anything, and a
+   * decomposition of a matrix holding a NaN may never return.
+   */
+  nonFinite: NonFiniteTensor[];
+}
+
+/** A stored tensor (or torch storage) with non-finite values, and the TL weights read from it. */
+export interface NonFiniteTensor extends NonFiniteCount {
+  /** As the container names it: `tensor 'blocks.0.attn.W_V'`, `record 'archive/data/3'`. */
+  label: string;
+  tl: string[];
+  /** Elements stored. */
+  values: number;
 }
 
 /** What `inspect` and planning know of a checkpoint without reading its weights (weights files have no sha256 yet). */
@@ -101,7 +117,7 @@ export class OpenWeights {
 
   private view(key: string): StridedView {
     const v = this.views.get(key);
-    if (v === undefined) throw checkpointError(this.path, `weight '${key}' is neither loaded nor left in an open file`, key);
+    if (v === undefined) throw checkpointError(this.path, `weight ${quote(key)} is neither loaded nor left in an open file`, key);
     return v;
   }
 
@@ -126,6 +142,31 @@ export class OpenWeights {
   }
 }
 
+/** Stored tensors a non-finite-weights message names; the rest are counted. */
+const NAMED_TENSORS = 4;
+
+/**
+ * The `load`-stage error for a checkpoint whose weights hold NaN or ±Inf, naming each
+ * tensor (and the TL weights read from it) with its counts, or null when every weight is
+ * finite: `<file>: non-finite weights: tensor 'blocks.0.attn.W_V' (blocks.0.attn.W_V)
+ * holds 3 NaN of 512 values; ...`.
+ */
+export function nonFiniteError(ck: Pick<Checkpoint, 'path' | 'nonFinite'>): HeadsweepError | null {
+  const bad = ck.nonFinite;
+  if (bad.length === 0) return null;
+  const described = bad.slice(0, NAMED_TENSORS).map((t) => {
+    const kinds = [[t.nan, 'NaN'], [t.posInf, '+Inf'], [t.negInf, '-Inf']].filter(([n]) => (n as number) > 0).map(([n, kind]) => `${n} ${kind}`);
+    const tl = t.tl.length === 1 && t.label === `tensor ${quote(t.tl[0])}` ? '' : ` (read as ${t.tl.join(', ')})`;
+    return `${t.label}${tl} holds ${kinds.join(', ')} of ${t.values} values`;
+  });
+  const more = bad.length > NAMED_TENSORS ? `; and ${bad.length - NAMED_TENSORS} more tensors` : '';
+  return checkpointError(
+    ck.path,
+    `non-finite weights (a diverged training run writes these): ${described.join('; ')}${more}; no score is computed from them`,
+    bad[0].tl[0],
+  );
+}
+
 /** Closes the files of a checkpoint loaded with `leaveInFile`; a no-op otherwise, and when called again. */
 export function closeCheckpoint(ck: Checkpoint): void {
   const file = ck.file;
@@ -137,7 +178,7 @@ export function closeCheckpoint(ck: Checkpoint): void {
 export function weightOf(ck: Checkpoint, key: string): HostTensor {
   const t = ck.weights.get(key);
   if (t !== undefined) return t;
-  if (ck.file === undefined) throw checkpointError(ck.path, `weight '${key}' is neither loaded nor left in an open file`, key);
+  if (ck.file === undefined) throw checkpointError(ck.path, `weight ${quote(key)} is neither loaded nor left in an open file`, key);
   return ck.file.readAll(key);
 }
 
@@ -148,7 +189,7 @@ export function weightOf(ck: Checkpoint, key: string): HostTensor {
 export function weightBlock(ck: Checkpoint, key: string, row: number, rows: number, col: number, cols: number, into?: Float32Array): Float32Array {
   const t = ck.weights.get(key);
   if (t === undefined) {
-    if (ck.file === undefined) throw checkpointError(ck.path, `weight '${key}' is neither loaded nor left in an open file`, key);
+    if (ck.file === undefined) throw checkpointError(ck.path, `weight ${quote(key)} is neither loaded nor left in an open file`, key);
     return ck.file.readBlock(key, row, rows, col, cols, into);
   }
   checkBlock(key, t.shape, row, rows, col, cols);
@@ -208,10 +249,22 @@ type Planned = TensorPlan & { view: StridedView };
  * One pass over the weights files in file order: hashes what the identity covers and
  * fills `kept`. Sets each weights file's sha256; returns the checkpoint's and the values.
  */
-function readWeights(source: Source, files: OpenFiles, kept: readonly Planned[], into: ReadBuffer | undefined): { sha256: string; values: Map<string, Float32Array> } {
+function readWeights(
+  source: Source, files: OpenFiles, kept: readonly Planned[], into: ReadBuffer | undefined,
+): { sha256: string; values: Map<string, Float32Array>; nonFinite: NonFiniteTensor[] } {
   // Which kept weights read each storage; storages only weights left in the file read are hashed, not kept.
   const readers = new Map<Storage, Planned[]>();
-  for (const p of source.plan.values()) if (p.view !== null && !readers.has(p.view.storage)) readers.set(p.view.storage, []);
+  // Every storage a weight reads, kept or left in the file, is checked for non-finite values as it passes.
+  const checks = new Map<Storage, NonFiniteTensor & { dtype: DType }>();
+  for (const p of source.plan.values()) {
+    if (p.view === null) continue;
+    if (!readers.has(p.view.storage)) readers.set(p.view.storage, []);
+    const check = checks.get(p.view.storage);
+    if (check === undefined) {
+      const s = p.view.storage;
+      checks.set(s, { label: s.label, tl: [p.key], values: Math.floor(s.bytes / DTYPE_BYTES[p.view.dtype]), dtype: p.view.dtype, nan: 0, posInf: 0, negInf: 0 });
+    } else check.tl.push(p.key);
+  }
   for (const p of kept) readers.get(p.view.storage)!.push(p);
   const weightFiles = source.files.filter((f) => f.role === 'weights');
   const regions = new Map(weightFiles.map((f) => [f.path, regionsOf(f, [...readers.keys()], source.regions.get(f.path) ?? [])]));
@@ -245,12 +298,15 @@ function readWeights(source: Source, files: OpenFiles, kept: readonly Planned[],
     const hash = createHash('sha256');
     for (const r of regions.get(f.path)!) {
       const users = r.storage === null ? [] : readers.get(r.storage)!;
-      readRegion(fd, f.path, r, users, hash, window, reader, destination);
+      const check = r.storage === null ? undefined : checks.get(r.storage);
+      const seen = check === undefined ? undefined : (bytes: Uint8Array) => countNonFinite(bytes, check.dtype, check);
+      readRegion(fd, f.path, r, users, hash, window, reader, destination, seen);
     }
     f.sha256 = hash.digest('hex');
   }
   const only = source.files.length === 1 && source.files[0].whole ? source.files[0] : null;
-  return { sha256: only !== null ? only.sha256! : manifestDigest(source.files), values };
+  const nonFinite = [...checks.values()].filter((c) => c.nan + c.posInf + c.negInf > 0).map(({ dtype: _, ...c }) => c);
+  return { sha256: only !== null ? only.sha256! : manifestDigest(source.files), values, nonFinite };
 }
 
 /**
@@ -269,7 +325,7 @@ export function loadCheckpoint(path: string, opts: LoadOptions = {}): Checkpoint
       return p !== undefined && p.view !== null;
     }));
     const kept = plans.filter((p): p is Planned => p.view !== null && !leave.has(p.key));
-    const { sha256, values } = readWeights(source, files, kept, opts.readBuffer);
+    const { sha256, values, nonFinite } = readWeights(source, files, kept, opts.readBuffer);
 
     // TL order; an optional tensor the source lacks (a bias) reads as zeros, as TransformerLens fills it.
     const weights: Weights = new Map();
@@ -278,7 +334,7 @@ export function loadCheckpoint(path: string, opts: LoadOptions = {}): Checkpoint
       weights.set(p.key, { shape: p.shape, data: values.get(p.key) ?? new Float32Array(elementCount(p.shape)!) });
     }
     const ck: Checkpoint = {
-      path, sha256, config: source.config, step: source.step, tokensSeen: source.tokensSeen, metadata: source.metadata, weights, source,
+      path, sha256, config: source.config, step: source.step, tokensSeen: source.tokensSeen, metadata: source.metadata, weights, source, nonFinite,
     };
     if (leave.size > 0) {
       ck.file = new OpenWeights(path, files, new Map([...leave].map((key) => [key, source.plan.get(key)!.view!])));
@@ -313,6 +369,7 @@ export function checkpointDigest(path: string, opts: SourceOptions = {}): { sha2
 function readRegion(
   fd: number, file: string, r: Region, users: Planned[], hash: Hash,
   window: Uint8Array, reader: ViewReader, destination: (p: TensorPlan) => Float32Array,
+  seen: ((bytes: Uint8Array) => void) | undefined,
 ): void {
   const what = r.storage?.label ?? 'bytes';
   if (users.length === 1 && isWholeStorage(users[0].view)) {
@@ -322,6 +379,7 @@ function readRegion(
       const bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
       readExactly(fd, file, bytes, r.begin, what);
       hash.update(bytes);
+      seen?.(bytes);
       return;
     }
     // Decoded chunk by chunk, so the stored bytes are never held beside the float32 copy.
@@ -331,6 +389,7 @@ function readRegion(
       const part = window.subarray(0, Math.min(step, r.bytes - at));
       readExactly(fd, file, part, r.begin + at, what);
       hash.update(part);
+      seen?.(part);
       decodeInto(part, v.dtype, out, at / item);
     }
     return;
@@ -339,6 +398,7 @@ function readRegion(
     const bytes = window.subarray(0, r.bytes);
     readExactly(fd, file, bytes, r.begin, what);
     hash.update(bytes);
+    seen?.(bytes);
     for (const p of users) reader.read(p.view, destination(p), 0, { file, begin: r.begin, bytes });
     return;
   }
@@ -346,6 +406,7 @@ function readRegion(
     const part = window.subarray(0, Math.min(window.byteLength, r.bytes - at));
     readExactly(fd, file, part, r.begin + at, what);
     hash.update(part);
+    seen?.(part);
   }
   for (const p of users) reader.read(p.view, destination(p));
 }

@@ -9,7 +9,7 @@
  * on the file's bytes (read.ts), and reading it is the conversion. No tensor is copied
  * to be rearranged, whatever the layout.
  */
-import { checkpointError, shapeMismatch } from '../errors.ts';
+import { checkpointError, quote, shapeMismatch } from '../errors.ts';
 import { expectedTensors, type ModelConfig } from '../model/config.ts';
 import { DTYPE_BYTES, FLOAT_DTYPES, isFloatDType } from './dtypes.ts';
 import { formatShape, type StoredTensor, type StridedView } from './read.ts';
@@ -58,7 +58,7 @@ function viewThrough(t: StoredTensor, key: string, shape: number[], index: Index
   const rank = t.shape.length;
   const at = (i: number[]) => {
     const s = index(...i);
-    if (s.length !== rank) throw new Error(`conversion of '${key}': index map gives ${s.length} indices for '${t.name}' of rank ${rank}`);
+    if (s.length !== rank) throw new Error(`conversion of ${quote(key)}: index map gives ${s.length} indices for ${quote(t.name)} of rank ${rank}`);
     return s;
   };
   const origin = at(shape.map(() => 0));
@@ -66,7 +66,7 @@ function viewThrough(t: StoredTensor, key: string, shape: number[], index: Index
   const corner = at(shape.map((d) => Math.max(0, d - 1)));
   for (let k = 0; k < rank; k++) {
     const predicted = origin[k] + steps.reduce((sum, c, j) => sum + Math.max(0, shape[j] - 1) * c[k], 0);
-    if (predicted !== corner[k]) throw new Error(`conversion of '${key}': index map is not affine`);
+    if (predicted !== corner[k]) throw new Error(`conversion of ${quote(key)}: index map is not affine`);
   }
   if (!shape.includes(0)) {
     for (let k = 0; k < rank; k++) {
@@ -78,12 +78,12 @@ function viewThrough(t: StoredTensor, key: string, shape: number[], index: Index
         else hi += reach;
       }
       if (lo < 0 || hi >= t.shape[k]) {
-        return `tensor '${t.name}' has shape ${formatShape(t.shape)}, too small for '${key}' ${formatShape(shape)} (it reads index ${hi} of dimension ${k})`;
+        return `tensor ${quote(t.name)} has shape ${formatShape(t.shape)}, too small for ${quote(key)} ${formatShape(shape)} (it reads index ${hi} of dimension ${k})`;
       }
     }
   }
   const strides = steps.map((c) => c.reduce((sum, ck, k) => sum + ck * t.strides[k], 0));
-  if (strides.some((s) => s < 0)) throw new Error(`conversion of '${key}': index map runs backwards`);
+  if (strides.some((s) => s < 0)) throw new Error(`conversion of ${quote(key)}: index map runs backwards`);
   const offset = t.offset + origin.reduce((sum, o, k) => sum + o * t.strides[k], 0);
   return { dtype: t.dtype, shape, strides, base: t.storage.begin + offset * DTYPE_BYTES[t.dtype], storage: t.storage };
 }
@@ -101,20 +101,20 @@ export function planTensors(
   for (const [key, { shape, optional }] of expectedTensors(c)) {
     const recipe = conversion.recipes.get(key);
     if (recipe === undefined || 'zeros' in recipe) {
-      if (recipe === undefined && !optional) throw checkpointError(where, `missing tensor '${key}' (shape ${formatShape(shape)} expected by the config)`, key);
+      if (recipe === undefined && !optional) throw checkpointError(where, `missing tensor ${quote(key)} (shape ${formatShape(shape)} expected by the config)`, key);
       tensors.set(key, { key, shape, source: null, view: null });
       continue;
     }
     const t = stored.get(recipe.from);
     if (t === undefined) {
-      const reason = recipe.from === key ? `shape ${formatShape(shape)} expected by the config` : `the ${family} conversion reads '${key}' from it`;
-      throw checkpointError(where, `missing tensor '${recipe.from}' (${reason})`, recipe.from);
+      const reason = recipe.from === key ? `shape ${formatShape(shape)} expected by the config` : `the ${family} conversion reads ${quote(key)} from it`;
+      throw checkpointError(where, `missing tensor ${quote(recipe.from)} (${reason})`, recipe.from);
     }
     const file = t.storage.file;
     const want = recipe.shape ?? (recipe.index === undefined ? shape : undefined);
     if (want !== undefined && !sameShape(t.shape, want)) throw shapeMismatch(file, t.name, want, t.shape);
     if (!isFloatDType(t.dtype)) {
-      throw checkpointError(file, `tensor '${t.name}' has dtype ${t.dtype}; weights must be ${FLOAT_DTYPES.join(', ')}`, t.name);
+      throw checkpointError(file, `tensor ${quote(t.name)} has dtype ${t.dtype}; weights must be ${FLOAT_DTYPES.join(', ')}`, t.name);
     }
     const view = recipe.index === undefined
       ? { dtype: t.dtype, shape, strides: t.strides, base: t.storage.begin + t.offset * DTYPE_BYTES[t.dtype], storage: t.storage }

@@ -90,3 +90,47 @@ export function f32ToBF16(values: Float32Array): Uint16Array {
   }
   return out;
 }
+
+/** Non-finite values among stored floats, by kind. */
+export interface NonFiniteCount {
+  nan: number;
+  posInf: number;
+  negInf: number;
+}
+
+/**
+ * Adds the NaNs and infinities among the elements stored in `bytes` (little-endian
+ * `dtype`, starting on an element) to `into`, read from the bits, so that the check costs
+ * one pass over memory already in cache. F64 values too large for float32 count as the
+ * infinities they become when read.
+ */
+export function countNonFinite(bytes: Uint8Array, dtype: DType, into: NonFiniteCount): void {
+  const item = DTYPE_BYTES[dtype];
+  const n = Math.floor(bytes.byteLength / item);
+  if (n === 0) return;
+  // Typed views need aligned offsets; a misaligned run (never in practice) is copied once.
+  const src = bytes.byteOffset % item === 0 ? bytes : bytes.slice(0, n * item);
+  if (dtype === 'F32' || dtype === 'F16' || dtype === 'BF16') {
+    const [bits, exponent, mantissa, sign] = dtype === 'F32'
+      ? [new Uint32Array(src.buffer, src.byteOffset, n), 0x7f800000, 0x007fffff, 0x80000000]
+      : dtype === 'F16' ? [new Uint16Array(src.buffer, src.byteOffset, n), 0x7c00, 0x03ff, 0x8000] : [new Uint16Array(src.buffer, src.byteOffset, n), 0x7f80, 0x007f, 0x8000];
+    for (let i = 0; i < n; i++) {
+      const b = bits[i];
+      if ((b & exponent) !== exponent) continue;
+      if ((b & mantissa) !== 0) into.nan++;
+      else if ((b & sign) !== 0) into.negInf++;
+      else into.posInf++;
+    }
+    return;
+  }
+  if (dtype === 'F64') {
+    const values = new Float64Array(src.buffer, src.byteOffset, n);
+    for (let i = 0; i < n; i++) {
+      const f = Math.fround(values[i]);
+      if (f - f === 0) continue;
+      if (Number.isNaN(f)) into.nan++;
+      else if (f < 0) into.negInf++;
+      else into.posInf++;
+    }
+  }
+}

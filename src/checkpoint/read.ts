@@ -11,9 +11,10 @@
  * intermediate tensor: values are decoded from the file's bytes straight into the one
  * float32 copy the caller keeps, through a bounded window when they are not contiguous.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
 import { endianness } from 'node:os';
-import { checkpointError } from '../errors.ts';
+import { checkpointError, formatShape, quote } from '../errors.ts';
+import { openRegularFile, readProblem } from '../files.ts';
 import { DTYPE_BYTES, f16Values, type DType } from './dtypes.ts';
 
 /** A host tensor as headsweep passes it around: float32, row-major. */
@@ -57,9 +58,7 @@ export interface StridedView {
   storage: Storage;
 }
 
-export function formatShape(shape: readonly number[]): string {
-  return `[${shape.join(', ')}]`;
-}
+export { formatShape };
 
 /** Element count of a shape, or null when it exceeds 2^53. */
 export function elementCount(shape: readonly number[]): number | null {
@@ -126,7 +125,7 @@ export function alignedSize(n: number): number {
 export function checkBlock(key: string, shape: readonly number[], row: number, rows: number, col: number, cols: number): void {
   const [height, width] = shape;
   if (shape.length !== 2 || row < 0 || col < 0 || rows < 0 || cols < 0 || row + rows > height || col + cols > width) {
-    throw new Error(`block [${row}+${rows}, ${col}+${cols}] is outside '${key}' ${formatShape(shape)}`);
+    throw new Error(`block [${row}+${rows}, ${col}+${cols}] is outside ${quote(key)} ${formatShape(shape)}`);
   }
 }
 
@@ -321,10 +320,9 @@ export class OpenFiles {
     let fd = this.fds.get(file);
     if (fd === undefined) {
       try {
-        fd = openSync(file, 'r');
+        fd = openRegularFile(file);
       } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        throw checkpointError(file, code === 'ENOENT' ? 'no such file' : `cannot open (${code ?? (err as Error).message})`, undefined, err);
+        throw checkpointError(file, readProblem(err), undefined, err);
       }
       this.fds.set(file, fd);
     }

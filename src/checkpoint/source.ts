@@ -12,9 +12,10 @@
  *   `pytorch_model.bin` or `pytorch_model.bin.index.json` beside it (HF save_pretrained,
  *   Trainer `checkpoint-N`, Pythia `stepN`).
  */
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, readdirSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
-import { checkpointError } from '../errors.ts';
+import { checkpointError, quote, shownPath } from '../errors.ts';
+import { openRegularFile, readRegularFile } from '../files.ts';
 import { parseModelConfig, type ModelConfig } from '../model/config.ts';
 import { planTensors, type TensorPlan } from './convert.ts';
 import type { DType } from './dtypes.ts';
@@ -114,10 +115,13 @@ const STEP_FOLDER = /^(checkpoint-|step)(\d+)$/;
 /** TL's saved checkpoints: `*_N.pth`, N tokens seen when above 1e9, else steps (get_checkpoint_labels). */
 const TL_CHECKPOINT_FILE = /_(\d+)\.pth$/;
 
+/** The largest tokenizer.json read for its vocabulary size (real ones are a few MB to a few tens of MB). */
+const MAX_TOKENIZER_BYTES = 256 * 2 ** 20;
+
 function listing(folder: string): string {
   const names = readdirSync(folder).sort();
   if (names.length === 0) return 'it is empty';
-  const shown = names.slice(0, 8).join(', ');
+  const shown = names.slice(0, 8).map((n) => shownPath(n)).join(', ');
   return `it holds ${shown}${names.length > 8 ? `, … (${names.length} entries)` : ''}`;
 }
 
@@ -151,7 +155,7 @@ function folderLayout(folder: string): Layout {
 
 function startsWithZip(file: string): boolean {
   try {
-    const fd = openSync(file, 'r');
+    const fd = openRegularFile(file);
     try {
       const head = new Uint8Array(4);
       return readSync(fd, head, 0, 4, 0) === 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04;
@@ -182,7 +186,7 @@ function metadataCount(file: string, metadata: Record<string, string>, key: stri
   if (raw === undefined) return null;
   const value = Number(raw.trim());
   if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(value)) {
-    throw checkpointError(file, `metadata '${key}' is ${JSON.stringify(raw)}, not a decimal integer below 2^53`, `__metadata__.${key}`);
+    throw checkpointError(file, `metadata ${quote(key)} is ${JSON.stringify(raw)}, not a decimal integer below 2^53`, `__metadata__.${key}`);
   }
   return value;
 }
@@ -199,7 +203,7 @@ function openWeights(layout: Layout, files: OpenFiles): Opened {
   for (const shard of paths) {
     if (index !== null && !existsSync(shard)) {
       const tensor = [...index.weightMap].find(([, s]) => s === shard)![0];
-      throw checkpointError(index.file, `names shard '${relative(dirname(index.file), shard)}' (for tensor '${tensor}' and others), which does not exist`, tensor);
+      throw checkpointError(index.file, `names shard ${quote(relative(dirname(index.file), shard))} (for tensor ${quote(tensor)} and others), which does not exist`, tensor);
     }
   }
   if (layout.container === 'safetensors' || layout.container === 'sharded-safetensors') {
@@ -294,7 +298,7 @@ function familyAndConfig(
   throw checkpointError(
     weights,
     `cannot tell which family this checkpoint is: no config.json beside it${header !== null ? ', no __metadata__.config in its header' : ''}, ` +
-      `and its tensors (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''}) are not TransformerLens names; name the family (${Object.keys(FAMILIES).join(', ')})`,
+      `and its tensors (${names.slice(0, 3).map((n) => quote(n)).join(', ')}${names.length > 3 ? ', …' : ''}) are not TransformerLens names; name the family (${Object.keys(FAMILIES).join(', ')})`,
   );
 }
 
@@ -340,7 +344,7 @@ function tokenizerOf(folder: string): Source['tokenizer'] {
   const file = join(folder, 'tokenizer.json');
   if (!existsSync(file)) return null;
   try {
-    const json = JSON.parse(readFileSync(file, 'utf8')) as { model?: { vocab?: unknown }; added_tokens?: { id?: unknown }[] };
+    const json = JSON.parse(readRegularFile(file, { bytes: MAX_TOKENIZER_BYTES, what: 'a tokenizer.json' }).toString('utf8')) as { model?: { vocab?: unknown }; added_tokens?: { id?: unknown }[] };
     let top = -1;
     const vocab = json.model?.vocab;
     // BPE and WordPiece map token → id; Unigram lists [token, score] pairs in id order.

@@ -27,6 +27,7 @@ import type { ModelConfig } from '../model/config.ts';
 import type { Params } from '../model/forward.ts';
 import { stackedMatMul } from '../model/pieces.ts';
 import type { CompositionKind, CompositionScores } from '../score.ts';
+import { requireFinite } from './finite.ts';
 import { foldedHeadWeight } from './fold.ts';
 
 const KINDS: readonly CompositionKind[] = ['Q', 'K', 'V'];
@@ -60,10 +61,11 @@ function gramFactor(g: Matrix): Matrix {
   return evd.eigenvectorMatrix.mulRowVector(roots);
 }
 
-/** grams: [head, d, d] on the device -> one float64 matrix per head on the host */
-function hostGrams(grams: tf.Tensor3D): Matrix[] {
+/** grams: [head, d, d] on the device -> one float64 matrix per head on the host; `what` names them for an overflow */
+function hostGrams(grams: tf.Tensor3D, what: string): Matrix[] {
   const [nHeads, d] = grams.shape;
   const data = grams.dataSync();
+  requireFinite(data, () => what);
   return Array.from({ length: nHeads }, (_, h) => {
     const g = Matrix.from1DArray(d, d, Array.from(data.subarray(h * d * d, (h + 1) * d * d)));
     // Symmetrise: the float32 product leaves the two triangles a rounding apart.
@@ -102,7 +104,8 @@ function layerFactors(params: Params, c: ModelConfig, l: number): LayerFactors {
     }));
     let host: Record<'q' | 'k' | 'v' | 'o', Matrix[]>;
     try {
-      host = { q: hostGrams(grams.q), k: hostGrams(grams.k), v: hostGrams(grams.v), o: hostGrams(grams.o) };
+      const of = (w: string) => `the ${w} Gram matrices of layer ${l}`;
+      host = { q: hostGrams(grams.q, of('W_Q')), k: hostGrams(grams.k, of('W_K')), v: hostGrams(grams.v, of('W_V')), o: hostGrams(grams.o, of('W_O')) };
     } finally {
       for (const g of Object.values(grams)) g.dispose();
     }
@@ -168,8 +171,11 @@ export function compositionScores(params: Params, c: ModelConfig): CompositionSc
             for (let h2 = 0; h2 < nHeads; h2++) {
               const j = (h1 * KINDS.length + k) * nHeads + h2;
               const dstNorm = kind === 'V' ? factors[l2].normOV[h2] : factors[l2].normQK[h2];
+              const norms = factors[l1].normOV[h1] * dstNorm;
+              // A head whose circuit is zero composes with nothing: its product with any
+              // other is zero too, and the score is 0 (METRICS.md §5), not 0/0.
               // Rounding can leave a true zero slightly negative; the norm of a zero product is 0.
-              scores[i * pairSize + j] = Math.sqrt(Math.max(normSq[j], 0)) / (factors[l1].normOV[h1] * dstNorm);
+              scores[i * pairSize + j] = norms === 0 ? 0 : Math.sqrt(Math.max(normSq[j], 0)) / norms;
             }
           });
         }

@@ -18,6 +18,7 @@ import { weightBlock, type Checkpoint } from '../checkpoint/checkpoint.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { Params } from '../model/forward.ts';
 import { stackedMatMul } from '../model/pieces.ts';
+import { requireFinite } from './finite.ts';
 import { foldedHeadWeight, foldReading } from './fold.ts';
 
 /** Vocabulary rows per slice of the W_U·W_E product (see `unembedEmbed`). */
@@ -111,7 +112,9 @@ export function copyingScores(params: Params, ck: Checkpoint): Float64Array {
   }
   const size = c.d_head * c.d_head;
   for (let i = 0; i < nHeadsTotal; i++) {
-    scores[i] = eigenvalueRealShare(Matrix.from1DArray(c.d_head, c.d_head, data.subarray(i * size, (i + 1) * size)));
+    const circuit = data.subarray(i * size, (i + 1) * size);
+    requireFinite(circuit, () => `the OV circuit of head L${Math.floor(i / c.n_heads)}H${i % c.n_heads}`);
+    scores[i] = eigenvalueRealShare(Matrix.from1DArray(c.d_head, c.d_head, circuit));
   }
   return scores;
 }

@@ -68,8 +68,8 @@ export const TlConfigShape = {
   /** null: every query head has its own key/value head. */
   n_key_value_heads: dim(DIMENSION_LIMITS.n_heads).nullable().optional(),
   scale_attn_by_inverse_layer_idx: z.boolean().default(false),
-  /** Bounded so that it stays a small float32: a huge eps flattens every norm's output. */
-  eps: z.number().positive().max(1).default(1e-5),
+  /** Bounded so that it stays a small normal float32: a huge eps flattens every norm's output, one that rounds to 0 divides by 0. */
+  eps: z.number().min(1e-30).max(1).default(1e-5),
   bos_token_id: z.number().int().min(0).nullable().optional(),
   /** TL: whether prompts get BOS. false drops `bos_token_id` from the internal config. */
   default_prepend_bos: z.boolean().optional(),

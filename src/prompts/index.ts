@@ -9,6 +9,9 @@ import { validatePromptSet } from './validate.ts';
 export interface BuildOptions {
   /** Folder that relative files (tokens, text, tokenizers) resolve against (the run config's folder). */
   baseDir?: string;
+  /** A `tokens` file holding more ids than this is an error (the sweep's memory budget for prompts), with `maxTokensReason` in the message. */
+  maxTokens?: number;
+  maxTokensReason?: string;
   /** How many ids the tokenizer beside the model's weights has, when it has one (Source.tokenizer). */
   tokenizerIds?: number | null;
 }
@@ -18,7 +21,7 @@ export function buildPromptSet(spec: PromptSetSpec, c: ModelConfig, opts: BuildO
   const set =
     spec.kind === 'repeated_random' ? repeatedRandom(spec, c, opts)
     : spec.kind === 'text' ? textPromptSet(spec, c, opts.baseDir)
-    : readTokensFile(spec, opts.baseDir);
+    : readTokensFile(spec, opts.baseDir, { maxTokens: opts.maxTokens, maxTokensReason: opts.maxTokensReason });
   validatePromptSet(set, c);
   return set;
 }

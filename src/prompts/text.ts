@@ -15,12 +15,12 @@
  * tokenizer.json the model's family decides (GPT-2 prepends one, Pythia none), as for
  * repeated_random, and `bos` overrides it.
  */
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { z } from 'zod';
 import type { ModelConfig } from '../model/config.ts';
-import { issueLines, promptError } from '../errors.ts';
+import { issueLines, promptError, shownPath } from '../errors.ts';
+import { readProblem, readRegularFile } from '../files.ts';
 import { resolveBos } from './bos.ts';
 import { seededRng } from './rng.ts';
 import { isBuiltinTokenizer, promptTokenizer, type PromptTokenizer } from './tokenizer.ts';
@@ -83,9 +83,9 @@ export function textPromptSet(raw: TextSpec, c: ModelConfig, baseDir = process.c
   const bos = textBos(where, file, spec.bos, tokenizer, c);
   let bytes: Uint8Array;
   try {
-    bytes = readFileSync(file);
+    bytes = readRegularFile(file);
   } catch (err) {
-    throw promptError(where, `cannot read text file ${file} (${(err as Error).message})`, file);
+    throw promptError(where, `cannot read text file ${shownPath(file)}: ${readProblem(err)}`, file);
   }
   const tokens = tokenizer.encode(bytes);
   if (tokens.length < spec.length) {

@@ -9,10 +9,11 @@
  * Llama's `<s>`): BOS follows the model's family and the prompt set's `bos`, as for every
  * prompt set.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { HeadsweepError } from '../errors.ts';
+import { HeadsweepError, oneLine, shownPath } from '../errors.ts';
+import { FileProblem, readRegularFile } from '../files.ts';
 import { TOKENIZERS, TOKENIZER_NAMES, type TokenizerName } from '../train/tokenizer.ts';
 
 export interface PromptTokenizer {
@@ -27,6 +28,9 @@ export interface PromptTokenizer {
   /** How many line breaks the text of one id holds (for the line numbers in messages). */
   newlines(id: number): number;
 }
+
+/** Larger than any real tokenizer.json (Llama 3's is 9 MB), small enough to refuse a stray file fast. */
+const TOKENIZER_MAX_BYTES = 256 * 2 ** 20;
 
 export function isBuiltinTokenizer(name: string): name is TokenizerName {
   return (TOKENIZER_NAMES as readonly string[]).includes(name);
@@ -72,17 +76,20 @@ export function loadTokenizerJson(file: string): PromptTokenizer {
     const st = statSync(file);
     stamp = `${st.size}:${st.mtimeMs}`;
   } catch {
-    throw new HeadsweepError(`${file}: no such tokenizer.json`, { stage: 'config', file });
+    throw new HeadsweepError(`${shownPath(file)}: no such tokenizer.json`, { stage: 'config', file });
   }
   const cached = loaded.get(file);
   if (cached?.stamp === stamp) return cached.tokenizer;
-  const readJson = (path: string): object => JSON.parse(readFileSync(path, 'utf8')) as object;
+  // Regular files only (a FIFO would block the read), and of a size a tokenizer has
+  // (the largest real ones are tens of MB).
+  const readJson = (path: string): object => JSON.parse(readRegularFile(path, { bytes: TOKENIZER_MAX_BYTES, what: 'a tokenizer file' }).toString('utf8')) as object;
   let hf: HfTokenizer;
   try {
     const configFile = join(dirname(file), 'tokenizer_config.json');
     hf = new HfTokenizer(readJson(file), existsSync(configFile) ? readJson(configFile) : {});
   } catch (err) {
-    throw new HeadsweepError(`${file}: cannot be read as a tokenizer.json (${(err as Error).message})`, { stage: 'config', file, cause: err });
+    const reason = err instanceof FileProblem ? err.message : `${shownPath(file)}: cannot be read as a tokenizer.json (${oneLine((err as Error).message)})`;
+    throw new HeadsweepError(reason, { stage: 'config', file, cause: err });
   }
   const text = new TextDecoder();
   const tokenizer: PromptTokenizer = {

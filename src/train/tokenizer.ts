@@ -13,8 +13,8 @@
  * A corpus file is read whole through one of them (`readCorpus`) for training batches
  * and for the bigram counts of bigram_kl.
  */
-import { readFileSync } from 'node:fs';
-import { HeadsweepError } from '../errors.ts';
+import { HeadsweepError, shownPath } from '../errors.ts';
+import { readProblem, readRegularFile } from '../files.ts';
 
 export const TOKENIZER_NAMES = ['byte', 'char64'] as const;
 export type TokenizerName = (typeof TOKENIZER_NAMES)[number];
@@ -67,9 +67,9 @@ export const TOKENIZERS: Record<TokenizerName, Tokenizer> = { byte: byteTokenize
 export function readCorpus(file: string, tokenizer: TokenizerName): Int32Array {
   let bytes: Uint8Array;
   try {
-    bytes = readFileSync(file);
+    bytes = readRegularFile(file);
   } catch (err) {
-    throw new HeadsweepError(`${file}: cannot read corpus (${(err as Error).message})`, { stage: 'load', file, cause: err });
+    throw new HeadsweepError(`${shownPath(file)}: cannot read corpus: ${readProblem(err)}`, { stage: 'load', file, cause: err });
   }
   return TOKENIZERS[tokenizer].encode(bytes);
 }

@@ -62,7 +62,7 @@ export function brokenCheckpoints(dir: string): Record<string, { at: string; rea
   return {
     'truncated.pt': { at: join(dir, 'truncated.pt'), reason: /: truncated zip: no end-of-central-directory record at the end of the file/ },
     'missing-shard': { at: join(dir, 'missing-shard', 'model.safetensors.index.json'), reason: /: names shard 'model-00002-of-00002\.safetensors' \(for tensor '[^']+' and others\), which does not exist$/ },
-    'bert': { at: join(dir, 'bert', 'config.json'), reason: /: model_type "bert" is not a family headsweep reads/ },
+    'bert': { at: join(dir, 'bert', 'config.json'), reason: /: model_type 'bert' is not a family headsweep reads/ },
     'bad-config': { at: join(dir, 'bad-config', 'config.json'), reason: /: is not valid JSON \(/ },
     'notes': {
       at: join(dir, 'notes'),

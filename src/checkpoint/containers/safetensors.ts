@@ -16,12 +16,24 @@
  */
 import { randomUUID } from 'node:crypto';
 import { closeSync, fstatSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { checkpointError } from '../../errors.ts';
+import { checkpointError, parserMessage, quote } from '../../errors.ts';
+import { jsonShapeProblem } from '../json.ts';
+import { openRegularFile, readProblem } from '../../files.ts';
 import { DTYPE_BYTES, f32ToBF16, f32ToF16, isFloatDType, FLOAT_DTYPES, type DType } from '../dtypes.ts';
 import { elementCount, formatShape, readExactly, ViewReader, type HostTensor, type StoredTensor } from '../read.ts';
 
 /** The safetensors reference implementation caps the header at 100 MB. */
 const MAX_HEADER_BYTES = 100_000_000;
+
+/**
+ * Tensors a header may list: twice the largest TL model's (4096 layers of 16 tensors), far
+ * past any real checkpoint file. It bounds what parsing a header costs:
+ * a 100 MB header of empty entries would otherwise take gigabytes.
+ */
+export const MAX_TENSORS = 1 << 17;
+
+/** Dimensions a tensor may have: real ones have at most 5. */
+const MAX_RANK = 16;
 
 export interface TensorInfo {
   dtype: DType;
@@ -63,11 +75,22 @@ export function readSafetensorsHeader(fd: number, file: string): SafetensorsHead
   const n = Number(headerLen);
   const headerBuf = new Uint8Array(n);
   readExactly(fd, file, headerBuf, 8, 'header');
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBuf);
+  } catch (err) {
+    throw checkpointError(file, `header is not valid JSON (${parserMessage(err)})`, undefined, err);
+  }
+  // An object of entries whose shape and data_offsets are flat lists: 3 levels, 3 containers a tensor.
+  const shape = jsonShapeProblem(text, { depth: 3, containers: 3 * MAX_TENSORS + 2 });
+  if (shape !== null) {
+    throw checkpointError(file, `header is not a safetensors header: it ${shape}, where a header is an object of tensor entries (at most ${MAX_TENSORS}) with flat shape and data_offsets lists`);
+  }
   let json: unknown;
   try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBuf));
+    json = JSON.parse(text);
   } catch (err) {
-    throw checkpointError(file, `header is not valid JSON (${(err as Error).message})`, undefined, err);
+    throw checkpointError(file, `header is not valid JSON (${parserMessage(err)})`, undefined, err);
   }
   if (json === null || typeof json !== 'object' || Array.isArray(json)) {
     throw checkpointError(file, 'header is not a JSON object');
@@ -93,7 +116,7 @@ function parseMetadata(file: string, value: unknown): Record<string, string> {
   }
   const entries = Object.entries(value);
   for (const [k, v] of entries) {
-    if (typeof v !== 'string') throw checkpointError(file, `__metadata__.${k} is not a string`, `__metadata__.${k}`);
+    if (typeof v !== 'string') throw checkpointError(file, `__metadata__ entry ${quote(k)} is ${quote(v, 60)}, not a string`, `__metadata__.${k}`);
   }
   // fromEntries defines own properties, so a key such as "__proto__" stays plain data.
   return Object.fromEntries(entries) as Record<string, string>;
@@ -102,38 +125,41 @@ function parseMetadata(file: string, value: unknown): Record<string, string> {
 /** Checks one header entry on its own; where it sits among the others is `checkLayout`'s job. */
 function parseTensorInfo(file: string, key: string, value: unknown): TensorInfo {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    throw checkpointError(file, `tensor '${key}' has no dtype/shape/data_offsets entry`, key);
+    throw checkpointError(file, `tensor ${quote(key)} has no dtype/shape/data_offsets entry`, key);
   }
   const v = value as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
   if (typeof v.dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, v.dtype)) {
     throw checkpointError(
       file,
-      `tensor '${key}' has unknown dtype ${JSON.stringify(v.dtype)} (known: ${Object.keys(DTYPE_BYTES).join(', ')})`,
+      `tensor ${quote(key)} has unknown dtype ${quote(v.dtype, 40)} (known: ${Object.keys(DTYPE_BYTES).join(', ')})`,
       key,
     );
   }
   const dtype = v.dtype as DType;
   if (!Array.isArray(v.shape) || !v.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-    throw checkpointError(file, `tensor '${key}' has an invalid shape ${JSON.stringify(v.shape)}`, key);
+    throw checkpointError(file, `tensor ${quote(key)} has an invalid shape ${quote(v.shape, 80)}`, key);
+  }
+  if (v.shape.length > MAX_RANK) {
+    throw checkpointError(file, `tensor ${quote(key)} has ${v.shape.length} dimensions; a tensor has at most ${MAX_RANK}`, key);
   }
   const shape = v.shape as number[];
   const offs = v.data_offsets;
   if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && o >= 0)) {
-    throw checkpointError(file, `tensor '${key}' has invalid data_offsets ${JSON.stringify(offs)}`, key);
+    throw checkpointError(file, `tensor ${quote(key)} has invalid data_offsets ${quote(offs, 80)}`, key);
   }
   const [begin, end] = offs as [number, number];
   if (begin > end) {
-    throw checkpointError(file, `tensor '${key}' data_offsets [${begin}, ${end}] are out of range: end before begin`, key);
+    throw checkpointError(file, `tensor ${quote(key)} data_offsets [${begin}, ${end}] are out of range: end before begin`, key);
   }
   const count = elementCount(shape);
   if (count === null) {
-    throw checkpointError(file, `tensor '${key}' shape ${formatShape(shape)} overflows: more than 2^53 elements`, key);
+    throw checkpointError(file, `tensor ${quote(key)} shape ${formatShape(shape)} overflows: more than 2^53 elements`, key);
   }
   const expected = count * DTYPE_BYTES[dtype];
   if (end - begin !== expected) {
     throw checkpointError(
       file,
-      `tensor '${key}' holds ${end - begin} bytes but shape ${formatShape(shape)} × ${dtype} needs ${expected}`,
+      `tensor ${quote(key)} holds ${end - begin} bytes but shape ${formatShape(shape)} × ${dtype} needs ${expected}`,
       key,
     );
   }
@@ -155,7 +181,7 @@ function checkLayout(file: string, tensors: Map<string, TensorInfo>, dataSize: n
     if (t.begin < cursor) {
       throw checkpointError(
         file,
-        `tensors '${prevKey}' and '${key}' overlap in the data section (byte ${t.begin} is before ${cursor})`,
+        `tensors ${quote(prevKey)} and ${quote(key)} overlap in the data section (byte ${t.begin} is before ${cursor})`,
         key,
       );
     }
@@ -169,20 +195,20 @@ function checkLayout(file: string, tensors: Map<string, TensorInfo>, dataSize: n
     if (gap === undefined) {
       throw checkpointError(
         file,
-        `truncated file: the header places tensor data up to byte ${cursor} of the data section but only ${dataSize} bytes follow the header (tensor '${key}' is cut)`,
+        `truncated file: the header places tensor data up to byte ${cursor} of the data section but only ${dataSize} bytes follow the header (tensor ${quote(key)} is cut)`,
         key,
       );
     }
     throw checkpointError(
       file,
-      `tensor '${key}' data_offsets [${t.begin}, ${t.end}] are out of range of the ${dataSize}-byte data section`,
+      `tensor ${quote(key)} data_offsets [${t.begin}, ${t.end}] are out of range of the ${dataSize}-byte data section`,
       key,
     );
   }
   if (gap !== undefined) {
     throw checkpointError(
       file,
-      `data section bytes [${gap.from}, ${gap.to}) belong to no tensor (gap before tensor '${gap.key}')`,
+      `data section bytes [${gap.from}, ${gap.to}) belong to no tensor (gap before tensor ${quote(gap.key)})`,
       gap.key,
     );
   }
@@ -207,7 +233,7 @@ export function storedTensors(file: string, header: SafetensorsHeader): Map<stri
       strides[k] = s;
       s *= t.shape[k];
     }
-    const storage = { file, begin: header.dataStart + t.begin, bytes: t.end - t.begin, label: `tensor '${name}'` };
+    const storage = { file, begin: header.dataStart + t.begin, bytes: t.end - t.begin, label: `tensor ${quote(name)}` };
     out.set(name, { name, dtype: t.dtype, shape: t.shape, strides, offset: 0, storage });
   }
   return out;
@@ -216,8 +242,8 @@ export function storedTensors(file: string, header: SafetensorsHeader): Map<stri
 /** Reads one floating-point tensor as float32. */
 export function readTensor(fd: number, file: string, header: SafetensorsHeader, key: string): HostTensor {
   const t = storedTensors(file, header).get(key);
-  if (!t) throw checkpointError(file, `missing tensor '${key}'`, key);
-  if (!isFloatDType(t.dtype)) throw checkpointError(file, `tensor '${key}' has dtype ${t.dtype}; weights must be ${FLOAT_DTYPES.join(', ')}`, key);
+  if (!t) throw checkpointError(file, `missing tensor ${quote(key)}`, key);
+  if (!isFloatDType(t.dtype)) throw checkpointError(file, `tensor ${quote(key)} has dtype ${t.dtype}; weights must be ${FLOAT_DTYPES.join(', ')}`, key);
   const data = new Float32Array(elementCount(t.shape)!);
   new ViewReader(() => fd, new Uint8Array(1 << 20)).read({ dtype: t.dtype, shape: t.shape, strides: t.strides, base: t.storage.begin, storage: t.storage }, data);
   return { shape: t.shape, data };
@@ -230,11 +256,9 @@ export function readTensor(fd: number, file: string, header: SafetensorsHeader, 
 export function withSafetensors<T>(file: string, fn: (fd: number, header: SafetensorsHeader, keepOpen: () => void) => T): T {
   let fd: number;
   try {
-    fd = openSync(file, 'r');
+    fd = openRegularFile(file);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const reason = code === 'ENOENT' ? 'no such file' : `cannot open (${code ?? (err as Error).message})`;
-    throw checkpointError(file, reason, undefined, err);
+    throw checkpointError(file, readProblem(err), undefined, err);
   }
   let kept = false;
   try {
@@ -284,7 +308,7 @@ export function writeSafetensors(file: string, tensors: Record<string, TensorToW
     const t = tensors[key];
     const count = elementCount(t.shape);
     if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0) || count !== t.data.length) {
-      throw checkpointError(file, `tensor '${key}' has ${t.data.length} values but shape ${formatShape(t.shape)}`, key);
+      throw checkpointError(file, `tensor ${quote(key)} has ${t.data.length} values but shape ${formatShape(t.shape)}`, key);
     }
     const blob = encode(t);
     header[key] = { dtype: t.dtype ?? 'F32', shape: t.shape, data_offsets: [offset, offset + blob.byteLength] };

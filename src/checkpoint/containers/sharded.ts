@@ -6,7 +6,7 @@
  * and checks it against what the shards hold.
  */
 import { dirname, isAbsolute, join, normalize, sep } from 'node:path';
-import { checkpointError } from '../../errors.ts';
+import { checkpointError, quote } from '../../errors.ts';
 import { readJsonObject } from '../json.ts';
 import type { StoredTensor } from '../read.ts';
 
@@ -30,7 +30,7 @@ export function readShardIndex(file: string): ShardIndex {
   for (const [tensor, shard] of Object.entries(map as Record<string, unknown>)) {
     // Shards sit beside the index: a name that leaves the folder is not one.
     if (typeof shard !== 'string' || shard === '' || isAbsolute(shard) || normalize(shard).split(sep).includes('..')) {
-      throw checkpointError(file, `weight_map['${tensor}'] is ${JSON.stringify(shard)}, not the name of a shard file beside the index`, `weight_map.${tensor}`);
+      throw checkpointError(file, `weight_map[${quote(tensor)}] is ${JSON.stringify(shard)}, not the name of a shard file beside the index`, `weight_map.${tensor}`);
     }
     const path = join(dirname(file), shard);
     if (!shards.includes(path)) shards.push(path);
@@ -48,13 +48,13 @@ export function mergeShards(index: ShardIndex, shards: ReadonlyMap<string, Reado
   const out = new Map<string, StoredTensor>();
   for (const [tensor, shard] of index.weightMap) {
     const t = shards.get(shard)?.get(tensor);
-    if (t === undefined) throw checkpointError(index.file, `places tensor '${tensor}' in '${shard}', which has no such tensor`, tensor);
+    if (t === undefined) throw checkpointError(index.file, `places tensor ${quote(tensor)} in ${quote(shard)}, which has no such tensor`, tensor);
     out.set(tensor, t);
   }
   for (const [shard, tensors] of shards) {
     for (const name of tensors.keys()) {
       if (index.weightMap.get(name) !== shard) {
-        throw checkpointError(index.file, `does not place tensor '${name}' in '${shard}', which holds it (is the index from another save?)`, name);
+        throw checkpointError(index.file, `does not place tensor ${quote(name)} in ${quote(shard)}, which holds it (is the index from another save?)`, name);
       }
     }
   }

@@ -8,7 +8,7 @@
  * until a caller reads it (read.ts); storages nothing asks for are never read, which is
  * how an optimizer's state in a nanoGPT checkpoint costs nothing.
  */
-import { checkpointError } from '../../errors.ts';
+import { checkpointError, quote } from '../../errors.ts';
 import { DTYPE_BYTES } from '../dtypes.ts';
 import { readExactly, type Storage, type StoredTensor } from '../read.ts';
 import { PickleError, PyTuple, storageDType, TensorRef, unpickle, type PyKey, type PyValue, type StorageRef } from './pickle.ts';
@@ -82,18 +82,18 @@ export function openTorchArchive(fd: number, file: string, size: number): TorchA
   if (byteorder !== undefined) {
     const start = recordStart(fd, directory, byteorder);
     const bytes = new Uint8Array(Math.min(byteorder.size, 16));
-    readExactly(fd, file, bytes, start, `record '${byteorder.name}'`);
+    readExactly(fd, file, bytes, start, `record ${quote(byteorder.name)}`);
     const order = new TextDecoder().decode(bytes);
-    if (order !== 'little') throw checkpointError(file, `was saved with byte order '${order}'; headsweep reads little-endian archives only`);
+    if (order !== 'little') throw checkpointError(file, `was saved with byte order ${quote(order)}; headsweep reads little-endian archives only`);
     read.push({ begin: start, bytes: byteorder.size });
   }
 
   const pkl = record('data.pkl');
   if (pkl === undefined) throw checkpointError(file, `missing data record: no '${prefix}/data.pkl' in the archive`);
-  if (pkl.size > MAX_PICKLE_BYTES) throw checkpointError(file, `'${pkl.name}' is ${pkl.size} bytes, more than the ${MAX_PICKLE_BYTES} a state dict's pickle takes`);
+  if (pkl.size > MAX_PICKLE_BYTES) throw checkpointError(file, `${quote(pkl.name)} is ${pkl.size} bytes, more than the ${MAX_PICKLE_BYTES} a state dict's pickle takes`);
   const pklStart = recordStart(fd, directory, pkl);
   const pickled = new Uint8Array(pkl.size);
-  readExactly(fd, file, pickled, pklStart, `record '${pkl.name}'`);
+  readExactly(fd, file, pickled, pklStart, `record ${quote(pkl.name)}`);
   read.push({ begin: pklStart, bytes: pkl.size });
   let root: PyValue;
   try {
@@ -111,12 +111,12 @@ export function openTorchArchive(fd: number, file: string, size: number): TorchA
       if (known !== undefined) return known;
       const name = `${prefix}/data/${ref.key}`;
       const entry = directory.entries.get(name);
-      if (entry === undefined) throw checkpointError(file, `missing data record: tensor '${tensor}' is in storage '${ref.key}', but the archive has no record '${name}'`, tensor);
+      if (entry === undefined) throw checkpointError(file, `missing data record: tensor ${quote(tensor)} is in storage ${quote(ref.key)}, but the archive has no record ${quote(name)}`, tensor);
       const needed = ref.numel * DTYPE_BYTES[ref.dtype];
       if (entry.size < needed) {
-        throw checkpointError(file, `record '${name}' holds ${entry.size} bytes, fewer than its storage's ${ref.numel} × ${ref.dtype} (${needed} bytes)`, tensor);
+        throw checkpointError(file, `record ${quote(name)} holds ${entry.size} bytes, fewer than its storage's ${ref.numel} × ${ref.dtype} (${needed} bytes)`, tensor);
       }
-      const storage = { file, begin: recordStart(fd, directory, entry), bytes: needed, label: `record '${name}'` };
+      const storage = { file, begin: recordStart(fd, directory, entry), bytes: needed, label: `record ${quote(name)}` };
       storages.set(ref.key, storage);
       return storage;
     },
@@ -138,7 +138,7 @@ export function stateDictTensors(archive: TorchArchive, value: PyValue, where: s
   const out = new Map<string, StoredTensor>();
   for (const [key, t] of value) {
     if (typeof key !== 'string') throw checkpointError(file, `${where} has a key that is not a string (${String(key)})`);
-    if (!(t instanceof TensorRef)) throw checkpointError(file, `${where}['${key}'] is not a tensor`, key);
+    if (!(t instanceof TensorRef)) throw checkpointError(file, `${where}[${quote(key)}] is not a tensor`, key);
     const storage = archive.storage(t.storage, key);
     // The last element the tensor reads must be inside the storage (strides are ≥ 0).
     if (!t.shape.includes(0)) {
@@ -146,7 +146,7 @@ export function stateDictTensors(archive: TorchArchive, value: PyValue, where: s
       if (last >= t.storage.numel) {
         throw checkpointError(
           file,
-          `tensor '${key}' (shape [${t.shape.join(', ')}], offset ${t.offset}, strides [${t.strides.join(', ')}]) reads element ${last} of storage '${t.storage.key}', which holds ${t.storage.numel}: the storage is smaller than its tensor`,
+          `tensor ${quote(key)} (shape [${t.shape.join(', ')}], offset ${t.offset}, strides [${t.strides.join(', ')}]) reads element ${last} of storage ${quote(t.storage.key)}, which holds ${t.storage.numel}: the storage is smaller than its tensor`,
           key,
         );
       }

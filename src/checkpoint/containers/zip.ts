@@ -14,7 +14,7 @@
  * 64 bytes, and the two extra fields differ.
  */
 import { fstatSync } from 'node:fs';
-import { checkpointError } from '../../errors.ts';
+import { checkpointError, quote } from '../../errors.ts';
 import { readExactly } from '../read.ts';
 
 const EOCD_SIGNATURE = 0x06054b50;
@@ -126,7 +126,7 @@ export function readZipDirectory(fd: number, file: string): ZipDirectory {
       if (id === 0x0001) {
         let f = e + 4;
         const take = () => {
-          if (f + 8 > e + 4 + length) throw broken(`entry '${name}' has a short ZIP64 field`);
+          if (f + 8 > e + 4 + length) throw broken(`entry ${quote(name)} has a short ZIP64 field`);
           const v = u64(dv, f);
           f += 8;
           return v;
@@ -137,7 +137,7 @@ export function readZipDirectory(fd: number, file: string): ZipDirectory {
       }
       e += 4 + length;
     }
-    if (entries.has(name)) throw broken(`record '${name}' is listed twice`);
+    if (entries.has(name)) throw broken(`record ${quote(name)} is listed twice`);
     const entry = { name, method: dv.getUint16(at + 10, true), flags: dv.getUint16(at + 8, true), compressedSize, size, localHeader };
     entries.set(name, entry);
     order.push(entry);
@@ -153,21 +153,21 @@ export function readZipDirectory(fd: number, file: string): ZipDirectory {
 export function recordStart(fd: number, dir: ZipDirectory, entry: ZipEntry): number {
   const { file } = dir;
   if (entry.method !== 0) {
-    throw checkpointError(file, `record '${entry.name}' is compressed (method ${entry.method}); torch.save writes records uncompressed`);
+    throw checkpointError(file, `record ${quote(entry.name)} is compressed (method ${entry.method}); torch.save writes records uncompressed`);
   }
-  if ((entry.flags & 1) !== 0) throw checkpointError(file, `record '${entry.name}' is encrypted`);
+  if ((entry.flags & 1) !== 0) throw checkpointError(file, `record ${quote(entry.name)} is encrypted`);
   if (!(entry.localHeader + 30 <= dir.directoryStart)) {
-    throw checkpointError(file, `broken central directory: record '${entry.name}' has its header at byte ${entry.localHeader}, past the records`);
+    throw checkpointError(file, `broken central directory: record ${quote(entry.name)} has its header at byte ${entry.localHeader}, past the records`);
   }
   const local = new Uint8Array(30);
-  readExactly(fd, file, local, entry.localHeader, `the header of record '${entry.name}'`);
+  readExactly(fd, file, local, entry.localHeader, `the header of record ${quote(entry.name)}`);
   const lv = new DataView(local.buffer);
   if (lv.getUint32(0, true) !== LOCAL_SIGNATURE) {
-    throw checkpointError(file, `missing data record: no record header for '${entry.name}' at byte ${entry.localHeader}`);
+    throw checkpointError(file, `missing data record: no record header for ${quote(entry.name)} at byte ${entry.localHeader}`);
   }
   const start = entry.localHeader + 30 + lv.getUint16(26, true) + lv.getUint16(28, true);
   if (!(start + entry.size <= dir.directoryStart)) {
-    throw checkpointError(file, `broken zip: record '${entry.name}' ([${start}, ${start + entry.size})) runs into the central directory at byte ${dir.directoryStart}`);
+    throw checkpointError(file, `broken zip: record ${quote(entry.name)} ([${start}, ${start + entry.size})) runs into the central directory at byte ${dir.directoryStart}`);
   }
   return start;
 }

@@ -6,7 +6,7 @@
  * This module loads no tfjs, so config schemas can name the families.
  */
 import type { z } from 'zod';
-import { checkpointError, issueLines, type HeadsweepError } from '../../errors.ts';
+import { checkpointError, issueLines, quote, type HeadsweepError } from '../../errors.ts';
 import type { ModelConfig } from '../../model/config.ts';
 import type { Conversion } from '../convert.ts';
 import type { StoredTensor } from '../read.ts';
@@ -68,9 +68,9 @@ export function headSize(w: WrittenConfig, dModelKey: string, dModel: number, he
 export function refuseRopeScaling(w: WrittenConfig, scaling: unknown, parameters: { rope_type?: string } | undefined): void {
   const type = (scaling as { rope_type?: unknown; type?: unknown } | null | undefined)?.rope_type ?? (scaling as { type?: unknown } | null | undefined)?.type;
   if (scaling !== null && scaling !== undefined && type !== 'default') {
-    configProblem(w, 'rope_scaling', `${JSON.stringify(scaling)} changes the rotary frequencies, which headsweep does not implement (only unscaled rotary positions)`);
+    configProblem(w, 'rope_scaling', `${quote(scaling)} changes the rotary frequencies, which headsweep does not implement (only unscaled rotary positions)`);
   }
   if (parameters?.rope_type !== undefined && parameters.rope_type !== 'default') {
-    configProblem(w, 'rope_parameters.rope_type', `'${parameters.rope_type}' changes the rotary frequencies, which headsweep does not implement (only 'default')`);
+    configProblem(w, 'rope_parameters.rope_type', `${quote(parameters.rope_type)} changes the rotary frequencies, which headsweep does not implement (only 'default')`);
   }
 }

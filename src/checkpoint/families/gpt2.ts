@@ -7,6 +7,7 @@ import type { ModelConfig } from '../../model/config.ts';
 import { from, type Conversion, type Recipe } from '../convert.ts';
 import type { StoredTensor } from '../read.ts';
 import { configProblem, headSize, parseWith, type Family, type WrittenConfig } from './family.ts';
+import { quote } from '../../errors.ts';
 
 /** `GPT2Config`'s fields and defaults ([HF] configuration_gpt2.py). */
 const Gpt2Config = z.looseObject({
@@ -95,7 +96,7 @@ export const gpt2: Family<Gpt2Config> = {
     return {
       recipes: r,
       ignored: (name) => BUFFER.test(name),
-      unexpected: (name) => `unexpected tensor '${name}': the GPT-2 conversion does not read it and it is not a known buffer`,
+      unexpected: (name) => `unexpected tensor ${quote(name)}: the GPT-2 conversion does not read it and it is not a known buffer`,
     };
   },
 };

@@ -2,7 +2,7 @@
  * The checkpoint families, and which one a HuggingFace `config.json` names. Adding a
  * family is its file plus its lines here.
  */
-import { checkpointError } from '../../errors.ts';
+import { checkpointError, quote } from '../../errors.ts';
 import type { Family, FamilyName } from './family.ts';
 import { gpt2 } from './gpt2.ts';
 import { llama, LLAMA_MODEL_TYPES } from './llama.ts';
@@ -42,7 +42,7 @@ export function familyOfHfConfig(file: string, value: Record<string, unknown>): 
     if (name === undefined) {
       throw checkpointError(
         file,
-        `model_type ${JSON.stringify(type)} is not a family headsweep reads (it reads ${Object.keys(MODEL_TYPES).join(', ')}); if the model is one of those under another name, force the family (${Object.keys(FAMILIES).join(', ')})`,
+        `model_type ${quote(type)} is not a family headsweep reads (it reads ${Object.keys(MODEL_TYPES).join(', ')}); if the model is one of those under another name, force the family (${Object.keys(FAMILIES).join(', ')})`,
         'model_type',
       );
     }
@@ -51,7 +51,7 @@ export function familyOfHfConfig(file: string, value: Record<string, unknown>): 
   const arch = archs.find((a) => Object.hasOwn(ARCHITECTURES, a));
   if (arch !== undefined) return FAMILIES[ARCHITECTURES[arch]];
   if (archs.length > 0) {
-    throw checkpointError(file, `architectures ${JSON.stringify(archs)} name no family headsweep reads (it reads ${Object.keys(ARCHITECTURES).join(', ')})`, 'architectures');
+    throw checkpointError(file, `architectures ${quote(archs)} name no family headsweep reads (it reads ${Object.keys(ARCHITECTURES).join(', ')})`, 'architectures');
   }
   return null;
 }

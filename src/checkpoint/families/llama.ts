@@ -11,6 +11,7 @@ import type { ModelConfig } from '../../model/config.ts';
 import { from, type Conversion, type Recipe } from '../convert.ts';
 import type { StoredTensor } from '../read.ts';
 import { configProblem, headSize, parseWith, refuseRopeScaling, type Family, type WrittenConfig } from './family.ts';
+import { quote } from '../../errors.ts';
 
 export const LLAMA_MODEL_TYPES = ['llama', 'mistral', 'qwen2'] as const;
 
@@ -125,7 +126,7 @@ export const llama: Family<LlamaConfig> = {
     return {
       recipes: r,
       ignored: (name) => BUFFER.test(name),
-      unexpected: (name) => `unexpected tensor '${name}': the Llama conversion does not read it and it is not a known buffer`,
+      unexpected: (name) => `unexpected tensor ${quote(name)}: the Llama conversion does not read it and it is not a known buffer`,
     };
   },
 };

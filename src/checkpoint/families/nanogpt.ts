@@ -9,6 +9,7 @@ import type { ModelConfig } from '../../model/config.ts';
 import { from, ZEROS, type Conversion, type Recipe } from '../convert.ts';
 import type { StoredTensor } from '../read.ts';
 import { headSize, parseWith, type Family, type WrittenConfig } from './family.ts';
+import { quote } from '../../errors.ts';
 
 /** nanoGPT's GPTConfig as `model_args` records it (model.py; `bias` defaults to True there). */
 const ModelArgs = z.looseObject({
@@ -92,7 +93,7 @@ export const nanogpt: Family<ModelArgs> = {
     return {
       recipes: r,
       ignored: (name) => BUFFER.test(name),
-      unexpected: (name) => `unexpected tensor '${name}' in model: the nanoGPT conversion does not read it and it is not a known buffer`,
+      unexpected: (name) => `unexpected tensor ${quote(name)} in model: the nanoGPT conversion does not read it and it is not a known buffer`,
     };
   },
 };

@@ -8,6 +8,7 @@ import type { ModelConfig } from '../../model/config.ts';
 import { from, type Conversion, type Recipe } from '../convert.ts';
 import type { StoredTensor } from '../read.ts';
 import { headSize, parseWith, refuseRopeScaling, type Family, type WrittenConfig } from './family.ts';
+import { quote } from '../../errors.ts';
 
 /** `GPTNeoXConfig`'s fields and defaults ([HF] configuration_gpt_neox.py, v4 and v5 spellings). */
 const NeoxConfig = z.looseObject({
@@ -106,7 +107,7 @@ export const neox: Family<NeoxConfig> = {
     return {
       recipes: r,
       ignored: (name) => BUFFER.test(name),
-      unexpected: (name) => `unexpected tensor '${name}': the GPT-NeoX conversion does not read it and it is not a known buffer`,
+      unexpected: (name) => `unexpected tensor ${quote(name)}: the GPT-NeoX conversion does not read it and it is not a known buffer`,
     };
   },
 };

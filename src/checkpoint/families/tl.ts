@@ -10,6 +10,7 @@ import { expectedTensors, isIgnoredBuffer, type ModelConfig } from '../../model/
 import { from, type Conversion, type Recipe } from '../convert.ts';
 import type { StoredTensor } from '../read.ts';
 import { configProblem, parseWith, type Family, type WrittenConfig } from './family.ts';
+import { quote } from '../../errors.ts';
 
 /** The keys `convert_neel_model_config` reads ([TL] loading_from_pretrained.py). */
 const NeelConfig = z.looseObject({
@@ -65,7 +66,7 @@ export const tl: Family<TlWritten> = {
     return {
       recipes,
       ignored: isIgnoredBuffer,
-      unexpected: (name) => `unexpected tensor '${name}' for a config with ${c.n_layers} layers and normalization ${c.normalization_type}`,
+      unexpected: (name) => `unexpected tensor ${quote(name)} for a config with ${c.n_layers} layers and normalization ${c.normalization_type}`,
     };
   },
 };
