@@ -125,6 +125,8 @@ function mean(xs: number[]): number {
 /** One sweep of a case's checkpoints from a cold pool. */
 interface SweepRun {
   wall: number;
+  /** CPU seconds of the whole process (every worker thread), from the sweep's start to its end. */
+  cpu: number;
   /** Seconds per checkpoint once every worker had finished its first (null with one checkpoint per worker). */
   warm: number | null;
   /** Mean per-checkpoint stage seconds, from the checkpoints table. */
@@ -144,8 +146,11 @@ async function sweepOnce(c: Case, metrics: MetricsChoice, checkpoints: number, w
 
   const finished: number[] = [];
   const started = performance.now();
+  const cpuStart = process.cpuUsage();
   const result = await runSweep(plan, { log: (e) => e.event === 'checkpoint_finished' && finished.push(performance.now()) });
   const wall = (performance.now() - started) / 1000;
+  const used = process.cpuUsage(cpuStart);
+  const cpu = (used.user + used.system) / 1e6;
 
   const files = readdirSync(join(outDir, 'checkpoints', `run=${c.name}`)).filter((f) => f.endsWith('.arrow'));
   const rows = files.map((f) => tableFromIPC(readFileSync(join(outDir, 'checkpoints', `run=${c.name}`, f))).get(0)!.toJSON());
@@ -155,7 +160,7 @@ async function sweepOnce(c: Case, metrics: MetricsChoice, checkpoints: number, w
   // the first `threads` finish, what is left runs warm.
   const warm = rows.length > threads ? (wall - (finished[threads - 1] - started) / 1000) / (rows.length - threads) : null;
   return {
-    wall, warm, n: rows.length, backend: result.manifest.backend, workers: threads, exitCode: result.exitCode,
+    wall, cpu, warm, n: rows.length, backend: result.manifest.backend, workers: threads, exitCode: result.exitCode,
     stages: { load: stage('load'), forward: stage('forward'), weight: stage('weight'), write: stage('write') },
   };
 }
@@ -185,6 +190,9 @@ async function benchSweep(c: Case, metrics: MetricsChoice, checkpoints: number, 
   console.log(`  backend ${median.backend}, workers ${median.workers}, batch ${batchSize}, checkpoints ${n} (exit ${median.exitCode}), median of ${runs.length} sweep${runs.length === 1 ? '' : 's'}`);
   console.log(`  per checkpoint, worker time (summed over the threads that shared it): load ${s2(stages.load)} s, forward ${s2(stages.forward)} s, weight scores ${s2(stages.weight)} s, write ${s2(stages.write)} s`);
   console.log(`  wall ${median.wall.toFixed(1)} s = ${s2(median.wall / n)} s per checkpoint (all ${runs.length}: ${runs.map((r) => s2(r.wall / r.n)).join(', ')}); ${(tokens / median.wall).toFixed(0)} tokens/s; ${(heads / median.wall).toFixed(1)} heads/s`);
+  // Other processes stretch wall time; CPU time is what the sweep itself used (on a quiet machine, about wall time × workers).
+  const cpu = runs.map((r) => r.cpu / r.n);
+  console.log(`  CPU time, all threads: ${s2(medianOf(cpu))} s per checkpoint (all: ${cpu.map(s2).join(', ')}), i.e. ${s2(medianOf(cpu) / median.workers)} s per checkpoint with a core per worker`);
   const warm = runs.map((r) => r.warm).filter((w): w is number => w !== null);
   if (warm.length > 0) console.log(`  after each worker's first checkpoint: ${s2(medianOf(warm))} s per checkpoint (all: ${warm.map(s2).join(', ')})`);
   const peer = c.peer?.[metrics];

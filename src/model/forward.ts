@@ -121,9 +121,10 @@ function blockWeights(p: Params, c: ModelConfig, l: number): BlockWeights {
  *
  * Why keep them: tfjs-backend-wasm packs a matMul's right operand for XNNPACK once per
  * tensor and reuses the packing while the tensor lives, so a projection weight made anew
- * for every batch is packed anew every time (bench/formulations.ts, [808, 512] × [512,
- * 512]: about 9 ms a product on top of 19). The scorer makes one per checkpoint (or per
- * layer, scoring a layer at a time) and disposes it with the weights.
+ * for every batch is rearranged and packed anew every time (`npx tsx bench/formulations.ts
+ * --only unembed`, [808, 768] × [768, 768]: 1.3× the CPU time of the kept weight's
+ * product). The scorer makes one per checkpoint (or per layer, scoring a layer at a
+ * time) and disposes it with the weights.
  */
 export class WeightLayouts {
   private readonly made = new Map<tf.Tensor, tf.Tensor2D>();

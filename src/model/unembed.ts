@@ -18,7 +18,11 @@ export function unembed(wU: tf.Tensor, bU: tf.Tensor, xf: tf.Tensor3D): tf.Tenso
   return tf.reshape(flat, [batch, pos, (wU as tf.Tensor2D).shape[1]]) as tf.Tensor3D; // (B·T, V) -> (B, T, V)
 }
 
-/** Vocabulary columns per slice of `unembedLogSumExp` (see bench/formulations.ts). */
+/**
+ * Vocabulary columns per slice of `unembedLogSumExp`: slices of 512 and 2048 run at the same
+ * rate, 8192 1.2× and the whole product 1.5× slower (`npx tsx bench/formulations.ts --only
+ * unembed`), and a slice's logits stay small ([808, 2048] floats, 6.6 MB).
+ */
 export const VOCAB_SLICE = 2048;
 
 /** W_U and b_U a vocabulary slice at a time, from wherever they are kept (the scorer reads them from the checkpoint file). */
@@ -55,7 +59,7 @@ export function unembedRows(xf: tf.Tensor3D, at: Int32Array): tf.Tensor2D {
  *
  * As m − log max_v softmax(z)_v with m = max_v z_v (max softmax = exp(m − lse)): the wasm
  * backend's softmax computes its exponentials vectorised, its tf.exp one at a time, so
- * this takes ~11 ms on a [808, 2048] slice against ~30 ms for tf.logSumExp
+ * this takes ~9 ms of CPU on a [808, 2048] slice against ~33 ms for tf.logSumExp
  * (bench/formulations.ts). max softmax ≥ 1/n, so its log loses nothing.
  */
 function sliceLogSumExp(z: tf.Tensor2D): tf.Tensor1D {
