@@ -1,6 +1,7 @@
 /**
  * How the forward pass's new pieces are formulated, measured: MLP products and
- * activations, rotary positions, grouped-query attention. Each candidate computes the
+ * activations, rotary positions, grouped-query attention, the sliced unembedding of the
+ * loss scores and the projection weights kept across batches. Each candidate computes the
  * same values on a realistic shape; the script prints CPU milliseconds per call (median of
  * several, after a warm-up) and asserts nothing. The choices in src/model/ cite these.
  *
@@ -23,6 +24,7 @@ const argv = await yargs(process.argv.slice(2))
   .option('backend', { choices: BACKENDS, default: 'wasm' as const })
   .option('repeat', { type: 'number', default: 9 })
   .option('batch', { type: 'number', default: 8, description: 'sequences of 101 tokens' })
+  .option('only', { choices: ['mlp', 'rotary', 'gqa', 'unembed'] as const, description: 'one group of pieces' })
   .strict()
   .parseAsync();
 
@@ -78,8 +80,10 @@ const randn = (shape: number[], scale = 1) => tf.mul(tf.randomNormal(shape, 0, 1
 
 console.log(`formulations on ${backend}, batch ${B} × ${T} tokens, median of ${argv.repeat}`);
 
+const run = (group: NonNullable<typeof argv.only>) => argv.only === undefined || argv.only === group;
+
 // ---- MLP: [batch·pos, d_model] × [d_model, d_mlp] → act → × [d_mlp, d_model]
-{
+if (run('mlp')) {
   const x = randn([rows, D]);
   const wIn = randn([D, M], 1 / Math.sqrt(D));
   const wGate = randn([D, M], 1 / Math.sqrt(D));
@@ -129,7 +133,7 @@ console.log(`formulations on ${backend}, batch ${B} × ${T} tokens, median of ${
 }
 
 // ---- Rotary on q (or k), as the projection leaves it: [batch·pos, head·d_head]
-for (const rd of [16, 64]) {
+for (const rd of run('rotary') ? [16, 64] : []) {
   const c = modelConfig({ n_layers: 1, n_heads: H, d_model: D, d_head: dH, d_vocab: 2, n_ctx: T, positional_embedding_type: 'rotary', rotary_dim: rd });
   const r = rotation(c, T); // cos, sin: (T, dh); swap R: (dh, dh)
   const x = randn([rows, D]);
@@ -172,7 +176,7 @@ for (const rd of [16, 64]) {
 }
 
 // ---- Grouped-query attention: 12 query heads on 3 key/value heads (4:1)
-{
+if (run('gqa')) {
   const kv = 3;
   const g = H / kv;
   const x = randn([rows, D]);
@@ -198,4 +202,39 @@ for (const rd of [16, 64]) {
   });
   report(`GQA scores q·kᵀ, ${H} heads on ${kv} kv heads, d_model ${D}: pieces cut apart on the host (inference)`, scoresOf(stackedMatMul));
   report(`GQA scores q·kᵀ, the same with one batched tf.matMul (training)`, scoresOf((a, b) => tf.matMul(a, b)));
+}
+
+// ---- The loss scores' unembedding: log Σ exp of each row's logits, never all logits at once (unembed.ts)
+if (run('unembed')) {
+  const V = 16384; // a third of GPT-2's vocabulary, enough to show the slice width's effect
+  const x = randn([rows, D + 1]) as tf.Tensor2D; // the final residual with a column of ones for b_U
+  const wU = randn([D + 1, V], 1 / Math.sqrt(D));
+  // One tensor per slice, as the scorer uploads them (here kept across calls, so packed once).
+  const slices = (n: number) => Array.from({ length: V / n }, (_, i) => tf.keep(tf.slice(wU, [0, i * n], [D + 1, n]) as tf.Tensor2D));
+  const bySlice = new Map([512, 2048, 8192].map((n) => [n, slices(n)]));
+  const sliceLse = (z: tf.Tensor2D) => tf.sub(tf.max(z, 1), tf.log(tf.max(tf.softmax(z), 1))); // (rows)
+  const sliced = (n: number) => () => tf.logSumExp(tf.stack(bySlice.get(n)!.map((w) => sliceLse(tf.matMul(x, w))), 1), 1); // (rows, slices) -> (rows)
+  report(
+    `log-sum-exp of [${rows}, ${D + 1}] × [${D + 1}, ${V}] logits, by vocabulary slice`,
+    {
+      'slices of 2048 (VOCAB_SLICE)': sliced(2048),
+      'slices of 512': sliced(512),
+      'slices of 8192': sliced(8192),
+      'whole, one product and tf.logSumExp': () => tf.logSumExp(tf.matMul(x, wU), 1),
+    },
+    (2 * rows * (D + 1) * V) / 1e9,
+  );
+  const z = tf.matMul(x, bySlice.get(2048)![0]) as tf.Tensor2D; // (rows, 2048)
+  report(`log-sum-exp of one [${rows}, 2048] slice`, {
+    'max − log max softmax (unembed.ts)': () => sliceLse(z),
+    'tf.logSumExp': () => tf.logSumExp(z, 1),
+  });
+  const w = randn([H, D, dH], 1 / Math.sqrt(D)); // W_Q: (H, dm, dh)
+  const side = (t: tf.Tensor) => tf.reshape(tf.transpose(t, [1, 0, 2]), [D, H * dH]) as tf.Tensor2D; // (dm, H·dh)
+  const kept = side(w);
+  const xq = randn([rows, D]);
+  report(`projection [${rows}, ${D}] × [${D}, ${H * dH}], heads side by side`, {
+    'weight rearranged once and kept (WeightLayouts, forward.ts)': () => tf.matMul(xq, kept),
+    'weight rearranged anew per batch': () => tf.matMul(xq, side(w)),
+  }, (2 * rows * D * H * dH) / 1e9);
 }

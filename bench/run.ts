@@ -1,11 +1,14 @@
 /**
- * `npm run bench`: sweep speed and memory on seeded random-weight checkpoints of two
- * research shapes, through the real pipeline (config → pool → tables), plus training
- * throughput. Prints figures; asserts nothing. Checkpoints are generated once into
- * bench/.data (ignored by git) and reused.
+ * `npm run bench`: sweep speed and memory on seeded random-weight checkpoints of four
+ * research shapes (attn-only-2L, GPT-2 small without and with MLPs, Pythia-160M), through
+ * the real pipeline (config → pool → tables), each with every head score and then with
+ * the loss scores too, beside the TransformerLens-style PyTorch figures where they were
+ * measured; plus training throughput. Prints figures; asserts nothing. Checkpoints are
+ * generated once into bench/.data (ignored by git) and reused.
  *
- *   npm run bench                      both cases, default workers (available cores)
- *   npm run bench -- --case 2l --workers 1 --backend cpu --repeat 5
+ *   npm run bench                      every case, default workers (available cores)
+ *   npm run bench -- --case 2l --metrics loss --workers 1 --backend cpu --repeat 5
+ *   npm run bench -- --case 2l --checkpoints 1     a lone checkpoint, shared by the workers
  *
  * Each sweep starts a cold pool, as a nightly run does; the median of `--repeat` sweeps
  * is printed with the spread, since a shared 2-core machine varies by ±15% run to run.
@@ -33,22 +36,55 @@ interface Case {
   name: string;
   checkpoints: number;
   config: ModelConfig;
+  /**
+   * The same sweep done TransformerLens-style in PyTorch on this machine (cached forward,
+   * head detection, factored-OV eigenvalues per head, dense composition; with logits and
+   * the loss for the loss metrics), seconds per checkpoint, and the target set against it.
+   */
+  peer?: Partial<Record<MetricsChoice, { seconds: string; target: number }>>;
+}
+
+/** Every head score (the registry's scores per head or pair of heads), or those and the loss scores. */
+type MetricsChoice = 'heads' | 'loss';
+
+function metricNames(choice: MetricsChoice): string[] {
+  const heads = METRICS.filter((m) => m.per === 'head' || m.per === 'head_pair').map((m) => m.name);
+  return choice === 'heads' ? heads : [...heads, ...METRICS.filter((m) => m.kind === 'loss').map((m) => m.name)];
 }
 
 const LN_STANDARD = { attn_only: true, normalization_type: 'LN', positional_embedding_type: 'standard', eps: 1e-5, bos_token_id: 0 } as const;
+const GPT2_SMALL = { n_layers: 12, n_heads: 12, d_model: 768, d_head: 64, n_ctx: 1024 } as const;
 
 const CASES: Record<string, Case> = {
   // The attn-only-2L research model shape (TransformerLens `attn-only-2l`).
-  '2l': { name: 'attn-only-2l', checkpoints: 4, config: modelConfig({ n_layers: 2, n_heads: 8, d_model: 512, d_head: 64, d_vocab: 48262, n_ctx: 1024, ...LN_STANDARD }) },
+  '2l': {
+    name: 'attn-only-2l', checkpoints: 4,
+    config: modelConfig({ n_layers: 2, n_heads: 8, d_model: 512, d_head: 64, d_vocab: 48262, n_ctx: 1024, ...LN_STANDARD }),
+    peer: { heads: { seconds: '2.4–2.6', target: 0.8 }, loss: { seconds: '6.4', target: 6.4 } },
+  },
   // GPT-2 small's attention stack without MLPs.
-  gpt2: { name: 'attn-only-gpt2-small', checkpoints: 2, config: modelConfig({ n_layers: 12, n_heads: 12, d_model: 768, d_head: 64, d_vocab: 50257, n_ctx: 1024, ...LN_STANDARD }) },
+  gpt2: { name: 'attn-only-gpt2-small', checkpoints: 2, config: modelConfig({ ...GPT2_SMALL, d_vocab: 50257, ...LN_STANDARD }), peer: { heads: { seconds: '274', target: 30 } } },
+  // GPT-2 small itself.
+  'gpt2-mlp': {
+    name: 'gpt2-small', checkpoints: 2,
+    config: modelConfig({ ...GPT2_SMALL, d_vocab: 50257, ...LN_STANDARD, attn_only: false, d_mlp: 3072, act_fn: 'gelu_new' }),
+    peer: { heads: { seconds: '252', target: 36 } },
+  },
+  // Pythia-160M (GPT-NeoX): rotary on 16 of each head's 64 dimensions, attention and MLP in parallel.
+  pythia: {
+    name: 'pythia-160m', checkpoints: 2,
+    config: modelConfig({
+      ...GPT2_SMALL, n_ctx: 2048, d_vocab: 50304, ...LN_STANDARD, attn_only: false, d_mlp: 3072, act_fn: 'gelu',
+      positional_embedding_type: 'rotary', rotary_dim: 16, parallel_attn_mlp: true,
+    }),
+  },
 };
 
 /** Seeded random checkpoints, written once. */
-function ensureCheckpoints(c: Case): string {
+function ensureCheckpoints(c: Case, checkpoints: number): string {
   const dir = join(DATA, c.name);
   mkdirSync(dir, { recursive: true });
-  for (let i = 0; i < c.checkpoints; i++) {
+  for (let i = 0; i < checkpoints; i++) {
     const file = join(dir, `step-${i}.safetensors`);
     if (existsSync(file)) continue;
     process.stderr.write(`bench: generating ${file} (${(parameterCount(c.config) / 1e6).toFixed(1)}M parameters)\n`);
@@ -58,19 +94,23 @@ function ensureCheckpoints(c: Case): string {
   return dir;
 }
 
-function sweepConfig(c: Case, dir: string, backend: BackendChoice, batchSize: number): string {
+/** The sweep's checkpoint paths: the first `checkpoints` of the case's. */
+function checkpointPaths(dir: string, checkpoints: number): string {
+  return Array.from({ length: checkpoints }, (_, i) => JSON.stringify(join(dir, `step-${i}.safetensors`))).join(', ');
+}
+
+function sweepConfig(c: Case, dir: string, backend: BackendChoice, batchSize: number, metrics: MetricsChoice = 'heads', checkpoints = c.checkpoints): string {
   const file = join(DATA, `${c.name}.yaml`);
   writeFileSync(file, [
     `name: bench-${c.name}`,
     `output: out-${c.name}`,
     'checkpoints:',
     `  - run: ${c.name}`,
-    `    paths: ["${dir}/*.safetensors"]`,
+    `    paths: [${checkpointPaths(dir, checkpoints)}]`,
     'prompt_sets:',
     // The default prompt set of the issue: 64 × (1 + 25·4) tokens.
     '  - {name: rrt, kind: repeated_random, length: 25, repeats: 4, count: 64, seed: 0}',
-    // Every head score: per head and per pair of heads (the metric registry's).
-    `metrics: [${METRICS.filter((m) => m.per === 'head' || m.per === 'head_pair').map((m) => m.name).join(', ')}]`,
+    `metrics: [${metricNames(metrics).join(', ')}]`,
     `batch_size: ${batchSize}`,
     `backend: ${backend}`,
     '',
@@ -85,6 +125,8 @@ function mean(xs: number[]): number {
 /** One sweep of a case's checkpoints from a cold pool. */
 interface SweepRun {
   wall: number;
+  /** CPU seconds of the whole process (every worker thread), from the sweep's start to its end. */
+  cpu: number;
   /** Seconds per checkpoint once every worker had finished its first (null with one checkpoint per worker). */
   warm: number | null;
   /** Mean per-checkpoint stage seconds, from the checkpoints table. */
@@ -95,17 +137,20 @@ interface SweepRun {
   exitCode: number;
 }
 
-async function sweepOnce(c: Case, workers: number, backend: BackendChoice, batchSize: number): Promise<SweepRun> {
-  const dir = ensureCheckpoints(c);
-  const configFile = sweepConfig(c, dir, backend, batchSize);
+async function sweepOnce(c: Case, metrics: MetricsChoice, checkpoints: number, workers: number, backend: BackendChoice, batchSize: number): Promise<SweepRun> {
+  const dir = ensureCheckpoints(c, checkpoints);
+  const configFile = sweepConfig(c, dir, backend, batchSize, metrics, checkpoints);
   const outDir = join(DATA, `out-${c.name}`);
   rmSync(outDir, { recursive: true, force: true });
   const plan = await buildPlan(loadConfig(configFile), { workers });
 
   const finished: number[] = [];
   const started = performance.now();
+  const cpuStart = process.cpuUsage();
   const result = await runSweep(plan, { log: (e) => e.event === 'checkpoint_finished' && finished.push(performance.now()) });
   const wall = (performance.now() - started) / 1000;
+  const used = process.cpuUsage(cpuStart);
+  const cpu = (used.user + used.system) / 1e6;
 
   const files = readdirSync(join(outDir, 'checkpoints', `run=${c.name}`)).filter((f) => f.endsWith('.arrow'));
   const rows = files.map((f) => tableFromIPC(readFileSync(join(outDir, 'checkpoints', `run=${c.name}`, f))).get(0)!.toJSON());
@@ -115,32 +160,54 @@ async function sweepOnce(c: Case, workers: number, backend: BackendChoice, batch
   // the first `threads` finish, what is left runs warm.
   const warm = rows.length > threads ? (wall - (finished[threads - 1] - started) / 1000) / (rows.length - threads) : null;
   return {
-    wall, warm, n: rows.length, backend: result.manifest.backend, workers: threads, exitCode: result.exitCode,
+    wall, cpu, warm, n: rows.length, backend: result.manifest.backend, workers: threads, exitCode: result.exitCode,
     stages: { load: stage('load'), forward: stage('forward'), weight: stage('weight'), write: stage('write') },
   };
 }
 
+/** What a sweep costs per checkpoint: once every worker is past its first when there are more, else wall over checkpoints. */
+function perCheckpoint(r: SweepRun): number {
+  return r.warm ?? r.wall / r.n;
+}
+
 /** Sweeps a case `repeat` times from a cold pool and prints the median run, and the spread. */
-async function benchSweep(c: Case, workers: number, backend: BackendChoice, batchSize: number, repeat: number): Promise<void> {
+async function benchSweep(c: Case, metrics: MetricsChoice, checkpoints: number, workers: number, backend: BackendChoice, batchSize: number, repeat: number): Promise<void> {
   const runs: SweepRun[] = [];
-  for (let i = 0; i < repeat; i++) runs.push(await sweepOnce(c, workers, backend, batchSize));
+  for (let i = 0; i < repeat; i++) runs.push(await sweepOnce(c, metrics, checkpoints, workers, backend, batchSize));
   runs.sort((a, b) => a.wall - b.wall);
   const median = runs[Math.floor((runs.length - 1) / 2)];
   const { n, stages } = median;
   const tokens = 64 * 101 * n;
   const heads = c.config.n_layers * c.config.n_heads * n;
-  const perCheckpoint = (r: SweepRun) => (r.wall / r.n).toFixed(2);
-  console.log(`\n${c.name}: ${c.config.n_layers} layers × ${c.config.n_heads} heads, d_model ${c.config.d_model}, d_vocab ${c.config.d_vocab}`);
-  console.log(`  backend ${median.backend}, workers ${median.workers}, batch ${batchSize}, checkpoints ${n} (exit ${median.exitCode}), median of ${runs.length} sweep${runs.length === 1 ? "" : "s"}`);
-  console.log(`  per checkpoint, one worker's time: load ${stages.load.toFixed(2)} s, forward ${stages.forward.toFixed(2)} s, weight scores ${stages.weight.toFixed(2)} s, write ${stages.write.toFixed(2)} s`);
-  console.log(`  wall ${median.wall.toFixed(1)} s = ${perCheckpoint(median)} s per checkpoint (all ${runs.length}: ${runs.map(perCheckpoint).join(', ')}); ${(tokens / median.wall).toFixed(0)} tokens/s; ${(heads / median.wall).toFixed(1)} heads/s`);
-  if (median.warm !== null) console.log(`  after each worker's first checkpoint: ${median.warm.toFixed(2)} s per checkpoint`);
+  const s2 = (x: number) => x.toFixed(2);
+  const { d_mlp: dMlp } = c.config;
+  const shape = [
+    `${c.config.n_layers} layers × ${c.config.n_heads} heads`, `d_model ${c.config.d_model}`, dMlp === null ? 'attention only' : `d_mlp ${dMlp} ${c.config.act_fn}`,
+    `d_vocab ${c.config.d_vocab}`, c.config.positional_embedding_type === 'rotary' ? `rotary_dim ${c.config.rotary_dim}` : c.config.positional_embedding_type,
+    ...(c.config.parallel_attn_mlp ? ['parallel blocks'] : []),
+  ];
+  console.log(`\n${c.name} (${shape.join(', ')}): ${metricNames(metrics).join(', ')}`);
+  console.log(`  backend ${median.backend}, workers ${median.workers}, batch ${batchSize}, checkpoints ${n} (exit ${median.exitCode}), median of ${runs.length} sweep${runs.length === 1 ? '' : 's'}`);
+  console.log(`  per checkpoint, worker time (summed over the threads that shared it): load ${s2(stages.load)} s, forward ${s2(stages.forward)} s, weight scores ${s2(stages.weight)} s, write ${s2(stages.write)} s`);
+  console.log(`  wall ${median.wall.toFixed(1)} s = ${s2(median.wall / n)} s per checkpoint (all ${runs.length}: ${runs.map((r) => s2(r.wall / r.n)).join(', ')}); ${(tokens / median.wall).toFixed(0)} tokens/s; ${(heads / median.wall).toFixed(1)} heads/s`);
+  // Other processes stretch wall time; CPU time is what the sweep itself used (on a quiet machine, about wall time × workers).
+  const cpu = runs.map((r) => r.cpu / r.n);
+  console.log(`  CPU time, all threads: ${s2(medianOf(cpu))} s per checkpoint (all: ${cpu.map(s2).join(', ')}), i.e. ${s2(medianOf(cpu) / median.workers)} s per checkpoint with a core per worker`);
+  const warm = runs.map((r) => r.warm).filter((w): w is number => w !== null);
+  if (warm.length > 0) console.log(`  after each worker's first checkpoint: ${s2(medianOf(warm))} s per checkpoint (all: ${warm.map(s2).join(', ')})`);
+  // The peer's figures are per checkpoint of a sweep of the case's size, what the target compares.
+  const peer = n === c.checkpoints ? c.peer?.[metrics] : undefined;
+  if (peer !== undefined) {
+    const ours = medianOf(runs.map(perCheckpoint));
+    const verdict = ours <= peer.target ? 'met' : 'NOT met';
+    console.log(`  TransformerLens-style PyTorch on this machine: ${peer.seconds} s per checkpoint; here ${s2(ours)} s (target ≤ ${peer.target} s: ${verdict})`);
+  }
   console.log(`  peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB (whole process, all worker threads)`);
 }
 
 const BIN = resolve(import.meta.dirname, '..', 'bin', 'headsweep.js');
 
-function median(xs: number[]): number {
+function medianOf(xs: number[]): number {
   const sorted = [...xs].sort((a, b) => a - b);
   return sorted[Math.floor((sorted.length - 1) / 2)];
 }
@@ -170,7 +237,7 @@ function timeCli(args: string[], until?: (stderr: string) => boolean): Promise<n
 
 /** What a user waits for before anything happens: `--help`, and a cold sweep up to its first checkpoint. */
 async function benchStartup(c: Case, workers: number, backend: BackendChoice, batchSize: number, repeat: number): Promise<void> {
-  const config = sweepConfig(c, ensureCheckpoints(c), backend, batchSize);
+  const config = sweepConfig(c, ensureCheckpoints(c, c.checkpoints), backend, batchSize);
   const out = join(DATA, 'out-startup');
   const help: number[] = [];
   const first: number[] = [];
@@ -182,25 +249,28 @@ async function benchStartup(c: Case, workers: number, backend: BackendChoice, ba
   rmSync(out, { recursive: true, force: true });
   const spread = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(', ');
   console.log(`\nstart-up of bin/headsweep.js (compiled), median of ${repeat}:`);
-  console.log(`  --help: ${median(help).toFixed(2)} s wall (all: ${spread(help)})`);
-  console.log(`  sweep ${c.name}, ${workers} workers: ${median(first).toFixed(2)} s from process start to the first checkpoint started (all: ${spread(first)})`);
+  console.log(`  --help: ${medianOf(help).toFixed(2)} s wall (all: ${spread(help)})`);
+  console.log(`  sweep ${c.name}, ${workers} workers: ${medianOf(first).toFixed(2)} s from process start to the first checkpoint started (all: ${spread(first)})`);
 }
 
+const SWEEPS = Object.keys(CASES) as (keyof typeof CASES)[];
 const argv = await yargs(process.argv.slice(2))
-  .option('case', { choices: ['startup', '2l', 'gpt2', 'train', 'all'] as const, default: 'all' as const })
+  .option('case', { choices: ['startup', ...SWEEPS, 'train', 'all'], default: 'all' })
+  .option('metrics', { choices: ['heads', 'loss'] as const, description: 'every head score, or those and the loss scores; default: both in turn' })
+  .option('checkpoints', { type: 'number', description: "checkpoints per sweep (default the case's: 4 for 2l, else 2); 1 shows a lone checkpoint shared by the workers" })
   .option('workers', { type: 'number', default: availableParallelism() })
   .option('backend', { choices: ['auto', ...BACKENDS] as const, default: 'auto' as const })
   .option('batch-size', { type: 'number', default: 8, description: 'sequences per forward pass (the config default)' })
-  .option('repeat', { type: 'number', description: 'sweeps per case (the median is reported); default 3, 1 for gpt2' })
+  .option('repeat', { type: 'number', description: 'sweeps per case (the median is reported); default 3' })
   .strict()
   .parseAsync();
 
 if (argv.case === 'all') {
   // One process per case, so each peak RSS is that case's alone.
   console.log(`headsweep bench on ${availableParallelism()} cores, Node ${process.version}`);
-  for (const name of ['startup', '2l', 'gpt2', 'train']) {
+  for (const name of ['startup', ...SWEEPS, 'train']) {
     const args = [...process.execArgv, process.argv[1], '--case', name, '--workers', String(argv.workers), '--backend', argv.backend, '--batch-size', String(argv['batch-size'])];
-    if (argv.repeat !== undefined) args.push('--repeat', String(argv.repeat));
+    for (const key of ['metrics', 'checkpoints', 'repeat'] as const) if (argv[key] !== undefined) args.push(`--${key}`, String(argv[key]));
     const child = spawnSync(process.execPath, args, { stdio: 'inherit' });
     if (child.status !== 0) process.exitCode = child.status ?? 1;
   }
@@ -210,5 +280,8 @@ if (argv.case === 'all') {
   const { benchTraining } = await import('./train.ts');
   await benchTraining(argv.backend);
 } else {
-  await benchSweep(CASES[argv.case], argv.workers, argv.backend, argv['batch-size'], argv.repeat ?? (argv.case === 'gpt2' ? 1 : 3));
+  const c = CASES[argv.case];
+  for (const metrics of argv.metrics === undefined ? (['heads', 'loss'] as const) : [argv.metrics]) {
+    await benchSweep(c, metrics, argv.checkpoints ?? c.checkpoints, argv.workers, argv.backend, argv['batch-size'], argv.repeat ?? 3);
+  }
 }

@@ -58,6 +58,8 @@ export type SweepEvent =
     heads: number;
     /** Measured times; 0 for work that was not done (a rewrite without scoring). */
     seconds: { load: number; forward: number; weights: number; write: number };
+    /** Worker threads that shared its scoring; 0 when nothing was scored (a rewrite). */
+    workers: number;
   })
   | (CheckpointRef & {
     event: 'checkpoint_skipped';

@@ -3,11 +3,15 @@
  * outcomes out. The worker code is `worker.ts`, which threads run as built into
  * `dist/worker.mjs` (see pipeline/package.ts), also when this module runs from source.
  *
- * One task is one checkpoint with all its prompt sets, so its weights are read once and
- * its weight scores computed once. A checkpoint that is bad (a HeadsweepError: truncated
- * file, wrong shapes) comes back at once as a value (`ok: false`) with the stage it failed
- * in: scoring it again would fail the same way. A worker fault is retried on a fresh
- * thread, up to `retries` more attempts, then comes back as a value too:
+ * One task is one part of a checkpoint's work (src/work.ts): usually all of it, its
+ * prompt sets and its weight scores, so its weights are read once. When threads would
+ * otherwise sit idle (fewer checkpoints left than workers, see sweep.ts), a checkpoint is
+ * cut into parts of about equal cost, one per thread, and their values are merged here in
+ * a fixed order, so the scores do not depend on how it was cut. A checkpoint that is bad
+ * (a HeadsweepError: truncated file, wrong shapes) comes back at once as a value
+ * (`ok: false`) with the stage it failed in: scoring it again would fail the same way. A
+ * worker fault is retried on a fresh thread, up to `retries` more attempts, then comes
+ * back as a value too:
  * - the scoring threw something that is not a HeadsweepError (the thread ends itself,
  *   since its tfjs state may be half-built; see worker.ts),
  * - the attempt ran past `taskTimeoutSeconds` (piscina terminates the thread on abort,
@@ -25,8 +29,10 @@ import type { FamilyName } from '../src/checkpoint/families/family.ts';
 import type { Rule } from '../src/classify.ts';
 import { HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
 import { staleBuild, WORKER_FILE } from './package.ts';
+import { labelHeads } from '../src/classify.ts';
 import type { PromptSet } from '../src/prompts/types.ts';
 import type { CheckpointScores, ScoreOptions } from '../src/score.ts';
+import { mergeParts, scoreRequest, splitWork, wholeWork, workCosts, type PartScores, type WorkPart } from '../src/work.ts';
 
 /** Starts the backend in a worker; answers which backend runs. */
 export interface InitRequest {
@@ -34,7 +40,7 @@ export interface InitRequest {
   backend: BackendChoice;
 }
 
-/** Scores one checkpoint file. */
+/** Scores one part of a checkpoint's work. */
 export interface CheckpointRequest {
   kind: 'checkpoint';
   /** Names this attempt in the thread's notes (`WorkerNote`); unique within a pool. */
@@ -47,7 +53,20 @@ export interface CheckpointRequest {
   /** Token sequences of every prompt set, built for the run's model. */
   promptSets: PromptSet[];
   score: ScoreOptions;
+  part: WorkPart;
+}
+
+/** What the sweep asks of the pool for one checkpoint. */
+export interface ScoreJob {
+  backend: BackendChoice;
+  file: string;
+  /** Read as this family instead of telling it from the files (the run's `family:`). */
+  family?: FamilyName;
+  promptSets: PromptSet[];
+  score: ScoreOptions;
   rules: Rule[];
+  /** The model config the plan read, to cut the work by cost; null: the work stays whole. */
+  config: ModelConfig | null;
 }
 
 export type WorkerRequest = InitRequest | CheckpointRequest;
@@ -63,6 +82,31 @@ export type WorkerNote =
 
 export type InitOutcome = { ok: true; backend: BackendName } | { ok: false; stage: Stage; message: string };
 
+/** How a checkpoint could not be scored. */
+export interface CheckpointFailure {
+  ok: false;
+  backend: BackendName | null;
+  /** null when the file could not be read. */
+  sha256: string | null;
+  stage: Stage;
+  message: string;
+}
+
+/** What a thread returns for one part. */
+export type PartOutcome =
+  | {
+    ok: true;
+    backend: BackendName;
+    /** Hex sha256 of the file's bytes. */
+    sha256: string;
+    /** The model config the weights were scored with. */
+    config: ModelConfig;
+    scores: PartScores;
+    /** Reading and hashing the file. */
+    loadSeconds: number;
+  }
+  | CheckpointFailure;
+
 export type CheckpointOutcome =
   | {
     ok: true;
@@ -74,17 +118,12 @@ export type CheckpointOutcome =
     scores: CheckpointScores;
     /** [promptSetIndex][layer * n_heads + head], null where no rule matches. */
     labels: (string | null)[][];
-    /** Reading and hashing the file. */
+    /** Reading and hashing the file, summed over the threads that shared it. */
     loadSeconds: number;
+    /** Threads that shared its scoring. */
+    parts: number;
   }
-  | {
-    ok: false;
-    backend: BackendName | null;
-    /** null when the file could not be read. */
-    sha256: string | null;
-    stage: Stage;
-    message: string;
-  };
+  | CheckpointFailure;
 
 /** How one attempt at a checkpoint went wrong without the checkpoint being at fault. */
 export type FaultKind = 'threw' | 'timeout' | 'exited' | 'out_of_memory';
@@ -154,12 +193,14 @@ function attemptsText(faults: readonly Fault[]): string {
 
 export class CheckpointPool {
   readonly workers: number;
-  private readonly pool: Piscina<WorkerRequest, InitOutcome | CheckpointOutcome>;
+  private readonly pool: Piscina<WorkerRequest, InitOutcome | PartOutcome>;
   private readonly retries: number;
   private readonly timeoutMs: number;
   private readonly onEvent: (event: PoolEvent) => void;
   private readonly attempts = new Map<number, Attempt>();
   private nextToken = 1;
+  /** Parts handed to piscina and not settled: running, or waiting for a thread. */
+  private pending = 0;
 
   constructor(opts: PoolOptions) {
     this.workers = opts.workers;
@@ -205,11 +246,41 @@ export class CheckpointPool {
     return [...names][0]!;
   }
 
+  /** Threads with nothing to do and nothing waiting for them. */
+  idleThreads(): number {
+    return Math.max(0, this.workers - this.pending);
+  }
+
   /**
-   * Scores one checkpoint, retrying worker faults on fresh threads. Every attempt sends
-   * the same request, so a retried checkpoint scores exactly as a first try would.
+   * Scores one checkpoint in `parts` parts of about equal cost (1: whole), each on its
+   * own thread when threads are free, and merges them. Every part's attempts send the
+   * same request, so a retried part scores exactly as a first try would, and the merge
+   * adds batches in a fixed order (src/work.ts), so the scores do not depend on `parts`.
+   * The first part that fails (in part order) is the checkpoint's failure.
    */
-  async score(request: Omit<CheckpointRequest, 'kind' | 'token'>, signal?: AbortSignal): Promise<CheckpointOutcome> {
+  async score(job: ScoreJob, signal?: AbortSignal, parts = 1): Promise<CheckpointOutcome> {
+    const { file, promptSets, score, rules, config } = job;
+    const cut = parts > 1 && config !== null
+      ? splitWork(workCosts(config, promptSets, score.metrics, score.batchSize, score.icl), parts)
+      : [wholeWork(promptSets, score.batchSize)];
+    const outcomes = await Promise.all(cut.map((part) => this.scorePart({ backend: job.backend, file, family: job.family, promptSets, score, part }, signal)));
+    const failed = outcomes.find((o) => !o.ok);
+    if (failed !== undefined && !failed.ok) return failed;
+    const done = outcomes as Extract<PartOutcome, { ok: true }>[];
+    const first = done[0];
+    if (done.some((o) => o.sha256 !== first.sha256)) {
+      // The file changed between the parts' reads: their values are of different bytes.
+      return { ok: false, backend: first.backend, sha256: null, stage: 'load', message: `${file}: the file changed while it was being scored; it is scored again by the next sweep` };
+    }
+    const scores = mergeParts(first.config, promptSets, scoreRequest(first.config, score.metrics, score.batchSize, score.icl), done.map((o) => o.scores));
+    return {
+      ok: true, backend: first.backend, sha256: first.sha256, config: first.config, scores,
+      labels: labelHeads(scores, rules), loadSeconds: done.reduce((s, o) => s + o.loadSeconds, 0), parts: done.length,
+    };
+  }
+
+  /** One part, retrying worker faults on fresh threads. */
+  private async scorePart(request: Omit<CheckpointRequest, 'kind' | 'token'>, signal?: AbortSignal): Promise<PartOutcome> {
     const faults: Fault[] = [];
     for (;;) {
       const result = await this.attempt(request, signal);
@@ -226,7 +297,7 @@ export class CheckpointPool {
   }
 
   /** One attempt: the worker's outcome, or the fault that stopped it. Rejects only when `signal` aborts. */
-  private async attempt(request: Omit<CheckpointRequest, 'kind' | 'token'>, signal?: AbortSignal): Promise<CheckpointOutcome | Fault> {
+  private async attempt(request: Omit<CheckpointRequest, 'kind' | 'token'>, signal?: AbortSignal): Promise<PartOutcome | Fault> {
     const token = this.nextToken++;
     const timeout = new AbortController();
     let timer: NodeJS.Timeout | undefined;
@@ -237,10 +308,11 @@ export class CheckpointPool {
       note: null,
     };
     this.attempts.set(token, attempt);
+    this.pending++;
     try {
       const task: CheckpointRequest = { kind: 'checkpoint', token, ...request };
       const both = signal === undefined ? timeout.signal : AbortSignal.any([signal, timeout.signal]);
-      return (await this.pool.run(task, { signal: both })) as CheckpointOutcome;
+      return (await this.pool.run(task, { signal: both })) as PartOutcome;
     } catch (err) {
       if (signal?.aborted) throw err;
       if (timeout.signal.aborted) {
@@ -256,6 +328,7 @@ export class CheckpointPool {
       // An uncaught error ended the thread (node sends it over, name and all).
       return { kind: 'threw', stage: 'worker', what: `threw ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}` };
     } finally {
+      this.pending--;
       clearTimeout(timer);
       this.attempts.delete(token);
     }

@@ -242,6 +242,8 @@ class SweepRun {
   private readonly reported = new Set<string>();
   /** --watch: the file stamp each checkpoint failed at; it is not tried again until the file changes. */
   readonly failedAt = new Map<string, string>();
+  /** Checkpoints of the current pass that need a worker and have not been handed to the pool yet. */
+  private unstarted = 0;
   private byFile = new Map<string, PlannedCheckpoint>();
 
   constructor(
@@ -398,6 +400,7 @@ class SweepRun {
     }
 
     this.passes++;
+    this.unstarted = items.filter(needsPool).length;
     let done = 0;
     const queue = new PQueue({ concurrency: plan.maxInFlight });
     const onStop = () => queue.clear();
@@ -489,7 +492,8 @@ class SweepRun {
     this.log({ event: 'checkpoint_started', run: ck.run, path: ck.path, step: ck.step, reason: work.reason, prompt_sets: work.sets, weights: work.weights });
     let outcome: Scored | null = null;
     if (needsPool(item)) {
-      let result = await this.score(plan, run, ck, work);
+      this.unstarted--;
+      let result = await this.score(plan, run, ck, work, this.shareOut());
       if (result.ok && work.keep !== null && result.sha256 !== work.keep.sha256) {
         // The file changed after it was hashed: the stored rows are for other bytes.
         work = allWork('changed', item.keys);
@@ -513,7 +517,7 @@ class SweepRun {
     const heads = written.scores.nLayers * written.scores.nHeads;
     this.log({
       event: 'checkpoint_finished', run: ck.run, path: ck.path, step: ck.step, sha256: written.sha256, id: written.id,
-      prompt_sets: work.sets, weights: work.weights, heads, seconds: written.seconds,
+      prompt_sets: work.sets, weights: work.weights, heads, seconds: written.seconds, workers: outcome?.parts ?? 0,
     });
     const top = topHeads(written.scores, written.labels, this.opts.topHeads ?? 3);
     // Results arrive in any order; the plan is in step order, so keep the latest in it.
@@ -534,8 +538,17 @@ class SweepRun {
     item.prev = renamed;
   }
 
-  /** Asks the pool for the prompt sets and weight scores `work` names. */
-  private async score(plan: Plan, run: RunPlan, ck: PlannedCheckpoint, work: Work): Promise<CheckpointOutcome> {
+  /**
+   * How many threads share the checkpoint about to be scored: those that would otherwise
+   * have nothing to do, when fewer checkpoints are left to start than threads are free.
+   * Sharing never changes a score (src/work.ts), only when the sweep ends.
+   */
+  private shareOut(): number {
+    return Math.max(1, this.pool!.idleThreads() - this.unstarted);
+  }
+
+  /** Asks the pool for the prompt sets and weight scores `work` names, shared by `parts` threads. */
+  private async score(plan: Plan, run: RunPlan, ck: PlannedCheckpoint, work: Work, parts = 1): Promise<CheckpointOutcome> {
     const c = this.config;
     const sets = new Set(work.sets);
     // A partial rescore asks only for what it writes: the per-prompt-set metrics (copying
@@ -552,7 +565,8 @@ class SweepRun {
       // The counts are structured-cloned into every task (not transferred: each task needs them).
       score: { metrics, batchSize: c.batch_size, icl: c.icl, bigrams: metrics.includes('bigram_kl') ? plan.bigram!.bigrams : undefined },
       rules: c.classify,
-    }, this.stop.signal);
+      config: ck.config,
+    }, this.stop.signal, parts);
   }
 
   /** Writes one table file in every format; returns the paths relative to the output root. */
@@ -711,8 +725,8 @@ export async function runSweep(plan: Plan, opts: SweepOptions = {}): Promise<Swe
   const mine = shardOf(plan, opts.shard ?? null);
   const run = new SweepRun(mine.config, mine.outDir, mine.configFile, opts, null);
   const items = await run.decideAll(mine, plannedCheckpoints(mine));
-  // More threads than checkpoints to score would only start backends that never get work.
-  await run.start(Math.max(1, Math.min(mine.config.workers, items.filter(needsPool).length)), mine);
+  // Threads beyond the checkpoints to score share their work (`shareOut`); with nothing to score, one is enough.
+  await run.start(items.some(needsPool) ? mine.config.workers : 1, mine);
   try {
     await run.pass(mine, items, 0);
   } catch (err) {

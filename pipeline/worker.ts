@@ -14,11 +14,10 @@ import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { initBackend, type BackendChoice, type BackendName } from '../src/backend.ts';
 import { closeCheckpoint, loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import { ReadBuffer } from '../src/checkpoint/read.ts';
-import { labelHeads } from '../src/classify.ts';
 import { HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
-import { HEAD_METRICS, headScores } from '../src/metrics/registry.ts';
-import { scoreCheckpoint, type CheckpointScores } from '../src/score.ts';
-import type { CheckpointOutcome, CheckpointRequest, InitOutcome, InitRequest, WorkerNote, WorkerRequest } from './pool.ts';
+import { scoreCheckpointPart } from '../src/score.ts';
+import type { PartScores } from '../src/work.ts';
+import type { CheckpointRequest, InitOutcome, InitRequest, PartOutcome, WorkerNote, WorkerRequest } from './pool.ts';
 
 /**
  * This thread's checkpoints are read into one reused buffer (see ReadBuffer): a thread
@@ -51,7 +50,7 @@ class ThreadFault extends Error {
 }
 
 /** A HeadsweepError becomes the checkpoint's failure, in its own stage; anything else is a fault of this thread. */
-function failure(err: unknown, stage: Stage, backendName: BackendName | null, sha256: string | null): CheckpointOutcome {
+function failure(err: unknown, stage: Stage, backendName: BackendName | null, sha256: string | null): PartOutcome {
   if (!(err instanceof HeadsweepError)) throw new ThreadFault(stage, err);
   return { ok: false, backend: backendName, sha256, stage: err.stage, message: err.message };
 }
@@ -69,21 +68,21 @@ function abandon(token: number, err: unknown): never {
 }
 
 /** Every distinct buffer behind the score arrays, for the transfer list. */
-function buffersOf(scores: CheckpointScores): ArrayBuffer[] {
+function buffersOf(scores: PartScores): ArrayBuffer[] {
   const arrays: (ArrayBufferView | undefined)[] = [];
-  // Every per-head array: each prompt set's pattern scores, the weight scores once (with no prompt sets too).
-  for (const m of HEAD_METRICS) {
-    for (let p = 0; p < Math.max(1, scores.promptSets.length); p++) arrays.push(headScores(scores, p, m));
+  for (const b of scores.batches) arrays.push(b.headSums, b.counts, b.losses);
+  // The weight scores: per-head arrays, and composition's columns.
+  for (const v of Object.values(scores.weights ?? {})) {
+    if (ArrayBuffer.isView(v)) arrays.push(v);
+    else if (typeof v === 'object') arrays.push(v.src_layer, v.src_head, v.dst_layer, v.dst_head, v.score);
   }
-  const c = scores.composition;
-  if (c) arrays.push(c.src_layer, c.src_head, c.dst_layer, c.dst_head, c.score);
   const buffers = new Set<ArrayBuffer>();
   for (const a of arrays) if (a !== undefined && a.buffer instanceof ArrayBuffer) buffers.add(a.buffer);
   return [...buffers];
 }
 
-/** Scores one checkpoint; its score arrays move to the main thread. Throws what is not a verdict on the checkpoint. */
-export async function scoreTask(req: CheckpointRequest): Promise<CheckpointOutcome> {
+/** Scores one part of a checkpoint; its score arrays move to the main thread. Throws what is not a verdict on the checkpoint. */
+export async function scoreTask(req: CheckpointRequest): Promise<PartOutcome> {
   let backendName: BackendName;
   try {
     backendName = await backend(req.backend);
@@ -96,26 +95,25 @@ export async function scoreTask(req: CheckpointRequest): Promise<CheckpointOutco
   try {
     // Loading hashes the file in the same pass; W_E and W_U stay in it, read in slices later.
     // A model the backend cannot hold is refused before any weight is read.
-    checkpoint = loadCheckpoint(req.file, { family: req.family, readBuffer, leaveInFile: VOCABULARY_MATRICES, backend: backendName });
+    const vocabularyOnDevice = req.score.metrics.includes('bigram_kl');
+    checkpoint = loadCheckpoint(req.file, { family: req.family, readBuffer, leaveInFile: VOCABULARY_MATRICES, backend: backendName, vocabularyOnDevice });
   } catch (err) {
     return failure(err, 'load', backendName, null);
   }
   const sha256 = checkpoint.sha256;
   const loadSeconds = (performance.now() - loadStart) / 1000;
 
-  let scores: CheckpointScores;
-  let labels: (string | null)[][];
+  let scores: PartScores;
   try {
-    scores = await scoreCheckpoint(checkpoint, req.promptSets, req.score);
-    labels = labelHeads(scores, req.rules);
+    scores = await scoreCheckpointPart(checkpoint, req.promptSets, req.score, req.part);
   } catch (err) {
     return failure(err, 'score', backendName, sha256);
   } finally {
     closeCheckpoint(checkpoint);
   }
-  const outcome: CheckpointOutcome = { ok: true, backend: backendName, sha256, config: checkpoint.config, scores, labels, loadSeconds };
+  const outcome: PartOutcome = { ok: true, backend: backendName, sha256, config: checkpoint.config, scores, loadSeconds };
   // piscina moves an object that carries its transfer list under these two symbols.
-  return move({ [transferableSymbol]: buffersOf(scores), [valueSymbol]: outcome }) as unknown as CheckpointOutcome;
+  return move({ [transferableSymbol]: buffersOf(scores), [valueSymbol]: outcome }) as unknown as PartOutcome;
 }
 
 async function initTask(req: InitRequest): Promise<InitOutcome> {
@@ -131,8 +129,8 @@ async function initTask(req: InitRequest): Promise<InitOutcome> {
  * timeout counts from there) and turns a throw into the end of the thread. Fault-injection
  * fixtures (test/fixtures/workers) wrap `scoreTask` with it as the real entry does.
  */
-export function taskHandler(score: (req: CheckpointRequest) => Promise<CheckpointOutcome>) {
-  return async (req: WorkerRequest): Promise<InitOutcome | CheckpointOutcome> => {
+export function taskHandler(score: (req: CheckpointRequest) => Promise<PartOutcome>) {
+  return async (req: WorkerRequest): Promise<InitOutcome | PartOutcome> => {
     if (req.kind === 'init') return initTask(req);
     // The timeout is the checkpoint's own time: a fresh thread starts its backend first.
     // A backend that cannot start is reported by `score`, which awaits the same promise.

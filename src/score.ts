@@ -1,21 +1,40 @@
 /**
  * The unit of work the pipeline calls: every requested score for one checkpoint over
- * all its prompt sets, with weights uploaded once.
+ * all its prompt sets, or one part of that work (work.ts), with weights uploaded once.
+ *
+ * How a part runs:
+ * - Its forward batches (`forwardBatches`) go through the model with every pattern
+ *   reduced to per-head masked sums as soon as its layer made it; with loss metrics the
+ *   final residual is kept at the positions a loss score reads (metrics/loss.ts).
+ * - The unembedding then runs over those rows a vocabulary slice at a time
+ *   (model/unembed.ts), W_U read from the checkpoint a slice at a time.
+ * - The weight scores read the weights alone.
+ * A model whose layers do not all fit the backend's memory at once (checkpoint/memory.ts)
+ * is run a layer at a time: each layer's weights are uploaded, every batch of the part
+ * goes through that layer, and they are freed before the next. Each batch is computed
+ * by the same operations either way, so both ways give the same scores.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { nonFiniteError, weightBlock, weightOf, type Checkpoint } from './checkpoint/checkpoint.ts';
+import { backendFit } from './checkpoint/memory.ts';
 import { expectedShapes, type ModelConfig } from './model/config.ts';
 import { HeadsweepError, messageOf, quote, shownPath, type Stage } from './errors.ts';
 import type { Bigrams } from './metrics/bigrams.ts';
-import { addLossBatch, batchLosses, checkIclPositions, emptyLossTotals, lossScores, type IclPositions } from './metrics/loss.ts';
+import { checkIclPositions, lossTargets, type IclPositions } from './metrics/loss.ts';
+import type { PatternMask } from './metrics/mask.ts';
 import { maskedHeadSums } from './metrics/pattern.ts';
 import {
   METRIC_NAMES, metricSpec, metricsOfKind,
   type HeadWeightsMetric, type MetricName, type MetricOfKind, type MetricWhere, type PatternMetricName,
 } from './metrics/registry.ts';
-import { disposeParams, forward, uploadParams, type Params } from './model/forward.ts';
+import { disposeParams, Pass, uploadParams, WeightLayouts, type Params } from './model/forward.ts';
+import { unembedLogSumExp, unembedRows, VOCAB_SLICE, type UnembedColumns } from './model/unembed.ts';
 import type { PromptSet } from './prompts/types.ts';
 import { validatePromptSet } from './prompts/validate.ts';
+import {
+  batchTokens, forwardBatches, lossRequest, mergeParts, readsPrompts, scoreRequest, wholeWork,
+  type BatchValues, type PartScores, type ScoreRequest, type WeightScores, type WorkPart,
+} from './work.ts';
 
 export { METRIC_NAMES, type MetricName };
 
@@ -27,6 +46,13 @@ export interface ScoreOptions {
   icl: IclPositions;
   /** The corpus bigram_kl compares the direct path with; needed only when bigram_kl is asked for. */
   bigrams?: Bigrams;
+  /**
+   * Upload and run one layer at a time. Default: only when the model's layers do not all
+   * fit the backend's memory at once (checkpoint/memory.ts). The scores are the same.
+   */
+  layerByLayer?: boolean;
+  /** Vocabulary columns per slice of the unembedding (default `VOCAB_SLICE`); the scores do not depend on it beyond float32 rounding. */
+  vocabSlice?: number;
 }
 
 /**
@@ -65,32 +91,35 @@ export interface CheckpointScores
   nHeads: number;
   /** One entry per prompt set given, in order, holding the pattern and loss metrics asked for (possibly none). */
   promptSets: PromptSetScores[];
+  /** Seconds spent on the forward batches and on the weight scores (summed over parts). */
   seconds: { forward: number; weights: number };
 }
 
 /**
- * Scores one checkpoint. Prompt sets are checked against the model first; then weights
- * are uploaded once, each prompt set runs in batches of up to `batchSize` consecutive
- * sequences of one length, and the weight scores (bigram_kl among them) are computed
- * once. Every tensor it makes is disposed before it returns, also on error.
+ * Scores one checkpoint: its whole work as one part (see work.ts), merged. Every tensor
+ * it makes is disposed before it returns, also on error.
  */
 export async function scoreCheckpoint(ck: Checkpoint, promptSets: readonly PromptSet[], opts: ScoreOptions): Promise<CheckpointScores> {
+  const part = await scoreCheckpointPart(ck, promptSets, opts, wholeWork(promptSets, opts.batchSize));
+  return mergeParts(ck.config, promptSets, scoreRequest(ck.config, opts.metrics, opts.batchSize, opts.icl), [part]);
+}
+
+/**
+ * Scores one part of a checkpoint's work: the forward batches `part.batches` of
+ * `forwardBatches(promptSets, opts.batchSize)`, and the weight scores when `part.weights`.
+ * Prompt sets and options are checked first. Every tensor it makes is disposed before it
+ * returns, also on error.
+ */
+export async function scoreCheckpointPart(ck: Checkpoint, promptSets: readonly PromptSet[], opts: ScoreOptions, part: WorkPart): Promise<PartScores> {
   const c = ck.config;
   if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) {
     throw new HeadsweepError(`batch size ${opts.batchSize} is not a positive integer`, { stage: 'config', key: 'batch_size' });
   }
-  const request: ForwardRequest = {
-    // A model without layers has no heads, hence no pattern scores to compute.
-    patterns: c.n_layers > 0 ? metricsOfKind(opts.metrics, 'pattern') : [],
-    loss: metricsOfKind(opts.metrics, 'loss'),
-    batchSize: opts.batchSize,
-    icl: opts.icl,
-  };
-  if (request.loss.includes('icl_score')) checkIclPositions(opts.icl);
-  const bigrams = opts.bigrams;
+  const req = scoreRequest(c, opts.metrics, opts.batchSize, opts.icl);
+  if (req.loss.includes('icl_score')) checkIclPositions(opts.icl);
   const corpusMetrics = metricsOfKind(opts.metrics, 'corpus');
   const wantsBigramKl = corpusMetrics.length > 0;
-  if (wantsBigramKl && bigrams === undefined) {
+  if (wantsBigramKl && opts.bigrams === undefined) {
     throw new HeadsweepError(`${corpusMetrics.join(', ')} needs the bigram counts of a corpus (ScoreOptions.bigrams)`, { stage: 'config', key: 'bigram' });
   }
   for (const set of promptSets) validatePromptSet(set, c);
@@ -99,131 +128,247 @@ export async function scoreCheckpoint(ck: Checkpoint, promptSets: readonly Promp
   const nonFinite = nonFiniteError(ck);
   if (nonFinite !== null) throw nonFinite;
 
-  const result: CheckpointScores = { nLayers: c.n_layers, nHeads: c.n_heads, promptSets: [], seconds: { forward: 0, weights: 0 } };
+  const all = forwardBatches(promptSets, opts.batchSize);
+  const batches = readsPrompts(req) ? all.slice(part.batches.from, part.batches.to) : [];
+  const out: PartScores = { part, batches: [], seconds: { forward: 0, weights: 0 } };
+  const layered = opts.layerByLayer ?? !backendFit(c, tf.getBackend() as Parameters<typeof backendFit>[1], wantsBigramKl).whole;
+
   // The vocabulary-sized matrices hold most of a checkpoint's bytes and are uploaded only
-  // for what reads them on the device: the unembedding for logits, both for bigram_kl.
-  // The forward pass looks embeddings up on the host, and copying streams them in slices.
-  const onDevice = new Set(expectedShapes(c).keys());
-  if (!wantsBigramKl) onDevice.delete('embed.W_E');
-  if (!wantsBigramKl && request.loss.length === 0) for (const key of ['unembed.W_U', 'unembed.b_U']) onDevice.delete(key);
-  const params = uploadParams(new Map([...onDevice].map((key) => [key, weightOf(ck, key)])));
+  // for bigram_kl, which reads them whole: the forward pass looks embeddings up on the
+  // host, the unembedding and copying read them from the checkpoint a slice at a time.
+  const onDevice = [...expectedShapes(c).keys()].filter((key) => wantsBigramKl || !['embed.W_E', 'unembed.W_U', 'unembed.b_U'].includes(key));
+  const device = new DeviceWeights(ck, layered ? onDevice.filter((key) => !isLayerKey(key)) : onDevice);
   try {
-    if (request.patterns.length > 0 || request.loss.length > 0) {
+    if (batches.length > 0) {
       const start = performance.now();
-      for (const set of promptSets) {
-        result.promptSets.push(await inStage('forward', ck.path, () => scorePromptSet(params, ck, set, request)));
-      }
-      result.seconds.forward = (performance.now() - start) / 1000;
-    } else {
-      result.promptSets = promptSets.map((set) => ({ promptSet: set.name }));
+      const run = () => runBatches(ck, device, req, promptSets, batches, part.batches.from, layered, opts.vocabSlice ?? VOCAB_SLICE);
+      out.batches = await inStage('forward', ck.path, run);
+      out.seconds.forward = (performance.now() - start) / 1000;
     }
-    const start = performance.now();
-    const input = { params, checkpoint: ck };
-    for (const name of metricsOfKind(opts.metrics, 'weights')) {
-      const spec = metricSpec(name);
-      // One branch per shape of result, so that each assignment is typed.
-      if (spec.per === 'head') result[spec.name] = await inStage('score', ck.path, () => spec.compute(input));
-      else result[spec.name] = await inStage('score', ck.path, () => spec.compute(input));
+    if (part.weights) {
+      const start = performance.now();
+      // A layer at a time, the weight scores are given what they read: attention weights and norms, never the MLPs.
+      if (layered) device.add(onDevice.filter((key) => isLayerKey(key) && !/\.(mlp|ln2)\./.test(key)));
+      out.weights = await weightScores(ck, device.params, opts, corpusMetrics);
+      out.seconds.weights = (performance.now() - start) / 1000;
     }
-    for (const name of corpusMetrics) {
-      const spec = metricSpec(name);
-      result[spec.name] = await inStage('score', ck.path, () => spec.compute({ ...input, bigrams: bigrams! }));
-    }
-    result.seconds.weights = (performance.now() - start) / 1000;
   } finally {
-    disposeParams(params);
+    device.dispose();
   }
-  return result;
+  return out;
 }
 
-/** What the forward pass of each batch must produce. */
-interface ForwardRequest {
-  patterns: PatternMetricName[];
-  loss: MetricOfKind<'loss'>[];
-  batchSize: number;
-  icl: IclPositions;
+/** Whether a TL key is one layer's weight. */
+function isLayerKey(key: string): boolean {
+  return key.startsWith('blocks.');
 }
 
-async function scorePromptSet(params: Params, ck: Checkpoint, set: PromptSet, req: ForwardRequest): Promise<PromptSetScores> {
+/** The weights on the device for a part, uploaded from the checkpoint's host weights by key. */
+class DeviceWeights {
+  readonly params: Params;
+
+  constructor(private readonly ck: Checkpoint, keys: readonly string[]) {
+    this.params = uploadParams(new Map(keys.map((key) => [key, weightOf(ck, key)])));
+  }
+
+  add(keys: readonly string[]): void {
+    Object.assign(this.params, uploadParams(new Map(keys.map((key) => [key, weightOf(this.ck, key)]))));
+  }
+
+  /** Uploads layer l's weights for `use`, then frees them and what `layouts` made from them. */
+  withLayer<T>(l: number, keys: readonly string[], layouts: WeightLayouts, use: (params: Params) => T): T {
+    const prefix = `blocks.${l}.`;
+    const layer = uploadParams(new Map(keys.filter((k) => k.startsWith(prefix)).map((key) => [key, weightOf(this.ck, key)])));
+    try {
+      return use({ ...this.params, ...layer });
+    } finally {
+      layouts.dispose();
+      disposeParams(layer);
+    }
+  }
+
+  dispose(): void {
+    disposeParams(this.params);
+  }
+}
+
+/** One batch on its way through the layers. */
+interface BatchInFlight {
+  index: number;
+  tokens: Int32Array[];
+  masks: PatternMask[];
+  pass: Pass;
+  /** The residual stream entering the next layer: [batch, pos, d_model]. */
+  resid: tf.Tensor3D;
+  /** Per layer done: the per-metric per-head masked sums, [metric·head]. */
+  sums: Float32Array[];
+  /** With loss metrics, after the last layer: the rows the unembedding reads, [batch·target, d_model + 1]. */
+  rows?: tf.Tensor2D;
+}
+
+/**
+ * Runs `batches` (indices `first`, `first + 1`, … in `forwardBatches`) through the model:
+ * with every layer on the device, each batch through all layers in turn; a layer at a
+ * time, every batch through each layer. Then the unembedding, when losses are asked for.
+ */
+function runBatches(
+  ck: Checkpoint, device: DeviceWeights, req: ScoreRequest, promptSets: readonly PromptSet[],
+  batches: ReturnType<typeof forwardBatches>, first: number, layered: boolean, vocabSlice: number,
+): BatchValues[] {
   const c = ck.config;
-  const heads = c.n_layers * c.n_heads;
-  const patternLayers = req.patterns.length > 0 ? Array.from({ length: c.n_layers }, (_, l) => l) : [];
-  const wantLogits = req.loss.length > 0;
-  const sums = req.patterns.map(() => new Float64Array(heads)); // per metric: [layer·head]
-  const counts = req.patterns.map(() => 0);
-  const loss = emptyLossTotals();
+  const wantLoss = req.loss.length > 0;
+  const lastLayer = c.n_layers - 1;
+  const layerKeys = [...expectedShapes(c).keys()].filter(isLayerKey);
+  const inFlight: BatchInFlight[] = [];
+  // Rearranged weights, kept for every batch: for the part, or a layer at a time for that layer.
+  const layouts = new WeightLayouts();
 
-  for (const batch of equalLengthBatches(set.sequences, req.batchSize)) {
-    const [nSeq, pos] = [batch.length, batch[0].length];
-    const masks = req.patterns.map((m) => metricSpec(m).mask(batch));
-    // One download per batch: per metric, per layer, the [head] sums; then the token losses.
-    const reduced = tf.tidy(() => {
-      const tokens = tf.tensor2d(concat(batch), [nSeq, pos], 'int32'); // (B, T)
-      const tokenEmbeddings = tf.tensor3d(embedOnHost(ck, batch), [nSeq, pos, c.d_model]); // (B, T, dm)
-      const out = forward(params, c, tokens, { patternLayers, logits: wantLogits, tokenEmbeddings, inference: true });
-      const parts: tf.Tensor1D[] = [];
-      for (const m of masks) {
-        for (const pattern of out.patterns) parts.push(maskedHeadSums(pattern, m)); // (H)
+  const start = (i: number): BatchInFlight => {
+    const tokens = batchTokens(promptSets, batches[i]);
+    const [n, pos] = [tokens.length, tokens[0].length];
+    const pass = new Pass(device.params, c, pos, { inference: true, layouts, layers: c.n_layers > 0 });
+    const resid = tf.tidy(() => {
+      const ids = tf.tensor2d(concat(tokens), [n, pos], 'int32'); // (B, T)
+      return pass.embed(device.params, ids, tf.tensor3d(embedOnHost(ck, tokens), [n, pos, c.d_model])); // (B, T, dm)
+    });
+    return { index: first + i, tokens, masks: req.patterns.map((m) => metricSpec(m).mask(tokens)), pass, resid, sums: [] };
+  };
+  // Layer l of one batch: its pattern reduced to sums at once, the stream carried on.
+  const advance = (b: BatchInFlight, params: Params, l: number) => {
+    const needPattern = req.patterns.length > 0;
+    const want = l === lastLayer && !wantLoss ? 'pattern' : needPattern ? 'both' : 'block';
+    const step = b.pass.layer(params, l, b.resid, want);
+    if (step.pattern !== undefined) {
+      const pattern = step.pattern;
+      b.sums.push(tf.tidy(() => tf.concat(b.masks.map((m) => maskedHeadSums(pattern, m))).dataSync() as Float32Array)); // (M·H)
+      pattern.dispose();
+    }
+    if (step.resid !== undefined) {
+      b.resid.dispose();
+      b.resid = step.resid;
+    }
+  };
+  // After the last layer: the final residual at the positions the losses read.
+  const finish = (b: BatchInFlight) => {
+    if (wantLoss) {
+      const pos = b.tokens[0].length;
+      const queries = lossTargets(lossRequest(req), pos).map((i) => i - 1);
+      b.rows = tf.tidy(() => unembedRows(b.pass.final(device.params, b.resid), queries)); // (B·n, dm + 1)
+    }
+    b.resid.dispose();
+    b.pass.dispose();
+  };
+
+  try {
+    if (!layered) {
+      for (let i = 0; i < batches.length; i++) {
+        const b = start(i);
+        inFlight.push(b);
+        for (let l = 0; l <= lastLayer; l++) advance(b, device.params, l);
+        finish(b);
       }
-      if (out.logits) parts.push(batchLosses(out.logits, tokens)); // (B·(T-1))
-      return tf.concat(parts); // (M·L·H [+ B·(T-1)])
-    });
-    const values = await reduced.data();
-    reduced.dispose();
-    checkFinite(ck, set, values, masks.length * heads);
+    } else {
+      for (let i = 0; i < batches.length; i++) inFlight.push(start(i));
+      for (let l = 0; l <= lastLayer; l++) {
+        device.withLayer(l, layerKeys, layouts, (params) => {
+          for (const b of inFlight) advance(b, params, l);
+        });
+      }
+      inFlight.forEach(finish);
+    }
 
-    masks.forEach((m, i) => {
-      for (let j = 0; j < heads; j++) sums[i][j] += values[i * heads + j];
-      counts[i] += m.count;
+    const losses = wantLoss ? batchLosses(ck, req, inFlight, vocabSlice) : undefined;
+    return inFlight.map((b, i) => {
+      const values = {
+        batch: b.index,
+        headSums: metricMajor(b.sums, req.patterns.length, c.n_heads),
+        counts: Int32Array.from(b.masks, (m) => m.count),
+        losses: losses?.[i],
+      };
+      checkFinite(ck, promptSets[batches[i].set], values);
+      return values;
     });
-    if (wantLogits) addLossBatch(loss, values.subarray(masks.length * heads), nSeq, pos, req.icl);
+  } finally {
+    layouts.dispose();
+    for (const b of inFlight) {
+      if (!b.resid.isDisposed) b.resid.dispose();
+      b.rows?.dispose();
+      b.pass.dispose();
+    }
   }
-
-  const scores: PromptSetScores = { promptSet: set.name };
-  req.patterns.forEach((m, i) => {
-    // A score no query counts towards is undefined, not 0.
-    scores[m] = sums[i].map((s) => (counts[i] === 0 ? NaN : s / counts[i]));
-  });
-  if (wantLogits) {
-    const losses = lossScores(loss);
-    for (const m of req.loss) scores[m] = metricSpec(m).fromLosses(losses);
-  }
-  return scores;
 }
 
 /**
  * Refuses a batch whose pattern sums or token losses are not finite. The weights are
- * (scoreCheckpoint checked them), so the float32 arithmetic overflowed: a score from it
- * would be a null nobody can explain, or an infinite loss.
- * values: [metric·layer·head pattern sums (the first `patternValues`), then token losses]
+ * (scoreCheckpointPart checked them), so the float32 arithmetic overflowed: a score from
+ * it would be a null nobody can explain, or an infinite loss.
  */
-function checkFinite(ck: Checkpoint, set: PromptSet, values: ArrayLike<number>, patternValues: number): void {
-  for (let i = 0; i < values.length; i++) {
-    if (values[i] - values[i] === 0) continue;
-    const c = ck.config;
-    const what = i < patternValues ? `attention patterns in layer ${Math.floor((i % (c.n_layers * c.n_heads)) / c.n_heads)}` : 'token losses';
+function checkFinite(ck: Checkpoint, set: PromptSet, values: BatchValues): void {
+  const c = ck.config;
+  const refuse = (what: string): never => {
     throw new HeadsweepError(
       `${shownPath(ck.path)}: the forward pass on prompt set ${quote(set.name)} gives non-finite ${what} although every weight is finite: the weights are too large for float32 arithmetic`,
       { stage: 'forward', file: ck.path },
     );
-  }
+  };
+  // headSums: [metric·layer·head]
+  values.headSums.forEach((v, i) => {
+    if (v - v !== 0) refuse(`attention patterns in layer ${Math.floor((i % (c.n_layers * c.n_heads)) / c.n_heads)}`);
+  });
+  if (values.losses?.some((v) => v - v !== 0)) refuse('token losses');
 }
 
-/**
- * Splits sequences into forward batches: grouped by length (a batch is one rectangular
- * tensor), in order of first appearance, each group cut into runs of `size` consecutive
- * sequences.
- */
-function* equalLengthBatches(sequences: readonly Int32Array[], size: number): Generator<Int32Array[]> {
-  const byLength = new Map<number, Int32Array[]>();
-  for (const seq of sequences) {
-    const group = byLength.get(seq.length);
-    if (group) group.push(seq);
-    else byLength.set(seq.length, [seq]);
+/** Per layer [metric·head] -> [metric·layer·head], the order work.ts merges. */
+function metricMajor(perLayer: readonly Float32Array[], metrics: number, heads: number): Float32Array {
+  const out = new Float32Array(metrics * perLayer.length * heads);
+  perLayer.forEach((sums, l) => {
+    for (let m = 0; m < metrics; m++) out.set(sums.subarray(m * heads, (m + 1) * heads), (m * perLayer.length + l) * heads);
+  });
+  return out;
+}
+
+/** loss[i] = logΣexp − the target's logit at every batch's loss targets, [sequence·target] per batch. */
+function batchLosses(ck: Checkpoint, req: ScoreRequest, batches: readonly BatchInFlight[], vocabSlice: number): Float64Array[] {
+  const loss = lossRequest(req);
+  const targets = batches.map((b) => {
+    const at = lossTargets(loss, b.tokens[0].length);
+    const out = new Int32Array(b.tokens.length * at.length);
+    b.tokens.forEach((seq, s) => at.forEach((i, j) => (out[s * at.length + j] = seq[i])));
+    return out;
+  });
+  const logits = unembedLogSumExp(unembedColumns(ck), batches.map((b) => b.rows!), targets, vocabSlice);
+  return logits.map((r) => r.logSumExp.map((lse, j) => lse - r.target[j]));
+}
+
+/** W_U and b_U of the checkpoint a vocabulary slice at a time (W_U stays in the file, see pipeline/worker.ts). */
+function unembedColumns(ck: Checkpoint): UnembedColumns {
+  const { d_model: dModel, d_vocab: vocab } = ck.config;
+  const bias = weightOf(ck, 'unembed.b_U').data; // (V)
+  return {
+    d_model: dModel,
+    d_vocab: vocab,
+    read: (from, n, into) => {
+      weightBlock(ck, 'unembed.W_U', 0, dModel, from, n, into.subarray(0, dModel * n)); // (dm, n)
+      into.set(bias.subarray(from, from + n), dModel * n); // (n)
+    },
+  };
+}
+
+/** The weight and corpus scores asked for. */
+async function weightScores(ck: Checkpoint, params: Params, opts: ScoreOptions, corpusMetrics: MetricOfKind<'corpus'>[]): Promise<WeightScores> {
+  const result: WeightScores = {};
+  const input = { params, checkpoint: ck };
+  for (const name of metricsOfKind(opts.metrics, 'weights')) {
+    const spec = metricSpec(name);
+    // One branch per shape of result, so that each assignment is typed.
+    if (spec.per === 'head') result[spec.name] = await inStage('score', ck.path, () => spec.compute(input));
+    else result[spec.name] = await inStage('score', ck.path, () => spec.compute(input));
   }
-  for (const group of byLength.values()) {
-    for (let i = 0; i < group.length; i += size) yield group.slice(i, i + size);
+  for (const name of corpusMetrics) {
+    const spec = metricSpec(name);
+    result[spec.name] = await inStage('score', ck.path, () => spec.compute({ ...input, bigrams: opts.bigrams! }));
   }
+  return result;
 }
 
 /** W_E[tokens] looked up on the host, each distinct token's row read once: [batch][pos] -> [batch·pos·d_model], row-major */

@@ -10,7 +10,7 @@ import { initBackend, tf } from '../src/backend.ts';
 import type { Weights } from '../src/checkpoint/checkpoint.ts';
 import { compositionScores } from '../src/metrics/composition.ts';
 import { copyingScores } from '../src/metrics/copying.ts';
-import { attentionOutput, attentionPattern, causalMask, type AttentionContext, type AttentionWeights } from '../src/model/attention.ts';
+import { attentionOutput, attentionPattern, causalMask, headsSideBySide, type AttentionContext, type AttentionWeights } from '../src/model/attention.ts';
 import { modelConfig, type ModelConfig } from '../src/model/config.ts';
 import { embed } from '../src/model/embed.ts';
 import { disposeParams, forward, uploadParams, type Params } from '../src/model/forward.ts';
@@ -191,7 +191,7 @@ describe('grouped-query attention', () => {
 function byHand(params: Params, c: ModelConfig, tokens: tf.Tensor2D, parallel: boolean): Float32Array {
   return tf.tidy(() => {
     const pos = tokens.shape[1];
-    const at: AttentionContext = { mask: causalMask(pos), rotation: rotation(c, pos), matMul3d: (a, b) => tf.matMul(a, b) };
+    const at: AttentionContext = { mask: causalMask(pos), rotation: rotation(c, pos), matMul3d: (a, b) => tf.matMul(a, b), sideBySide: headsSideBySide };
     const ln = (prefix: string) => ({ w: params[`${prefix}.w`], b: params[`${prefix}.b`] });
     let x = embed(c, params['embed.W_E'], tokens, undefined); // rotary: no W_pos
     for (let l = 0; l < c.n_layers; l++) {

@@ -138,7 +138,7 @@ test('a thread that runs out of memory is replaced and its checkpoint retried; t
   try {
     const backend = await pool.init('auto');
     const request = (file: string) => ({
-      backend, file, promptSets: [], rules: [],
+      backend, file, promptSets: [], rules: [], config: null,
       score: { metrics: ['copying' as const], batchSize: 4, icl: { early: 1, late: 2 } },
     });
     // The good one first, then the other: OOM, retried on a fresh thread; then once more,

@@ -86,6 +86,11 @@ export interface LoadOptions extends SourceOptions {
   leaveInFile?: readonly string[];
   /** Refuse, before reading any weight, a model this backend cannot hold (memory.ts). */
   backend?: BackendName;
+  /**
+   * Whether scoring will upload W_E and W_U whole (bigram_kl does), for that check.
+   * Default: unless both are left in the file.
+   */
+  vocabularyOnDevice?: boolean;
 }
 
 function infoOf(s: Source): CheckpointInfo {
@@ -318,12 +323,15 @@ export function loadCheckpoint(path: string, opts: LoadOptions = {}): Checkpoint
   let keepOpen = false;
   try {
     const source = openSourceWith(path, opts, files);
-    if (opts.backend !== undefined) assertFits(path, source.config, opts.backend);
     const plans = [...source.plan.values()];
     const leave = new Set((opts.leaveInFile ?? []).filter((key) => {
       const p = source.plan.get(key);
       return p !== undefined && p.view !== null;
     }));
+    if (opts.backend !== undefined) {
+      const vocabularyInFile = ['embed.W_E', 'unembed.W_U'].every((key) => leave.has(key));
+      assertFits(path, source.config, opts.backend, opts.vocabularyOnDevice ?? !vocabularyInFile);
+    }
     const kept = plans.filter((p): p is Planned => p.view !== null && !leave.has(p.key));
     const { sha256, values, nonFinite } = readWeights(source, files, kept, opts.readBuffer);
 

@@ -4,29 +4,64 @@
  * half-way through loading or scoring.
  *
  * The wasm backend keeps every tensor in one WebAssembly memory of at most 4 GiB (32-bit
- * addresses), so a model whose float32 weights alone exceed it cannot be scored there.
- * The cpu backend keeps tensors in JavaScript memory and tfjs-node in TensorFlow's, with
- * no limit of this kind.
+ * addresses). The cpu backend keeps tensors in JavaScript memory and tfjs-node in
+ * TensorFlow's, with no limit of this kind.
+ *
+ * What scoring holds on the device: never W_E or W_U whole unless bigram_kl reads them
+ * (embeddings are looked up on the host, the unembedding streams in vocabulary slices),
+ * and each weight a product multiplies by about three times over (the weight, the
+ * backend's packed copy of it, and for attention its heads laid side by side). A model
+ * whose weights fit so is scored with every layer on the device; one that does not, a
+ * layer at a time (score.ts), which needs the largest layer so, and, for the weight
+ * scores, every layer's attention weights (twice over) at once.
  */
 import { checkpointError } from '../errors.ts';
-import { parameterCount, type ModelConfig } from '../model/config.ts';
+import { expectedTensors, parameterCount, type ModelConfig } from '../model/config.ts';
 import type { BackendName } from '../names.ts';
 
 /** Bytes a backend can hold at most, for those that have such a limit. */
 export const BACKEND_MEMORY_LIMITS: Readonly<Partial<Record<BackendName, number>>> = { wasm: 4 * 2 ** 30 };
 
+/** Device bytes per weight byte a product multiplies (see the file comment). */
+const COPIES = 3;
+
 export interface BackendFit {
   fits: boolean;
+  /** Every layer's weights on the device at once; false: one layer at a time, if `fits`. */
+  whole: boolean;
   /** The model's float32 weights, in bytes (activations come on top). */
   bytes: number;
-  /** The backend's limit, or null when it has none. */
+  /** What scoring needs on the device at once, in bytes: whole, or else a layer at a time. */
+  deviceBytes: number;
   limit: number | null;
 }
 
-export function backendFit(c: ModelConfig, backend: BackendName): BackendFit {
+const VOCABULARY = new Set(['embed.W_E', 'unembed.W_U', 'unembed.b_U']);
+
+/**
+ * `vocabularyOnDevice`: W_E and W_U go to the device whole (bigram_kl reads them so, and a
+ * checkpoint loaded without leaving them in its file holds them in memory whole).
+ */
+export function backendFit(c: ModelConfig, backend: BackendName, vocabularyOnDevice = true): BackendFit {
   const bytes = parameterCount(c) * 4;
   const limit = BACKEND_MEMORY_LIMITS[backend] ?? null;
-  return { fits: limit === null || bytes < limit, bytes, limit };
+  let vocabulary = 0;
+  let attention = 0;
+  const layers = new Map<string, number>();
+  for (const [key, spec] of expectedTensors(c)) {
+    const n = spec.shape.reduce((a, b) => a * b, 1) * 4;
+    if (VOCABULARY.has(key)) vocabulary += n;
+    const layer = /^blocks\.(\d+)\.(\w+)/.exec(key);
+    if (layer === null) continue;
+    layers.set(layer[1], (layers.get(layer[1]) ?? 0) + n);
+    if (layer[2] === 'attn' || layer[2] === 'ln1') attention += n;
+  }
+  const onDevice = vocabularyOnDevice ? vocabulary : 0;
+  const whole = COPIES * (bytes - vocabulary) + onDevice;
+  const byLayer = Math.max(COPIES * Math.max(0, ...layers.values()), 2 * attention) + (bytes - vocabulary - [...layers.values()].reduce((a, b) => a + b, 0)) + onDevice;
+  if (limit === null) return { fits: true, whole: true, bytes, deviceBytes: whole, limit };
+  if (whole <= limit) return { fits: true, whole: true, bytes, deviceBytes: whole, limit };
+  return { fits: byLayer <= limit, whole: false, bytes, deviceBytes: byLayer, limit };
 }
 
 function gigabytes(n: number): string {
@@ -34,12 +69,14 @@ function gigabytes(n: number): string {
 }
 
 /** Throws a HeadsweepError (stage 'load') naming `file` when the model does not fit the backend. */
-export function assertFits(file: string, c: ModelConfig, backend: BackendName): void {
-  const fit = backendFit(c, backend);
+export function assertFits(file: string, c: ModelConfig, backend: BackendName, vocabularyOnDevice = true): void {
+  const fit = backendFit(c, backend, vocabularyOnDevice);
   if (fit.fits) return;
+  const size = `the model's float32 weights take ${gigabytes(fit.bytes)} (${parameterCount(c)} parameters)`;
+  const need = fit.bytes > fit.limit! ? size : `${size}, and scoring it a layer at a time needs ${gigabytes(fit.deviceBytes)} at once`;
   throw checkpointError(
     file,
-    `the model's float32 weights take ${gigabytes(fit.bytes)} (${parameterCount(c)} parameters), more than the ${gigabytes(fit.limit!)} ` +
-      `the ${backend} backend can hold; score it with backend: tensorflow (@tensorflow/tfjs-node), which has no such limit`,
+    `${need}, more than the ${gigabytes(fit.limit!)} the ${backend} backend can hold; ` +
+      'score it with backend: tensorflow (@tensorflow/tfjs-node), which has no such limit',
   );
 }

@@ -4,11 +4,16 @@
  * - `icl_score` (Olsson et al.): mean over sequences of loss[late] − mean of loss[early].
  *   Negative = the model predicts better late in the context. null when any sequence
  *   is too short to have a loss at `late`.
- * Per-token losses come to the host and pool in float64 across batches.
+ *
+ * Only the losses a requested score reads are computed: every position's for mean_loss,
+ * two per sequence for icl_score alone (`lossTargets`). The unembedding that gives them
+ * runs in vocabulary slices (model/unembed.ts); the per-token losses come to the host in
+ * float64 and pool there across batches, in batch order.
+ *
+ * Nothing here loads tfjs: the sweep's main thread pools the losses of a checkpoint whose
+ * batches were scored by several workers (work.ts).
  */
-import * as tf from '@tensorflow/tfjs-core';
 import { HeadsweepError } from '../errors.ts';
-import { tokenLosses } from '../model/forward.ts';
 
 /** 0-based token positions (BOS at 0) whose losses icl_score compares. */
 export interface IclPositions {
@@ -27,14 +32,20 @@ export function checkIclPositions(icl: IclPositions): void {
   }
 }
 
+/** Which losses the requested loss scores read. */
+export interface LossRequest {
+  /** mean_loss is asked for: every position's loss. */
+  every: boolean;
+  icl: IclPositions;
+}
+
 /**
- * The per-token losses of a batch, flat, for the host to sum in float64. They are few
- * (batch·(pos-1) values, one per token), and summing them in float32 on the device
- * would make mean_loss drift with the batch size (~1e-6 at 600 tokens of loss ~5).
- * logits: [batch, pos, d_vocab], tokens: [batch, pos] -> [batch·(pos-1)], entry b·(pos-1) + i-1 = loss[i] of sequence b
+ * The token positions i whose loss[i] a batch of `pos`-token sequences needs, increasing:
+ * 1 … pos-1 for mean_loss, else early and late where the sequences reach them.
  */
-export function batchLosses(logits: tf.Tensor3D, tokens: tf.Tensor2D): tf.Tensor1D {
-  return tf.reshape(tokenLosses(logits, tokens), [-1]); // (B, T-1) -> (B·(T-1))
+export function lossTargets(req: LossRequest, pos: number): Int32Array {
+  if (req.every) return Int32Array.from({ length: Math.max(0, pos - 1) }, (_, i) => i + 1);
+  return Int32Array.from([req.icl.early, req.icl.late].filter((i) => i < pos));
 }
 
 /** Host-side float64 totals over the batches of one prompt set. */
@@ -52,17 +63,23 @@ export function emptyLossTotals(): LossTotals {
   return { lossSum: 0, lossCount: 0, earlySum: 0, lateSum: 0, sequences: 0, tooShort: false };
 }
 
-/** Adds one batch's `batchLosses` values (`batch` sequences of `pos` tokens). */
-export function addLossBatch(t: LossTotals, losses: ArrayLike<number>, batch: number, pos: number, icl: IclPositions): void {
+/**
+ * Adds one batch's losses: `batch` sequences of `pos` tokens, `losses[b · n + j]` the
+ * loss at `targets[j]` of sequence b (n = targets.length, `lossTargets` of the request).
+ */
+export function addLossBatch(t: LossTotals, req: LossRequest, losses: ArrayLike<number>, batch: number, pos: number): void {
+  const targets = lossTargets(req, pos);
+  const n = targets.length;
+  const early = targets.indexOf(req.icl.early);
+  const late = targets.indexOf(req.icl.late);
   for (let b = 0; b < batch; b++) {
-    const row = b * (pos - 1);
-    for (let i = 1; i < pos; i++) t.lossSum += losses[row + i - 1];
-    if (icl.early < pos) t.earlySum += losses[row + icl.early - 1];
-    if (icl.late < pos) t.lateSum += losses[row + icl.late - 1];
+    if (req.every) for (let j = 0; j < n; j++) t.lossSum += losses[b * n + j];
+    if (early >= 0) t.earlySum += losses[b * n + early];
+    if (late >= 0) t.lateSum += losses[b * n + late];
   }
-  t.lossCount += batch * (pos - 1);
+  if (req.every) t.lossCount += batch * n;
   t.sequences += batch;
-  if (icl.late >= pos) t.tooShort = true;
+  if (req.icl.late >= pos) t.tooShort = true;
 }
 
 export function lossScores(t: LossTotals): { mean_loss: number; icl_score: number | null } {

@@ -45,14 +45,20 @@ export interface AttentionWeights {
 export type MatMul3d = (a: tf.Tensor3D, b: tf.Tensor3D) => tf.Tensor3D;
 
 /** What every layer's attention shares within one pass. */
-export interface AttentionContext {
+export interface AttentionShared {
   /** Additive causal mask: [qPos, kPos]. */
   mask: tf.Tensor2D;
   /** W_pos[0:pos], [pos, d_model], with shortformer positions. */
   positions?: tf.Tensor2D;
   /** With rotary positions. */
   rotation?: Rotation;
+}
+
+/** The shared inputs, and how the pass multiplies: the forward pass chooses (forward.ts). */
+export interface AttentionContext extends AttentionShared {
   matMul3d: MatMul3d;
+  /** `headsSideBySide`, or a copy of its result kept for the batches that follow (inference). */
+  sideBySide: (w: tf.Tensor) => tf.Tensor2D;
 }
 
 /** Additive causal mask: 0 on and below the diagonal, -1e9 above. [qPos, kPos] */
@@ -62,7 +68,7 @@ export function causalMask(pos: number): tf.Tensor2D {
 }
 
 /** [head, d_model, d_head] -> [d_model, head·d_head] */
-function headsSideBySide(w: tf.Tensor): tf.Tensor2D {
+export function headsSideBySide(w: tf.Tensor): tf.Tensor2D {
   const [nHeads, dModel, dHead] = w.shape;
   return tf.reshape(tf.transpose(w, [1, 0, 2]), [dModel, nHeads * dHead]); // (H, dm, dh) -> (dm, H, dh) -> (dm, H·dh)
 }
@@ -71,9 +77,9 @@ function headsSideBySide(w: tf.Tensor): tf.Tensor2D {
  * One projection for all heads.
  * x2d: [batch·pos, d_model], W: [head, d_model, d_head], b: [head, d_head] -> [batch, head, pos, d_head]
  */
-function project(x2d: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor, batch: number, pos: number): tf.Tensor4D {
+function project(at: AttentionContext, x2d: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor, batch: number, pos: number): tf.Tensor4D {
   const [nHeads, , dHead] = w.shape;
-  const flat = tf.add(tf.matMul(x2d, headsSideBySide(w)), tf.reshape(b, [nHeads * dHead])); // (B·T, dm) x (dm, H·dh)
+  const flat = tf.add(tf.matMul(x2d, at.sideBySide(w)), tf.reshape(b, [nHeads * dHead])); // (B·T, dm) x (dm, H·dh)
   return tf.transpose(tf.reshape(flat, [batch, pos, nHeads, dHead]), [0, 2, 1, 3]) as tf.Tensor4D; // (B, T, H, dh) -> (B, H, T, dh)
 }
 
@@ -93,8 +99,8 @@ export function attentionPattern(w: AttentionWeights, c: ModelConfig, at: Attent
   const qkIn = c.positional_embedding_type === 'shortformer' ? tf.add(xn, at.positions!) : xn; // (B, T, dm) + (T, dm)
   const qkIn2d = tf.reshape(qkIn, [batch * pos, c.d_model]) as tf.Tensor2D;
   const withPositions = (x: tf.Tensor4D) => (at.rotation ? rotate(at.rotation, x) : x);
-  const q = tf.reshape(withPositions(project(qkIn2d, w.W_Q, w.b_Q, batch, pos)), [batch * kv, group * pos, dHead]) as tf.Tensor3D; // (B, H, T, dh) -> (B·kv, g·T, dh)
-  const k = withPositions(project(qkIn2d, w.W_K, w.b_K, batch, pos)); // (B, kv, T, dh)
+  const q = tf.reshape(withPositions(project(at, qkIn2d, w.W_Q, w.b_Q, batch, pos)), [batch * kv, group * pos, dHead]) as tf.Tensor3D; // (B, H, T, dh) -> (B·kv, g·T, dh)
+  const k = withPositions(project(at, qkIn2d, w.W_K, w.b_K, batch, pos)); // (B, kv, T, dh)
   const kT = tf.reshape(tf.transpose(k, [0, 1, 3, 2]), [batch * kv, dHead, pos]) as tf.Tensor3D; // (B·kv, dh, T)
   const qk = at.matMul3d(q, kT); // (B·kv, g·T, dh) x (B·kv, dh, T) -> (B·kv, g·T, T)
   const scores = tf.add(tf.div(tf.reshape(qk, [batch, nHeads, pos, pos]), scaleOf(c, layer)), at.mask); // (B, H, T, T) + (T, T)
@@ -110,7 +116,7 @@ export function attentionOutput(w: AttentionWeights, c: ModelConfig, at: Attenti
   const kv = kvHeads(c);
   const group = nHeads / kv;
   const xn2d = tf.reshape(xn, [batch * pos, c.d_model]) as tf.Tensor2D;
-  const v = project(xn2d, w.W_V, w.b_V, batch, pos); // (B, kv, T, dh)
+  const v = project(at, xn2d, w.W_V, w.b_V, batch, pos); // (B, kv, T, dh)
   const z = at.matMul3d(
     tf.reshape(pattern, [batch * kv, group * pos, pos]) as tf.Tensor3D, // (B, H, T, T) -> (B·kv, g·T, T)
     tf.reshape(v, [batch * kv, pos, dHead]) as tf.Tensor3D, // (B·kv, T, dh)

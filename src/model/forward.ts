@@ -12,7 +12,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { ModelConfig } from './config.ts';
 import type { Weights } from '../checkpoint/checkpoint.ts';
-import { attentionOutput, attentionPattern, causalMask, type AttentionContext, type AttentionWeights } from './attention.ts';
+import {
+  attentionOutput, attentionPattern, causalMask, headsSideBySide, type AttentionContext, type AttentionShared, type AttentionWeights,
+} from './attention.ts';
 import { embed, positionRows } from './embed.ts';
 import { mlp, type MlpWeights } from './mlp.ts';
 import { norm, type NormWeights } from './norm.ts';
@@ -26,8 +28,20 @@ export type Params = Record<string, tf.Tensor>;
 export interface ForwardOptions {
   /** Layers whose attention patterns to return. Default: none. */
   patternLayers?: readonly number[];
+  /**
+   * Reduces each requested pattern as soon as its layer has made it, inside a tidy of its
+   * own; the pattern is then freed and `reduced` holds what this returns, in layer order
+   * (the scorer keeps per-head sums, so no pattern outlives its layer). Without it,
+   * `patterns` holds the patterns.
+   */
+  reducePattern?: (layer: number, pattern: tf.Tensor4D) => tf.Tensor;
   /** Compute logits (needs every layer and the unembedding). Default: false. */
   logits?: boolean;
+  /**
+   * Return the residual stream after the final norm, what the unembedding reads (needs
+   * every layer): for a caller that unembeds in vocabulary slices itself. Default: false.
+   */
+  finalResidual?: boolean;
   /**
    * W_E[tokens], [batch, pos, d_model], when the caller looked the embeddings up itself
    * (the scorer does, on the host, so the vocabulary-sized W_E never goes to the device).
@@ -40,13 +54,19 @@ export interface ForwardOptions {
    * the device, but not differentiable. Default: false, what training differentiates.
    */
   inference?: boolean;
+  /** Inference: keeps rearranged weights for the batches that follow (`WeightLayouts`); the caller disposes it. */
+  layouts?: WeightLayouts;
 }
 
 export interface ForwardOutput {
-  /** One entry per layer in `patternLayers`, in that order. pattern: [batch, head, qPos, kPos] */
+  /** One entry per layer in `patternLayers`, in that order, unless `reducePattern` was given. pattern: [batch, head, qPos, kPos] */
   patterns: tf.Tensor4D[];
+  /** What `reducePattern` returned, one entry per layer in `patternLayers`, in that order. */
+  reduced: tf.Tensor[];
   /** logits: [batch, pos, d_vocab], present only when asked for. */
   logits?: tf.Tensor3D;
+  /** The residual after the final norm, [batch, pos, d_model], present only when asked for. */
+  finalResidual?: tf.Tensor3D;
 }
 
 /**
@@ -95,6 +115,33 @@ function blockWeights(p: Params, c: ModelConfig, l: number): BlockWeights {
   };
 }
 
+/**
+ * Weights rearranged for the fast matMul, kept for every batch of a checkpoint: attention
+ * projections with their heads side by side (`[d_model, head·d_head]`, attention.ts).
+ *
+ * Why keep them: tfjs-backend-wasm packs a matMul's right operand for XNNPACK once per
+ * tensor and reuses the packing while the tensor lives, so a projection weight made anew
+ * for every batch is rearranged and packed anew every time (`npx tsx bench/formulations.ts
+ * --only unembed`, [808, 768] × [768, 768]: 1.3× the CPU time of the kept weight's
+ * product). The scorer makes one per checkpoint (or per layer, scoring a layer at a
+ * time) and disposes it with the weights.
+ */
+export class WeightLayouts {
+  private readonly made = new Map<tf.Tensor, tf.Tensor2D>();
+
+  /** `make(w)`, made once per `w` and kept until `dispose`. */
+  get(w: tf.Tensor, make: (w: tf.Tensor) => tf.Tensor2D): tf.Tensor2D {
+    let t = this.made.get(w);
+    if (t === undefined || t.isDisposed) this.made.set(w, (t = tf.keep(make(w))));
+    return t;
+  }
+
+  dispose(): void {
+    for (const t of this.made.values()) t.dispose();
+    this.made.clear();
+  }
+}
+
 /** The components as one pass calls them: the memory policy and fast paths applied, attention's shared inputs bound. */
 interface Components {
   norm: (n: NormWeights, x: tf.Tensor3D) => tf.Tensor3D;
@@ -103,7 +150,7 @@ interface Components {
   mlp: (w: MlpWeights, x: tf.Tensor3D) => tf.Tensor3D;
   /** Runs a block (or the last layer's pattern) as one step: in inference, what it made and does not return is freed. */
   step: <T extends tf.TensorContainer>(f: () => T) => T;
-  /** Frees a residual stream that no later step reads; training keeps it, backprop reads it. */
+  /** Frees a tensor that no later step reads; training keeps it, backprop reads it. */
   release: (t: tf.Tensor) => void;
 }
 
@@ -117,13 +164,17 @@ interface Components {
  * would otherwise keep all twelve layers' intermediates until the caller's tidy ends).
  * Its per-(sequence, head) products run as separate 2-D matMuls (`stackedMatMul`, the
  * fast path on wasm), which reads tensors back to the host, so inference is not
- * differentiable.
+ * differentiable; its projection weights are rearranged once per `WeightLayouts`.
  *
  * Training keeps everything (backprop reads it) and multiplies with the batched
  * `tf.matMul` that autodiff differentiates.
  */
-function componentsFor(c: ModelConfig, shared: Omit<AttentionContext, 'matMul3d'> | undefined, inference: boolean): Components {
-  const at: AttentionContext | undefined = shared && { ...shared, matMul3d: inference ? stackedMatMul : (a, b) => tf.matMul(a, b) };
+function componentsFor(c: ModelConfig, shared: AttentionShared | undefined, inference: boolean, layouts: WeightLayouts | undefined): Components {
+  const at: AttentionContext | undefined = shared && {
+    ...shared,
+    matMul3d: inference ? stackedMatMul : (a, b) => tf.matMul(a, b),
+    sideBySide: layouts === undefined ? headsSideBySide : (w) => layouts.get(w, headsSideBySide),
+  };
   const scoped = inference
     ? <A extends unknown[], R extends tf.TensorContainer>(f: (...args: A) => R) => (...args: A): R => tf.tidy(() => f(...args))
     : <A extends unknown[], R>(f: (...args: A) => R) => f;
@@ -152,47 +203,128 @@ function block(k: Components, c: ModelConfig, w: BlockWeights, layer: number, x:
 }
 
 /**
- * Runs the model on a batch of token ids.
- * tokens: [batch, pos] int32 -> patterns per requested layer [batch, head, qPos, kPos], logits [batch, pos, d_vocab]
- *
- * Stops as early as the request allows: without logits, nothing past the last requested
- * pattern is computed (not that layer's values or MLP, not the unembedding); the layers
- * before it run whole, MLPs included, since the pattern reads their output. Call inside
- * `tf.tidy` or dispose the outputs.
+ * A forward pass over batches of `pos` tokens, step by step: `forward` drives one through
+ * every layer of a batch; a scorer holding one layer's weights at a time drives one per
+ * batch through the layer it holds (score.ts). Inference passes own what they make for
+ * their layers (the causal mask, the rotary tables) until `dispose`.
  */
-export function forward(params: Params, c: ModelConfig, tokens: tf.Tensor2D, opts: ForwardOptions = {}): ForwardOutput {
-  const pos = tokens.shape[1];
-  const patternLayers = opts.patternLayers ?? [];
-  const lastLayer = opts.logits ? c.n_layers - 1 : Math.max(-1, ...patternLayers);
-  const readsPositions = c.positional_embedding_type === 'standard' || (c.positional_embedding_type === 'shortformer' && lastLayer >= 0);
-  const positions = readsPositions ? positionRows(params['pos_embed.W_pos'], c, pos) : undefined; // (T, dm)
-  let resid = embed(c, params['embed.W_E'], tokens, positions, opts.tokenEmbeddings); // (B, T, dm)
+export class Pass {
+  private readonly k: Components;
+  private readonly made: tf.Tensor[] = [];
+  private readonly positions: tf.Tensor2D | undefined;
 
-  // What every layer's attention shares: the causal mask, W_pos with shortformer positions, the rotary tables.
-  const shared = lastLayer < 0 ? undefined : { mask: causalMask(pos), positions, rotation: c.positional_embedding_type === 'rotary' ? rotation(c, pos) : undefined };
-  const k = componentsFor(c, shared, opts.inference === true);
-  const patterns: tf.Tensor4D[] = [];
-  for (let l = 0; l <= lastLayer; l++) {
-    const w = blockWeights(params, c, l);
-    if (l === lastLayer && !opts.logits) {
-      // Nothing reads this layer's output: its pattern is all there is to compute.
-      patterns.push(k.step(() => k.attentionPattern(w.attn, l, k.norm(w.ln1, resid)))); // (B, H, T, T)
-      break;
-    }
-    const keep = patternLayers.includes(l);
-    const out = k.step(() => {
-      const { resid: next, pattern } = block(k, c, w, l, resid);
-      return keep ? { resid: next, pattern } : { resid: next };
-    });
-    if (keep) patterns.push(out.pattern!);
-    // The caller's embeddings are the caller's to free.
-    if (resid !== opts.tokenEmbeddings) k.release(resid);
-    resid = out.resid;
+  constructor(
+    params: Params,
+    readonly c: ModelConfig,
+    readonly pos: number,
+    private readonly opts: Pick<ForwardOptions, 'inference' | 'layouts'> & { layers: boolean },
+  ) {
+    const inference = opts.inference === true;
+    // In inference the pass owns what it makes (its steps' intermediates freed at once); training leaves all to its tape.
+    const own = <T extends tf.TensorContainer>(make: () => T): T => {
+      if (!inference) return make();
+      const t = tf.tidy(make);
+      for (const x of tensorsOf(t)) this.made.push(tf.keep(x));
+      return t;
+    };
+    const readsPositions = c.positional_embedding_type === 'standard' || (c.positional_embedding_type === 'shortformer' && opts.layers);
+    this.positions = readsPositions ? own(() => positionRows(params['pos_embed.W_pos'], c, pos)) : undefined; // (T, dm)
+    // What every layer's attention shares: the causal mask, W_pos with shortformer positions, the rotary tables.
+    const shared = opts.layers
+      ? {
+        mask: own(() => causalMask(pos)),
+        positions: this.positions,
+        rotation: c.positional_embedding_type === 'rotary' ? own(() => ({ ...rotation(c, pos) })) : undefined,
+      }
+      : undefined;
+    this.k = componentsFor(c, shared, inference, opts.layouts);
   }
 
-  if (!opts.logits) return { patterns };
-  const logits = k.step(() => unembed(params['unembed.W_U'], params['unembed.b_U'], k.norm(normWeights(params, 'ln_final'), resid))); // (B, T, V)
-  return { patterns, logits };
+  /** tokens: [batch, pos] int32 -> resid: [batch, pos, d_model] (`tokenEmbeddings`: W_E[tokens], when the caller looked them up). */
+  embed(params: Params, tokens: tf.Tensor2D, tokenEmbeddings?: tf.Tensor3D): tf.Tensor3D {
+    return this.k.step(() => embed(this.c, params['embed.W_E'], tokens, this.positions, tokenEmbeddings)); // (B, T, dm)
+  }
+
+  /**
+   * Layer l on the residual stream entering it, resid: [batch, pos, d_model]. `want`:
+   * 'pattern' computes only the layer's pattern [batch, head, qPos, kPos] (nothing reads
+   * its output), 'block' only the stream leaving it, 'both' both. `resid` is left to the caller.
+   */
+  layer(params: Params, l: number, resid: tf.Tensor3D, want: 'pattern' | 'block' | 'both'): { resid?: tf.Tensor3D; pattern?: tf.Tensor4D } {
+    const w = blockWeights(params, this.c, l);
+    const k = this.k;
+    if (want === 'pattern') return { pattern: k.step(() => k.attentionPattern(w.attn, l, k.norm(w.ln1, resid))) }; // (B, H, T, T)
+    return k.step(() => {
+      const { resid: next, pattern } = block(k, this.c, w, l, resid);
+      return want === 'both' ? { resid: next, pattern } : { resid: next };
+    });
+  }
+
+  /** resid: [batch, pos, d_model] -> the residual after the final norm, what the unembedding reads: [batch, pos, d_model] */
+  final(params: Params, resid: tf.Tensor3D): tf.Tensor3D {
+    return this.k.norm(normWeights(params, 'ln_final'), resid);
+  }
+
+  /** Frees a tensor of the pass that no later step reads (inference only). */
+  release(t: tf.Tensor): void {
+    this.k.release(t);
+  }
+
+  dispose(): void {
+    for (const t of this.made) t.dispose();
+    this.made.length = 0;
+  }
+}
+
+function tensorsOf(t: tf.TensorContainer): tf.Tensor[] {
+  return t instanceof tf.Tensor ? [t] : Object.values(t as Record<string, tf.Tensor>);
+}
+
+/**
+ * Runs the model on a batch of token ids.
+ * tokens: [batch, pos] int32 -> patterns per requested layer [batch, head, qPos, kPos],
+ * and, when asked for, logits [batch, pos, d_vocab] or the final residual [batch, pos, d_model]
+ *
+ * Stops as early as the request allows: without logits or the final residual, nothing
+ * past the last requested pattern is computed (not that layer's values or MLP, not the
+ * unembedding); the layers before it run whole, MLPs included, since the pattern reads
+ * their output. With `reducePattern`, each pattern is reduced and freed as soon as its
+ * layer made it. Call inside `tf.tidy` or dispose the outputs.
+ */
+export function forward(params: Params, c: ModelConfig, tokens: tf.Tensor2D, opts: ForwardOptions = {}): ForwardOutput {
+  const patternLayers = opts.patternLayers ?? [];
+  const whole = opts.logits === true || opts.finalResidual === true;
+  const lastLayer = whole ? c.n_layers - 1 : Math.max(-1, ...patternLayers);
+  const pass = new Pass(params, c, tokens.shape[1], { ...opts, layers: lastLayer >= 0 });
+  const out: ForwardOutput = { patterns: [], reduced: [] };
+  try {
+    let resid = pass.embed(params, tokens, opts.tokenEmbeddings); // (B, T, dm)
+    for (let l = 0; l <= lastLayer; l++) {
+      const keep = patternLayers.includes(l);
+      // The last layer's output is read only for logits: otherwise its pattern is all there is to compute.
+      const step = pass.layer(params, l, resid, l === lastLayer && !whole ? 'pattern' : keep ? 'both' : 'block');
+      if (keep) {
+        if (opts.reducePattern === undefined) out.patterns.push(step.pattern!);
+        else {
+          out.reduced.push(tf.tidy(() => opts.reducePattern!(l, step.pattern!)));
+          pass.release(step.pattern!);
+        }
+      }
+      if (step.resid === undefined) break;
+      // The caller's embeddings are the caller's to free.
+      if (resid !== opts.tokenEmbeddings) pass.release(resid);
+      resid = step.resid;
+    }
+    if (!whole) return out;
+    const xf = pass.final(params, resid); // (B, T, dm)
+    if (resid !== opts.tokenEmbeddings) pass.release(resid);
+    if (opts.finalResidual) out.finalResidual = xf;
+    if (opts.logits) out.logits = unembed(params['unembed.W_U'], params['unembed.b_U'], xf); // (B, T, V)
+    if (!opts.finalResidual) pass.release(xf);
+    return out;
+  } finally {
+    pass.dispose();
+  }
 }
 
 /**

@@ -1,0 +1,62 @@
+/**
+ * Idle workers share a checkpoint (src/work.ts, pipeline/pool.ts): a sweep of one
+ * checkpoint on two workers cuts its work in two, one part per thread, and merges the
+ * parts. Its tables must be those of the same sweep on one worker, byte for byte (the
+ * checkpoints table without its measured `*_seconds` columns), for an attention-only
+ * model and one with MLPs, with every metric on.
+ */
+import { join } from 'node:path';
+import { afterAll, describe, expect, test } from 'vitest';
+import { EXIT } from '../pipeline/cli.ts';
+import { loadConfig } from '../pipeline/config.ts';
+import type { SweepEvent } from '../pipeline/events.ts';
+import { buildPlan } from '../pipeline/plan.ts';
+import { runSweep } from '../pipeline/sweep.ts';
+import { METRIC_NAMES } from '../src/score.ts';
+import { tempDir } from './helpers/safetensors.ts';
+import { tableSnapshot } from './helpers/sweep-run.ts';
+
+const tmp = tempDir();
+afterAll(() => tmp.cleanup());
+
+const REPO = join(import.meta.dirname, '..');
+
+const CHECKPOINTS = {
+  'attn-only-2l': `${REPO}/data/checkpoints/attn-only-2l/step-001500.safetensors`,
+  'gelu-2l': `${REPO}/data/checkpoints/gelu-2l/step-000775.safetensors`,
+};
+
+describe.each(Object.entries(CHECKPOINTS))('one %s checkpoint', (run, path) => {
+  const config = tmp.file(`${run}.yaml`, [
+    `name: shared-${run}`,
+    'output: unused',
+    'checkpoints:',
+    `  - {run: ${run}, paths: ["${path}"]}`,
+    'prompt_sets:',
+    '  - {name: rrt, kind: repeated_random, length: 12, repeats: 4, count: 10, seed: 0}',
+    `  - {name: nat, kind: tokens, path: "${REPO}/data/prompts/nat.jsonl"}`,
+    `metrics: [${METRIC_NAMES.join(', ')}]`,
+    `bigram: {path: "${REPO}/data/corpus/npm-readmes.txt", tokenizer: char64}`,
+    'icl: {early: 10, late: 45}',
+    'batch_size: 2',
+  ].join('\n'));
+
+  async function sweepOn(workers: number): Promise<{ root: string; shared: number[] }> {
+    const root = join(tmp.dir, `${run}-workers-${workers}`);
+    const finished: Extract<SweepEvent, { event: 'checkpoint_finished' }>[] = [];
+    const result = await runSweep(await buildPlan(loadConfig(config), { out: root, workers }), {
+      log: (e) => e.event === 'checkpoint_finished' && finished.push(e),
+    });
+    expect(result.exitCode).toBe(EXIT.ok);
+    return { root, shared: finished.map((e) => e.workers) };
+  }
+
+  test('two workers share it and write the tables of one', async () => {
+    const one = await sweepOn(1);
+    const two = await sweepOn(2);
+    expect([one.shared, two.shared]).toEqual([[1], [2]]);
+    const tables = tableSnapshot(one.root);
+    expect([...tables.keys()].some((f) => f.startsWith('heads/'))).toBe(true);
+    expect(tableSnapshot(two.root)).toEqual(tables);
+  });
+});
