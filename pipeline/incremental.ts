@@ -85,7 +85,7 @@ function digest(value: unknown): string {
 }
 
 /** sha256 over each sequence's length (uint32 LE) and its int32 LE token ids. */
-export function tokensDigest(set: PromptSet): string {
+function tokensDigest(set: PromptSet): string {
   const hash = createHash('sha256');
   const length = new Uint32Array(1);
   for (const seq of set.sequences) {

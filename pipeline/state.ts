@@ -121,7 +121,7 @@ export async function writeState(out: string, state: CheckpointState): Promise<v
 }
 
 /** Every entry of a run that parses, whichever checkpoints the config names now. */
-export function readRunStates(out: string, run: string): CheckpointState[] {
+function readRunStates(out: string, run: string): CheckpointState[] {
   const dir = join(out, STATE_DIR, `run=${run}`);
   if (!existsSync(dir)) return [];
   const states: CheckpointState[] = [];

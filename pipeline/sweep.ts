@@ -610,23 +610,28 @@ class SweepRun {
       if (keep!.rows[table] !== undefined) rows[table] = keep!.rows[table];
     };
     const tables = checkpointTables(info, scores, merged.labels);
-    for (const table of ['heads', 'composition', 'checkpoint_scores'] as const) {
-      const data = tables[table];
-      if (data !== undefined) {
-        files.push(...await this.writeTable(table, ck.run, id, data));
-        rows[table] = data.numRows;
-      } else if (table === 'composition' && keep !== null && !work.weights && item.keys.weights !== null) {
-        await carry(table);
+    try {
+      for (const table of ['heads', 'composition', 'checkpoint_scores'] as const) {
+        const data = tables[table];
+        if (data !== undefined) {
+          files.push(...await this.writeTable(table, ck.run, id, data));
+          rows[table] = data.numRows;
+        } else if (table === 'composition' && keep !== null && !work.weights && item.keys.weights !== null) {
+          await carry(table);
+        }
       }
-    }
-    if (outcome !== null) {
-      // The checkpoints row reports the time its score tables took to build and write.
-      seconds.write = (performance.now() - start) / 1000;
-      const row = checkpointsTable(info);
-      files.push(...await this.writeTable('checkpoints', ck.run, id, row));
-      rows.checkpoints = 1;
-    } else {
-      await carry('checkpoints');
+      if (outcome !== null) {
+        // The checkpoints row reports the time its score tables took to build and write.
+        seconds.write = (performance.now() - start) / 1000;
+        const row = checkpointsTable(info);
+        files.push(...await this.writeTable('checkpoints', ck.run, id, row));
+        rows.checkpoints = 1;
+      } else {
+        await carry('checkpoints');
+      }
+    } catch (err) {
+      await this.dropUnlisted(ck.run, id, item.prev);
+      throw err;
     }
     // Only now that the new files are in place: drop what they replace (another stem's
     // files, an errors row, a format or table no longer written). Files of an old stem
@@ -640,6 +645,21 @@ class SweepRun {
       weights: item.keys.weights, prompt_sets: item.keys.promptSets, files, rows,
     });
     return { id, sha256, scores, labels: merged.labels, seconds };
+  }
+
+  /**
+   * After a failed write: removes the files of stem `id` that landed before the failure
+   * and that no entry lists. The entry stays as it was (fail() marks it failed), and a
+   * reader that globs the folder would otherwise count those rows beside the entry's own.
+   */
+  private async dropUnlisted(run: string, id: string, prev: CheckpointState | null): Promise<void> {
+    const listed = new Set(prev?.files ?? []);
+    for (const table of ['heads', 'composition', 'checkpoint_scores', 'checkpoints'] as const) {
+      for (const format of this.config.output.formats) {
+        const file = relative(this.outDir, tableFilePath(this.outDir, table, run, id, format));
+        if (!listed.has(file)) await rm(join(this.outDir, file), { force: true });
+      }
+    }
   }
 
   /**

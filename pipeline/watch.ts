@@ -62,7 +62,7 @@ function withFile(file: string, read: (fd: number) => boolean): boolean {
  * header that is all there but does not parse counts as whole: the file is finished, and
  * broken, and the loader names what is wrong with it.
  */
-export function isWhole(file: string): boolean {
+function isWhole(file: string): boolean {
   return withFile(file, (fd) => {
     const size = fileStamp(file)?.size ?? 0;
     if (size < 8) return false;

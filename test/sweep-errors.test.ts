@@ -4,7 +4,7 @@
  * Two ways a file goes bad: already broken when the sweep plans (the real CLI), and
  * broken between planning and scoring, so the worker is the one that finds out.
  */
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { basename, join } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
@@ -39,8 +39,8 @@ function tableRows(out: string, table: string): Record<string, unknown>[] {
 }
 
 const sha12 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex').slice(0, 12);
-/** The errors file of ckpts/step01000.safetensors: named by step, bytes and source (the first 8 hex of its state entry's name). */
-const errorsFiles = (out: string, bad: string) => ['arrow', 'parquet'].map((format) => `step-000001000-${sha12(bad)}-${basename(stateFile(out, 'r', 'ckpts/step01000.safetensors')).slice(0, 8)}.${format}`);
+/** The table files of ckpts/step<step>.safetensors (step 1000 unless told): named by step, bytes and source (the first 8 hex of its state entry's name). */
+const errorsFiles = (out: string, bad: string, step = 1000) => ['arrow', 'parquet'].map((format) => `step-${String(step).padStart(9, '0')}-${sha12(bad)}-${basename(stateFile(out, 'r', `ckpts/step${String(step).padStart(5, '0')}.safetensors`)).slice(0, 8)}.${format}`);
 
 test('a truncated checkpoint lands in errors with stage load; the others are scored; the CLI exits 3', async () => {
   const { config, bad } = series('truncated', 200_000);
@@ -83,4 +83,20 @@ test('a checkpoint that breaks after planning fails in its worker, with the same
   expect(tableRows(out, 'errors').map((r) => r.stage)).toEqual(['load']);
   expect(tableRows(out, 'checkpoints').map((r) => r.step)).toEqual([0n, 2000n]);
   expect(result.manifest.counts).toMatchObject({ checkpoints_planned: 3, scored: 2, failed: 1 });
+});
+
+test('a table that cannot be written leaves no file of the result behind, only its errors row', async () => {
+  const dir = join(tmp.dir, 'unwritable');
+  const config = smallSeries(dir, 'unwritable', { 'step00000.safetensors': '00000' }, ['workers: 1']);
+  // The heads files land first; the checkpoints row's Arrow file name is taken by a folder.
+  const out = join(dir, 'out');
+  const [arrow] = errorsFiles(out, join(dir, 'ckpts', 'step00000.safetensors'), 0);
+  mkdirSync(join(out, 'checkpoints', 'run=r', arrow), { recursive: true });
+  const result = await runSweep(await buildPlan(loadConfig(config)));
+
+  expect(result.exitCode).toBe(EXIT.partial);
+  expect(result.errors).toEqual([{ run: 'r', path: 'ckpts/step00000.safetensors', stage: 'write', message: expect.stringContaining(join(out, 'checkpoints', 'run=r', arrow)) }]);
+  // No entry lists heads rows of this checkpoint, so none may be left for a reader to glob.
+  expect(existsSync(join(dir, 'out', 'heads', 'run=r')) ? readdirSync(join(dir, 'out', 'heads', 'run=r')) : []).toEqual([]);
+  expect(tableRows(join(dir, 'out'), 'errors').map((r) => r.stage)).toEqual(['write']);
 });
