@@ -137,7 +137,9 @@ export async function scoreCheckpointPart(ck: Checkpoint, promptSets: readonly P
   // for bigram_kl, which reads them whole: the forward pass looks embeddings up on the
   // host, the unembedding and copying read them from the checkpoint a slice at a time.
   const onDevice = [...expectedShapes(c).keys()].filter((key) => wantsBigramKl || !['embed.W_E', 'unembed.W_U', 'unembed.b_U'].includes(key));
-  const device = new DeviceWeights(ck, layered ? onDevice.filter((key) => !isLayerKey(key)) : onDevice);
+  // A part without forward batches uploads only what the weight scores read.
+  const forHere = layered ? onDevice.filter((key) => !isLayerKey(key)) : batches.length > 0 ? onDevice : readByWeightScores(onDevice);
+  const device = new DeviceWeights(ck, forHere);
   try {
     if (batches.length > 0) {
       const start = performance.now();
@@ -147,8 +149,8 @@ export async function scoreCheckpointPart(ck: Checkpoint, promptSets: readonly P
     }
     if (part.weights) {
       const start = performance.now();
-      // A layer at a time, the weight scores are given what they read: attention weights and norms, never the MLPs.
-      if (layered) device.add(onDevice.filter((key) => isLayerKey(key) && !/\.(mlp|ln2)\./.test(key)));
+      // A layer at a time, the weight scores are given what they read.
+      if (layered) device.add(readByWeightScores(onDevice.filter(isLayerKey)));
       out.weights = await weightScores(ck, device.params, opts, corpusMetrics);
       out.seconds.weights = (performance.now() - start) / 1000;
     }
@@ -156,6 +158,11 @@ export async function scoreCheckpointPart(ck: Checkpoint, promptSets: readonly P
     device.dispose();
   }
   return out;
+}
+
+/** The keys the weight scores read: attention weights and norms, never the MLPs. */
+function readByWeightScores(keys: readonly string[]): string[] {
+  return keys.filter((key) => !/\.(mlp|ln2)\./.test(key));
 }
 
 /** Whether a TL key is one layer's weight. */

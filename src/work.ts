@@ -12,7 +12,7 @@
  * Nothing here loads tfjs: the sweep's main thread splits and merges (pipeline/pool.ts).
  */
 import type { ModelConfig } from './model/config.ts';
-import { addLossBatch, emptyLossTotals, lossScores, lossTargets, type IclPositions, type LossRequest, type LossTotals } from './metrics/loss.ts';
+import { addLossBatch, emptyLossTotals, lossScores, lossTargets, type IclPositions, type LossRequest } from './metrics/loss.ts';
 import { metricSpec, metricsOfKind, type MetricName, type MetricOfKind, type PatternMetricName } from './metrics/registry.ts';
 import type { PromptSet } from './prompts/types.ts';
 import type { CheckpointScores, PromptSetScores } from './score.ts';
@@ -129,7 +129,7 @@ export function workCosts(c: ModelConfig, promptSets: readonly PromptSet[], metr
   if (weightNames.has('composition')) weights += ((L * (L - 1)) / 2) * 2 * (H * dh) * dm * (3 * H * dh) + L * 8 * H * dm * dh * dh;
   if (weightNames.has('bigram_kl')) weights += 2 * V * V * dm;
   const loss = lossRequest(req);
-  const lastLayer = req.loss.length > 0 ? L - 1 : req.patterns.length > 0 ? L - 1 : -1;
+  const lastLayer = readsPrompts(req) ? L - 1 : -1;
   const batches = forwardBatches(promptSets, batchSize).map((b) => {
     const pos = promptSets[b.set].sequences[b.sequences[0]].length;
     const n = b.sequences.length;
@@ -208,7 +208,7 @@ export function mergeParts(
   const totals = promptSets.map(() => ({
     sums: req.patterns.map(() => new Float64Array(heads)), // per metric: [layer·head]
     counts: req.patterns.map(() => 0),
-    loss: emptyLossTotals() as LossTotals,
+    loss: emptyLossTotals(),
   }));
   const loss = lossRequest(req);
   batches.forEach((b, i) => {

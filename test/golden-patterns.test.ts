@@ -17,9 +17,8 @@ import { prefixMatchingMask } from '../src/metrics/specs/prefix-matching.ts';
 import { previousTokenMask } from '../src/metrics/specs/previous-token.ts';
 import { scoreCheckpoint, type CheckpointScores, type MetricName } from '../src/score.ts';
 import { FIXTURE_NAMES, loadFixture, type Fixture } from './helpers/fixtures.ts';
-import { patternMisses, TOL } from './helpers/golden.ts';
+import { GOLDEN_PATTERNS as PATTERNS, patternMisses, scoreInShortBatches, TOL } from './helpers/golden.ts';
 
-const PATTERNS = ['prefix_matching', 'duplicate_token', 'previous_token'] as const;
 const METRICS: MetricName[] = [...PATTERNS, 'mean_loss', 'icl_score'];
 
 beforeAll(async () => {
@@ -95,8 +94,7 @@ describe.each(FIXTURE_NAMES)('golden pattern and loss scores: %s', (name) => {
   let scores: CheckpointScores;
   beforeAll(async () => {
     fx = loadFixture(name);
-    // batch size 3 splits every prompt set into several batches, the last one short.
-    scores = await scoreCheckpoint(fx.checkpoint, fx.promptSets, { metrics: METRICS, batchSize: 3, icl: fx.icl });
+    scores = await scoreInShortBatches(fx, METRICS);
   });
 
   it('scores every prompt set of the fixture, in order', () => {

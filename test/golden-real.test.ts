@@ -8,11 +8,10 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../src/backend.ts';
-import { scoreCheckpoint, type CheckpointScores, type MetricName } from '../src/score.ts';
+import type { CheckpointScores, MetricName } from '../src/score.ts';
 import { loadRealFixture, REAL_FIXTURE_NAMES, type RealFixture } from './helpers/fixtures.ts';
-import { compositionMisses, copyingMisses, patternMisses, TOL } from './helpers/golden.ts';
+import { compositionMisses, copyingMisses, GOLDEN_PATTERNS as PATTERNS, patternMisses, scoreInShortBatches, TOL } from './helpers/golden.ts';
 
-const PATTERNS = ['prefix_matching', 'duplicate_token', 'previous_token'] as const;
 const METRICS: MetricName[] = [...PATTERNS, 'copying', 'composition', 'mean_loss', 'icl_score'];
 
 beforeAll(async () => {
@@ -24,8 +23,7 @@ describe.each(REAL_FIXTURE_NAMES)('golden scores of a model with MLPs: %s', (nam
   let scores: CheckpointScores;
   beforeAll(async () => {
     fx = loadRealFixture(name);
-    // batch size 3 splits both prompt sets into several batches, the last one short.
-    scores = await scoreCheckpoint(fx.checkpoint, fx.promptSets, { metrics: METRICS, batchSize: 3, icl: fx.icl });
+    scores = await scoreInShortBatches(fx, METRICS);
   });
 
   it('is a model with MLPs, scored on both prompt sets', () => {

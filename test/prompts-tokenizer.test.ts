@@ -97,6 +97,12 @@ describe('a text prompt set through a tokenizer.json', () => {
     expect(errorOf(() => textPromptSet(text({ tokenizer: broken }), NO_BOS)).message).toMatch(new RegExp(`^prompt set 'nat': ${broken}: cannot be read as a tokenizer\\.json \\(`));
   });
 
+  test('a text file with fewer tokens than a window is an error naming the file and both counts', () => {
+    const need = all.length + 1;
+    expect(errorOf(() => textPromptSet(text({ length: need }), NO_BOS)).message)
+      .toBe(`prompt set 'nat': ${CORPUS} has ${all.length} tokens, fewer than length ${need}`);
+  });
+
   test('byte and char64 keep their own BOS, and the spec they resolve to keeps bos: true', () => {
     expect(PromptSetSpecSchema.parse(text({ tokenizer: 'char64' }))).toMatchObject({ bos: true });
     expect(PromptSetSpecSchema.parse(text())).not.toHaveProperty('bos');

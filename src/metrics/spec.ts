@@ -106,3 +106,11 @@ export type MetricSpec = PatternMetricSpec | LossMetricSpec | HeadWeightsMetricS
 export function defineMetric<const S extends MetricSpec>(spec: S): S {
   return spec;
 }
+
+/** What differs between the per-head pattern scores of METRICS.md §4 (all range over [0, 1]). */
+export type PatternMetricFields = Pick<PatternMetricSpec, 'name' | 'summary' | 'definition' | 'readsAs' | 'mask'>;
+
+/** A per-head attention-pattern score of METRICS.md §4, from what differs: name, mask and docs. */
+export function patternMetric<const F extends PatternMetricFields>(fields: F): F & PatternMetricSpec {
+  return { kind: 'pattern', per: 'head', definedIn: 'METRICS.md §4', range: [0, 1], ...fields };
+}

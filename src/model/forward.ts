@@ -28,26 +28,8 @@ export type Params = Record<string, tf.Tensor>;
 export interface ForwardOptions {
   /** Layers whose attention patterns to return. Default: none. */
   patternLayers?: readonly number[];
-  /**
-   * Reduces each requested pattern as soon as its layer has made it, inside a tidy of its
-   * own; the pattern is then freed and `reduced` holds what this returns, in layer order
-   * (the scorer keeps per-head sums, so no pattern outlives its layer). Without it,
-   * `patterns` holds the patterns.
-   */
-  reducePattern?: (layer: number, pattern: tf.Tensor4D) => tf.Tensor;
   /** Compute logits (needs every layer and the unembedding). Default: false. */
   logits?: boolean;
-  /**
-   * Return the residual stream after the final norm, what the unembedding reads (needs
-   * every layer): for a caller that unembeds in vocabulary slices itself. Default: false.
-   */
-  finalResidual?: boolean;
-  /**
-   * W_E[tokens], [batch, pos, d_model], when the caller looked the embeddings up itself
-   * (the scorer does, on the host, so the vocabulary-sized W_E never goes to the device).
-   * Default: gathered here from `embed.W_E`.
-   */
-  tokenEmbeddings?: tf.Tensor3D;
   /**
    * Free intermediates as the pass goes and run the per-(sequence, head) attention
    * products as separate matrices (see pieces.ts): faster on wasm and much smaller on
@@ -59,14 +41,10 @@ export interface ForwardOptions {
 }
 
 export interface ForwardOutput {
-  /** One entry per layer in `patternLayers`, in that order, unless `reducePattern` was given. pattern: [batch, head, qPos, kPos] */
+  /** One entry per layer in `patternLayers`, in that order. pattern: [batch, head, qPos, kPos] */
   patterns: tf.Tensor4D[];
-  /** What `reducePattern` returned, one entry per layer in `patternLayers`, in that order. */
-  reduced: tf.Tensor[];
   /** logits: [batch, pos, d_vocab], present only when asked for. */
   logits?: tf.Tensor3D;
-  /** The residual after the final norm, [batch, pos, d_model], present only when asked for. */
-  finalResidual?: tf.Tensor3D;
 }
 
 /**
@@ -283,44 +261,35 @@ function tensorsOf(t: tf.TensorContainer): tf.Tensor[] {
 /**
  * Runs the model on a batch of token ids.
  * tokens: [batch, pos] int32 -> patterns per requested layer [batch, head, qPos, kPos],
- * and, when asked for, logits [batch, pos, d_vocab] or the final residual [batch, pos, d_model]
+ * and, when asked for, logits [batch, pos, d_vocab]
  *
- * Stops as early as the request allows: without logits or the final residual, nothing
- * past the last requested pattern is computed (not that layer's values or MLP, not the
- * unembedding); the layers before it run whole, MLPs included, since the pattern reads
- * their output. With `reducePattern`, each pattern is reduced and freed as soon as its
- * layer made it. Call inside `tf.tidy` or dispose the outputs.
+ * Stops as early as the request allows: without logits, nothing past the last requested
+ * pattern is computed (not that layer's values or MLP, not the unembedding); the layers
+ * before it run whole, MLPs included, since the pattern reads their output. Call inside
+ * `tf.tidy` or dispose the outputs.
  */
 export function forward(params: Params, c: ModelConfig, tokens: tf.Tensor2D, opts: ForwardOptions = {}): ForwardOutput {
   const patternLayers = opts.patternLayers ?? [];
-  const whole = opts.logits === true || opts.finalResidual === true;
+  const whole = opts.logits === true;
   const lastLayer = whole ? c.n_layers - 1 : Math.max(-1, ...patternLayers);
   const pass = new Pass(params, c, tokens.shape[1], { ...opts, layers: lastLayer >= 0 });
-  const out: ForwardOutput = { patterns: [], reduced: [] };
+  const out: ForwardOutput = { patterns: [] };
   try {
-    let resid = pass.embed(params, tokens, opts.tokenEmbeddings); // (B, T, dm)
+    let resid = pass.embed(params, tokens); // (B, T, dm)
     for (let l = 0; l <= lastLayer; l++) {
       const keep = patternLayers.includes(l);
       // The last layer's output is read only for logits: otherwise its pattern is all there is to compute.
       const step = pass.layer(params, l, resid, l === lastLayer && !whole ? 'pattern' : keep ? 'both' : 'block');
-      if (keep) {
-        if (opts.reducePattern === undefined) out.patterns.push(step.pattern!);
-        else {
-          out.reduced.push(tf.tidy(() => opts.reducePattern!(l, step.pattern!)));
-          pass.release(step.pattern!);
-        }
-      }
+      if (keep) out.patterns.push(step.pattern!);
       if (step.resid === undefined) break;
-      // The caller's embeddings are the caller's to free.
-      if (resid !== opts.tokenEmbeddings) pass.release(resid);
+      pass.release(resid);
       resid = step.resid;
     }
     if (!whole) return out;
     const xf = pass.final(params, resid); // (B, T, dm)
-    if (resid !== opts.tokenEmbeddings) pass.release(resid);
-    if (opts.finalResidual) out.finalResidual = xf;
-    if (opts.logits) out.logits = unembed(params['unembed.W_U'], params['unembed.b_U'], xf); // (B, T, V)
-    if (!opts.finalResidual) pass.release(xf);
+    pass.release(resid);
+    out.logits = unembed(params['unembed.W_U'], params['unembed.b_U'], xf); // (B, T, V)
+    pass.release(xf);
     return out;
   } finally {
     pass.dispose();

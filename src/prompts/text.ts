@@ -89,7 +89,7 @@ export function textPromptSet(raw: TextSpec, c: ModelConfig, baseDir = process.c
   }
   const tokens = tokenizer.encode(bytes);
   if (tokens.length < spec.length) {
-    throw promptError(where, `${file} has ${tokens.length} tokens, fewer than length ${spec.length}`, file);
+    throw promptError(where, `${shownPath(file)} has ${tokens.length} tokens, fewer than length ${spec.length}`, file);
   }
   // lineOf[i]: the file line token i starts on.
   const lineOf = new Int32Array(tokens.length);

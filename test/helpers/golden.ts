@@ -3,14 +3,21 @@
  * (METRICS.md §7), named, so a failure lists exactly which heads disagree.
  */
 import { expect } from 'vitest';
-import type { CheckpointScores, CompositionScores } from '../../src/score.ts';
-import type { ExpectedPromptSet, ExpectedWeights } from './fixtures.ts';
+import { scoreCheckpoint, type CheckpointScores, type CompositionScores, type MetricName } from '../../src/score.ts';
+import type { ExpectedPromptSet, ExpectedWeights, Fixture, RealFixture } from './fixtures.ts';
 
 export const PATTERN_TOL = 1e-4;
 /** copying, composition and losses */
 export const TOL = 1e-3;
 
-export type PatternScore = 'prefix_matching' | 'duplicate_token' | 'previous_token';
+/** The pattern scores the fixtures hold expected values for. */
+export const GOLDEN_PATTERNS = ['prefix_matching', 'duplicate_token', 'previous_token'] as const;
+export type PatternScore = (typeof GOLDEN_PATTERNS)[number];
+
+/** A fixture scored as the golden suites score it: batch size 3 splits every prompt set into several batches, the last one short. */
+export function scoreInShortBatches(fx: Fixture | RealFixture, metrics: readonly MetricName[]): Promise<CheckpointScores> {
+  return scoreCheckpoint(fx.checkpoint, fx.promptSets, { metrics, batchSize: 3, icl: fx.icl });
+}
 
 /** One pattern score of every head of every prompt set against the expected values. */
 export function patternMisses(scores: CheckpointScores, expected: Record<string, ExpectedPromptSet>, metric: PatternScore): string[] {

@@ -3,7 +3,7 @@
  * copies P(q) = { k < q : t[k] = t[q] }. Only queries with a non-empty P(q) count.
  */
 import { buildMask, type PatternMask } from '../mask.ts';
-import { defineMetric } from '../spec.ts';
+import { patternMetric } from '../spec.ts';
 
 export function duplicateTokenMask(tokens: readonly Int32Array[]): PatternMask {
   return buildMask(tokens, (_q, earlier, row) => {
@@ -12,12 +12,8 @@ export function duplicateTokenMask(tokens: readonly Int32Array[]): PatternMask {
   });
 }
 
-export const duplicateToken = defineMetric({
+export const duplicateToken = patternMetric({
   name: 'duplicate_token',
-  kind: 'pattern',
-  per: 'head',
-  definedIn: 'METRICS.md §4',
-  range: [0, 1],
   summary: 'attention mass on earlier copies of the current token',
   definition: 'the same mean of `Σ_{k∈P(q)} A[q, k]`',
   readsAs: 'attention to earlier copies of the current token',

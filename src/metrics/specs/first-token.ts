@@ -5,7 +5,7 @@
  * one: the "attention sink" (Xiao et al. 2023).
  */
 import { buildMask, type PatternMask } from '../mask.ts';
-import { defineMetric } from '../spec.ts';
+import { patternMetric } from '../spec.ts';
 
 export function firstTokenMask(tokens: readonly Int32Array[]): PatternMask {
   return buildMask(tokens, (q, _earlier, row) => {
@@ -15,12 +15,8 @@ export function firstTokenMask(tokens: readonly Int32Array[]): PatternMask {
   });
 }
 
-export const firstToken = defineMetric({
+export const firstToken = patternMetric({
   name: 'first_token',
-  kind: 'pattern',
-  per: 'head',
-  definedIn: 'METRICS.md §4',
-  range: [0, 1],
   summary: 'attention mass on the first position (BOS when the prompts have one)',
   definition: 'mean over all sequences and `q = 1..T-1` of `A[q, 0]`',
   readsAs: 'an attention sink: a head that parks the attention it does not need on the first token (Xiao et al. 2023). '

@@ -4,7 +4,7 @@
  * those copies. Only queries with a non-empty P(q) count. An induction head scores near 1.
  */
 import { buildMask, type PatternMask } from '../mask.ts';
-import { defineMetric } from '../spec.ts';
+import { patternMetric } from '../spec.ts';
 
 export function prefixMatchingMask(tokens: readonly Int32Array[]): PatternMask {
   return buildMask(tokens, (_q, earlier, row) => {
@@ -13,12 +13,8 @@ export function prefixMatchingMask(tokens: readonly Int32Array[]): PatternMask {
   });
 }
 
-export const prefixMatching = defineMetric({
+export const prefixMatching = patternMetric({
   name: 'prefix_matching',
-  kind: 'pattern',
-  per: 'head',
-  definedIn: 'METRICS.md §4',
-  range: [0, 1],
   summary: 'attention mass on the token after an earlier copy of the current token',
   definition: 'mean over all (sequence, query) pairs with a non-empty `P(q)` of `Σ_{j∈S(q)} A[q, j]`',
   readsAs: 'attention to the token *after* an earlier copy of the current token: the induction-head signature '

@@ -3,7 +3,7 @@
  * q = 1..T-1 (position 0 has no previous token and does not count).
  */
 import { buildMask, type PatternMask } from '../mask.ts';
-import { defineMetric } from '../spec.ts';
+import { patternMetric } from '../spec.ts';
 
 export function previousTokenMask(tokens: readonly Int32Array[]): PatternMask {
   return buildMask(tokens, (q, _earlier, row) => {
@@ -13,12 +13,8 @@ export function previousTokenMask(tokens: readonly Int32Array[]): PatternMask {
   });
 }
 
-export const previousToken = defineMetric({
+export const previousToken = patternMetric({
   name: 'previous_token',
-  kind: 'pattern',
-  per: 'head',
-  definedIn: 'METRICS.md §4',
-  range: [0, 1],
   summary: 'attention mass on the previous position',
   definition: 'mean over all sequences and `q = 1..T-1` of `A[q, q-1]`',
   readsAs: 'a previous-token head, the first half of the induction circuit',
