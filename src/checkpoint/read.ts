@@ -143,7 +143,8 @@ export function spanBytes(v: StridedView): number {
   return (last + 1) * DTYPE_BYTES[v.dtype];
 }
 
-function rowMajorStrides(shape: readonly number[]): number[] {
+/** In elements: the strides of a packed row-major tensor (a safetensors entry). */
+export function rowMajorStrides(shape: readonly number[]): number[] {
   const strides = new Array<number>(shape.length);
   let s = 1;
   for (let k = shape.length - 1; k >= 0; k--) {

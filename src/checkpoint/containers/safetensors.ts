@@ -20,7 +20,7 @@ import { checkpointError, parserMessage, quote } from '../../errors.ts';
 import { jsonShapeProblem } from '../json.ts';
 import { openRegularFile, readProblem } from '../../files.ts';
 import { DTYPE_BYTES, f32ToBF16, f32ToF16, isFloatDType, FLOAT_DTYPES, type DType } from '../dtypes.ts';
-import { elementCount, formatShape, readExactly, ViewReader, type HostTensor, type StoredTensor } from '../read.ts';
+import { elementCount, formatShape, readExactly, rowMajorStrides, ViewReader, type HostTensor, type StoredTensor } from '../read.ts';
 
 /** The safetensors reference implementation caps the header at 100 MB. */
 const MAX_HEADER_BYTES = 100_000_000;
@@ -227,14 +227,8 @@ function checkLayout(file: string, tensors: Map<string, TensorInfo>, dataSize: n
 export function storedTensors(file: string, header: SafetensorsHeader): Map<string, StoredTensor> {
   const out = new Map<string, StoredTensor>();
   for (const [name, t] of header.tensors) {
-    const strides = new Array<number>(t.shape.length);
-    let s = 1;
-    for (let k = t.shape.length - 1; k >= 0; k--) {
-      strides[k] = s;
-      s *= t.shape[k];
-    }
     const storage = { file, begin: header.dataStart + t.begin, bytes: t.end - t.begin, label: `tensor ${quote(name)}` };
-    out.set(name, { name, dtype: t.dtype, shape: t.shape, strides, offset: 0, storage });
+    out.set(name, { name, dtype: t.dtype, shape: t.shape, strides: rowMajorStrides(t.shape), offset: 0, storage });
   }
   return out;
 }
