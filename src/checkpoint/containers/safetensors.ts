@@ -243,24 +243,18 @@ export function readTensor(fd: number, file: string, header: SafetensorsHeader, 
   return { shape: t.shape, data };
 }
 
-/**
- * Opens a file, reads and validates its header, runs `fn`, and closes the file, unless
- * `fn` called `keepOpen` (it then owns the descriptor: a TensorFile it returns).
- */
-export function withSafetensors<T>(file: string, fn: (fd: number, header: SafetensorsHeader, keepOpen: () => void) => T): T {
+/** Opens a file, reads and validates its header, runs `fn`, and closes the file. */
+export function withSafetensors<T>(file: string, fn: (fd: number, header: SafetensorsHeader) => T): T {
   let fd: number;
   try {
     fd = openRegularFile(file);
   } catch (err) {
     throw checkpointError(file, readProblem(err), undefined, err);
   }
-  let kept = false;
   try {
-    return fn(fd, readSafetensorsHeader(fd, file), () => {
-      kept = true;
-    });
+    return fn(fd, readSafetensorsHeader(fd, file));
   } finally {
-    if (!kept) closeSync(fd);
+    closeSync(fd);
   }
 }
 
