@@ -30,7 +30,7 @@ const MAX_HEADER_BYTES = 100_000_000;
  * past any real checkpoint file. It bounds what parsing a header costs:
  * a 100 MB header of empty entries would otherwise take gigabytes.
  */
-export const MAX_TENSORS = 1 << 17;
+const MAX_TENSORS = 1 << 17;
 
 /** Dimensions a tensor may have: real ones have at most 5. */
 const MAX_RANK = 16;

@@ -22,7 +22,7 @@ const ModelArgs = z.looseObject({
 type ModelArgs = z.infer<typeof ModelArgs> & { w: WrittenConfig };
 
 /** `torch.compile` wraps the model, and its state dict keys then start with this. */
-export const COMPILED_PREFIX = '_orig_mod.';
+const COMPILED_PREFIX = '_orig_mod.';
 
 /** The causal-mask buffer of torch < 2 runs (`attn.c_attn.bias` is a weight, hence the block prefix). */
 const BUFFER = /(^|\.)h\.\d+\.attn\.bias$/;
