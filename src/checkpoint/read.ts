@@ -58,8 +58,6 @@ export interface StridedView {
   storage: Storage;
 }
 
-export { formatShape };
-
 /** Element count of a shape, or null when it exceeds 2^53. */
 export function elementCount(shape: readonly number[]): number | null {
   if (shape.includes(0)) return 0;

@@ -16,11 +16,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import { closeSync, fstatSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { checkpointError, parserMessage, quote } from '../../errors.ts';
+import { checkpointError, formatShape, parserMessage, quote } from '../../errors.ts';
 import { jsonShapeProblem } from '../json.ts';
 import { openRegularFile, readProblem } from '../../files.ts';
 import { DTYPE_BYTES, f32ToBF16, f32ToF16, isFloatDType, FLOAT_DTYPES, type DType } from '../dtypes.ts';
-import { elementCount, formatShape, readExactly, rowMajorStrides, ViewReader, type HostTensor, type StoredTensor } from '../read.ts';
+import { elementCount, readExactly, rowMajorStrides, ViewReader, type HostTensor, type StoredTensor } from '../read.ts';
 
 /** The safetensors reference implementation caps the header at 100 MB. */
 const MAX_HEADER_BYTES = 100_000_000;
