@@ -7,6 +7,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { unpickle } from '../src/checkpoint/containers/pickle.ts';
+import { plainValue } from '../src/checkpoint/containers/torch.ts';
 import { HeadsweepError } from '../src/errors.ts';
 import { FIXTURES_DIR } from './helpers/fixtures.ts';
 import { expectLoadError } from './helpers/load-errors.ts';
@@ -95,5 +97,13 @@ describe('what a pickle may hold', () => {
     const path = tmp.file('proto.pt', torchArchive('proto', pickle, {}));
     expect(() => loadCheckpoint(path)).toThrow(HeadsweepError);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    // Assigning '__proto__' would give this one object a new prototype and no such key:
+    // the key must be an own property of a plain object.
+    const root = unpickle(pickle, { persistentLoad: () => null });
+    const args = (plainValue(root) as Record<string, Record<string, unknown>>).model_args;
+    expect(Object.getPrototypeOf(args)).toBe(Object.prototype);
+    expect(Object.hasOwn(args, '__proto__')).toBe(true);
+    expect(Object.getOwnPropertyDescriptor(args, '__proto__')?.value).toEqual({ polluted: true });
+    expect(args.polluted).toBeUndefined();
   });
 });

@@ -11,8 +11,8 @@ import { afterAll, describe, expect, test } from 'vitest';
 import { loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import { HeadsweepError } from '../src/errors.ts';
 import { expectLoadError } from './helpers/load-errors.ts';
-import { REAL, writeShardedGpt2 } from './helpers/real.ts';
-import { TINY_CONFIG, tempDir, tinyTensors } from './helpers/safetensors.ts';
+import { REAL, safetensorsParts, writeShardedGpt2 } from './helpers/real.ts';
+import { assemble, TINY_CONFIG, tempDir, tinyTensors } from './helpers/safetensors.ts';
 import { f32Bytes, pickleDict, storedZip, torchArchive, zipRecords, type PickleItem } from './helpers/torch-zip.ts';
 
 const tmp = tempDir();
@@ -163,6 +163,17 @@ describe('tensors against the family and the config', () => {
     const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, n_inner: 128 }));
     expectLoadError(dir, /: tensor 'h\.0\.mlp\.c_fc\.weight' has shape \[64, 256\] but the config expects \[64, 128\]$/, join(dir, 'model.safetensors'));
+  });
+
+  test('a source tensor the family does not read is named, beside the known buffers read past', () => {
+    const dir = copyOf(join(REAL, 'gpt2-small-hf'), 'unexpected-tensor');
+    const file = join(dir, 'model.safetensors');
+    const { header, data } = safetensorsParts(file);
+    // The fixture carries h.0.attn.bias, the causal-mask buffer older GPT-2 checkpoints have: no error of its own.
+    expect(header['h.0.attn.bias']).toBeDefined();
+    const extra = { dtype: 'F32', shape: [1], data_offsets: [data.byteLength, data.byteLength + 4] };
+    writeFileSync(file, assemble({ header: { ...header, 'h.0.attn.extra.weight': extra }, data: Buffer.concat([data, new Uint8Array(4)]) }));
+    expectLoadError(dir, /: unexpected tensor 'h\.0\.attn\.extra\.weight': the GPT-2 conversion does not read it and it is not a known buffer$/, file);
   });
 
   test('a folder of the wrong kind: config.json but no weights', () => {

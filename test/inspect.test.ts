@@ -3,6 +3,7 @@
  * checkpoint (text and --json), and the exit code and message for a bad one.
  */
 import { spawnSync } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { afterAll, describe, expect, test } from 'vitest';
 import { assemble, buildParts, tempDir, tinyParts, tinyTensors, TINY_CONFIG } from './helpers/safetensors.ts';
 
@@ -24,6 +25,8 @@ const PLANTED = 'test/fixtures/planted-induction-2l.safetensors';
 //   unembed.W_U 96·16 = 1536, unembed.b_U 16
 //   total 1536 + 6144 + 99264 + 1536 + 16 = 108496.
 const PLANTED_PARAMETERS = 108496;
+/** Its size on disk: the 108496 float32 values (433984 bytes) after the header. */
+const PLANTED_BYTES = statSync(PLANTED).size;
 
 const PLANTED_TENSORS: [string, number[]][] = [
   ['embed.W_E', [16, 96]],
@@ -56,7 +59,7 @@ describe('headsweep inspect on a good checkpoint', () => {
     expect(lines).toContain(`parameters   ${PLANTED_PARAMETERS}`);
     expect(lines).toContain('config as written (__metadata__.config)');
     expect(lines).toContain('config (TL, resolved)');
-    expect(lines).toContain('  planted-induction-2l.safetensors  weights  435920 bytes');
+    expect(lines).toContain(`  planted-induction-2l.safetensors  weights  ${PLANTED_BYTES} bytes`);
     for (const [field, value] of [
       ['n_layers', '2'], ['n_heads', '2'], ['d_model', '96'], ['d_head', '64'], ['d_vocab', '16'], ['n_ctx', '64'],
       ['normalization_type', 'none'], ['positional_embedding_type', 'standard'], ['eps', '0.00001'], ['bos_token_id', '0'],
@@ -83,7 +86,7 @@ describe('headsweep inspect on a good checkpoint', () => {
     expect(info.format).toBe('safetensors');
     expect(info.kind).toBe('file');
     expect(info.step_source).toBe('__metadata__.step');
-    expect(info.files).toEqual([{ name: 'planted-induction-2l.safetensors', path: PLANTED, role: 'weights', bytes: 435920, whole: true }]);
+    expect(info.files).toEqual([{ name: 'planted-induction-2l.safetensors', path: PLANTED, role: 'weights', bytes: PLANTED_BYTES, whole: true }]);
     expect(info.config_as_written.n_layers).toBe(2);
     expect(info.zeros).toEqual([]);
     expect(info.config).toEqual({

@@ -9,10 +9,10 @@
  * on the file's bytes (read.ts), and reading it is the conversion. No tensor is copied
  * to be rearranged, whatever the layout.
  */
-import { checkpointError, quote, shapeMismatch } from '../errors.ts';
+import { checkpointError, formatShape, quote, shapeMismatch } from '../errors.ts';
 import { expectedTensors, type ModelConfig } from '../model/config.ts';
 import { DTYPE_BYTES, FLOAT_DTYPES, isFloatDType } from './dtypes.ts';
-import { formatShape, type StoredTensor, type StridedView } from './read.ts';
+import type { StoredTensor, StridedView } from './read.ts';
 
 /** TL index → source index, affine (see the file comment). */
 export type IndexMap = (...i: number[]) => number[];

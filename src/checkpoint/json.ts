@@ -63,4 +63,4 @@ export function jsonShapeProblem(text: string, limits: { depth: number; containe
 }
 
 /** Limits for JSON that describes a model (config.json, an index, `__metadata__.config`): far past any real one. */
-export const MODEL_JSON_LIMITS = { depth: 32, containers: 1 << 20 };
+const MODEL_JSON_LIMITS = { depth: 32, containers: 1 << 20 };

@@ -58,8 +58,6 @@ export interface StridedView {
   storage: Storage;
 }
 
-export { formatShape };
-
 /** Element count of a shape, or null when it exceeds 2^53. */
 export function elementCount(shape: readonly number[]): number | null {
   if (shape.includes(0)) return 0;
@@ -143,7 +141,8 @@ export function spanBytes(v: StridedView): number {
   return (last + 1) * DTYPE_BYTES[v.dtype];
 }
 
-function rowMajorStrides(shape: readonly number[]): number[] {
+/** In elements: the strides of a packed row-major tensor (a safetensors entry). */
+export function rowMajorStrides(shape: readonly number[]): number[] {
   const strides = new Array<number>(shape.length);
   let s = 1;
   for (let k = shape.length - 1; k >= 0; k--) {

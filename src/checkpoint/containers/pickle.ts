@@ -78,7 +78,7 @@ const ALLOWED_GLOBALS = new Map<string, PyGlobal>([
   ...Object.entries(STORAGE_CLASSES).map(([name, dtype]): [string, PyGlobal] => [`torch.${name}`, new PyGlobal('torch', name, dtype)]),
 ]);
 
-export const ALLOWED_GLOBAL_NAMES: readonly string[] = [...ALLOWED_GLOBALS.keys()];
+const ALLOWED_GLOBAL_NAMES: readonly string[] = [...ALLOWED_GLOBALS.keys()];
 
 /** The opcodes torch's weights-only unpickler accepts (CHECKPOINT-FORMATS.md §3), by byte. */
 const OP = {

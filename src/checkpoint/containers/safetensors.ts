@@ -16,11 +16,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import { closeSync, fstatSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { checkpointError, parserMessage, quote } from '../../errors.ts';
+import { checkpointError, formatShape, parserMessage, quote } from '../../errors.ts';
 import { jsonShapeProblem } from '../json.ts';
 import { openRegularFile, readProblem } from '../../files.ts';
 import { DTYPE_BYTES, f32ToBF16, f32ToF16, isFloatDType, FLOAT_DTYPES, type DType } from '../dtypes.ts';
-import { elementCount, formatShape, readExactly, ViewReader, type HostTensor, type StoredTensor } from '../read.ts';
+import { elementCount, readExactly, rowMajorStrides, ViewReader, type HostTensor, type StoredTensor } from '../read.ts';
 
 /** The safetensors reference implementation caps the header at 100 MB. */
 const MAX_HEADER_BYTES = 100_000_000;
@@ -30,7 +30,7 @@ const MAX_HEADER_BYTES = 100_000_000;
  * past any real checkpoint file. It bounds what parsing a header costs:
  * a 100 MB header of empty entries would otherwise take gigabytes.
  */
-export const MAX_TENSORS = 1 << 17;
+const MAX_TENSORS = 1 << 17;
 
 /** Dimensions a tensor may have: real ones have at most 5. */
 const MAX_RANK = 16;
@@ -227,14 +227,8 @@ function checkLayout(file: string, tensors: Map<string, TensorInfo>, dataSize: n
 export function storedTensors(file: string, header: SafetensorsHeader): Map<string, StoredTensor> {
   const out = new Map<string, StoredTensor>();
   for (const [name, t] of header.tensors) {
-    const strides = new Array<number>(t.shape.length);
-    let s = 1;
-    for (let k = t.shape.length - 1; k >= 0; k--) {
-      strides[k] = s;
-      s *= t.shape[k];
-    }
     const storage = { file, begin: header.dataStart + t.begin, bytes: t.end - t.begin, label: `tensor ${quote(name)}` };
-    out.set(name, { name, dtype: t.dtype, shape: t.shape, strides, offset: 0, storage });
+    out.set(name, { name, dtype: t.dtype, shape: t.shape, strides: rowMajorStrides(t.shape), offset: 0, storage });
   }
   return out;
 }
@@ -249,24 +243,18 @@ export function readTensor(fd: number, file: string, header: SafetensorsHeader, 
   return { shape: t.shape, data };
 }
 
-/**
- * Opens a file, reads and validates its header, runs `fn`, and closes the file, unless
- * `fn` called `keepOpen` (it then owns the descriptor: a TensorFile it returns).
- */
-export function withSafetensors<T>(file: string, fn: (fd: number, header: SafetensorsHeader, keepOpen: () => void) => T): T {
+/** Opens a file, reads and validates its header, runs `fn`, and closes the file. */
+export function withSafetensors<T>(file: string, fn: (fd: number, header: SafetensorsHeader) => T): T {
   let fd: number;
   try {
     fd = openRegularFile(file);
   } catch (err) {
     throw checkpointError(file, readProblem(err), undefined, err);
   }
-  let kept = false;
   try {
-    return fn(fd, readSafetensorsHeader(fd, file), () => {
-      kept = true;
-    });
+    return fn(fd, readSafetensorsHeader(fd, file));
   } finally {
-    if (!kept) closeSync(fd);
+    closeSync(fd);
   }
 }
 

@@ -124,7 +124,7 @@ export function openTorchArchive(fd: number, file: string, size: number): TorchA
 }
 
 /** Whether a pickled value is a state dict: a dict of names to tensors. */
-export function isStateDict(v: PyValue): v is Map<PyKey, TensorRef> {
+function isStateDict(v: PyValue): v is Map<PyKey, TensorRef> {
   return v instanceof Map && v.size > 0 && [...v].every(([k, t]) => typeof k === 'string' && t instanceof TensorRef);
 }
 

@@ -8,7 +8,7 @@
 import type { z } from 'zod';
 import { checkpointError, issueLines, quote, type HeadsweepError } from '../../errors.ts';
 import type { ModelConfig } from '../../model/config.ts';
-import type { Conversion } from '../convert.ts';
+import type { Conversion, Recipe } from '../convert.ts';
 import type { StoredTensor } from '../read.ts';
 
 export const FAMILY_NAMES = ['tl', 'gpt2', 'neox', 'llama', 'nanogpt'] as const;
@@ -73,4 +73,17 @@ export function refuseRopeScaling(w: WrittenConfig, scaling: unknown, parameters
   if (parameters?.rope_type !== undefined && parameters.rope_type !== 'default') {
     configProblem(w, 'rope_parameters.rope_type', `${quote(parameters.rope_type)} changes the rotary frequencies, which headsweep does not implement (only 'default')`);
   }
+}
+
+/**
+ * A trainer family's conversion: its recipes, with the known buffers `buffer` matches
+ * (causal masks, rotary tables) read past and any other tensor left over an error naming
+ * `conversion`; `where` places the tensor when it is not at the top of the file (` in model`).
+ */
+export function withBuffers(recipes: Map<string, Recipe>, buffer: RegExp, conversion: string, where = ''): Conversion {
+  return {
+    recipes,
+    ignored: (name) => buffer.test(name),
+    unexpected: (name) => `unexpected tensor ${quote(name)}${where}: ${conversion} does not read it and it is not a known buffer`,
+  };
 }

@@ -6,8 +6,7 @@ import { z } from 'zod';
 import type { ModelConfig } from '../../model/config.ts';
 import { from, type Conversion, type Recipe } from '../convert.ts';
 import type { StoredTensor } from '../read.ts';
-import { configProblem, headSize, parseWith, type Family, type WrittenConfig } from './family.ts';
-import { quote } from '../../errors.ts';
+import { configProblem, headSize, parseWith, withBuffers, type Family, type WrittenConfig } from './family.ts';
 
 /** `GPT2Config`'s fields and defaults ([HF] configuration_gpt2.py). */
 const Gpt2Config = z.looseObject({
@@ -93,10 +92,6 @@ export const gpt2: Family<Gpt2Config> = {
     // lm_head is tied to wte and usually not stored; W_U[m][v] = wte[v][m].
     const head = tensors.has('lm_head.weight') ? 'lm_head.weight' : `${t}wte.weight`;
     r.set('unembed.W_U', from(head, [V, D], (m, v) => [v, m]));
-    return {
-      recipes: r,
-      ignored: (name) => BUFFER.test(name),
-      unexpected: (name) => `unexpected tensor ${quote(name)}: the GPT-2 conversion does not read it and it is not a known buffer`,
-    };
+    return withBuffers(r, BUFFER, 'the GPT-2 conversion');
   },
 };

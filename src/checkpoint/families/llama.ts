@@ -10,8 +10,7 @@ import { z } from 'zod';
 import type { ModelConfig } from '../../model/config.ts';
 import { from, type Conversion, type Recipe } from '../convert.ts';
 import type { StoredTensor } from '../read.ts';
-import { configProblem, headSize, parseWith, refuseRopeScaling, type Family, type WrittenConfig } from './family.ts';
-import { quote } from '../../errors.ts';
+import { configProblem, headSize, parseWith, refuseRopeScaling, withBuffers, type Family, type WrittenConfig } from './family.ts';
 
 export const LLAMA_MODEL_TYPES = ['llama', 'mistral', 'qwen2'] as const;
 
@@ -123,10 +122,6 @@ export const llama: Family<LlamaConfig> = {
     // Tied models often store no lm_head; W_U[m][v] = weight[v][m] either way.
     const head = p.tie_word_embeddings && !tensors.has('lm_head.weight') ? 'model.embed_tokens.weight' : 'lm_head.weight';
     r.set('unembed.W_U', from(head, [V, D], (m, v) => [v, m]));
-    return {
-      recipes: r,
-      ignored: (name) => BUFFER.test(name),
-      unexpected: (name) => `unexpected tensor ${quote(name)}: the Llama conversion does not read it and it is not a known buffer`,
-    };
+    return withBuffers(r, BUFFER, 'the Llama conversion');
   },
 };

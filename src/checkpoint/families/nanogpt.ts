@@ -8,8 +8,7 @@ import { z } from 'zod';
 import type { ModelConfig } from '../../model/config.ts';
 import { from, ZEROS, type Conversion, type Recipe } from '../convert.ts';
 import type { StoredTensor } from '../read.ts';
-import { headSize, parseWith, type Family, type WrittenConfig } from './family.ts';
-import { quote } from '../../errors.ts';
+import { headSize, parseWith, withBuffers, type Family, type WrittenConfig } from './family.ts';
 
 /** nanoGPT's GPTConfig as `model_args` records it (model.py; `bias` defaults to True there). */
 const ModelArgs = z.looseObject({
@@ -23,7 +22,7 @@ const ModelArgs = z.looseObject({
 type ModelArgs = z.infer<typeof ModelArgs> & { w: WrittenConfig };
 
 /** `torch.compile` wraps the model, and its state dict keys then start with this. */
-export const COMPILED_PREFIX = '_orig_mod.';
+const COMPILED_PREFIX = '_orig_mod.';
 
 /** The causal-mask buffer of torch < 2 runs (`attn.c_attn.bias` is a weight, hence the block prefix). */
 const BUFFER = /(^|\.)h\.\d+\.attn\.bias$/;
@@ -90,10 +89,6 @@ export const nanogpt: Family<ModelArgs> = {
     // lm_head is tied to wte (one storage in the pickle); W_U[m][v] = lm_head.weight[v][m].
     const head = tensors.has(`${t}lm_head.weight`) ? `${t}lm_head.weight` : `${t}transformer.wte.weight`;
     set('unembed.W_U', from(head, [V, D], (m, v) => [v, m]));
-    return {
-      recipes: r,
-      ignored: (name) => BUFFER.test(name),
-      unexpected: (name) => `unexpected tensor ${quote(name)} in model: the nanoGPT conversion does not read it and it is not a known buffer`,
-    };
+    return withBuffers(r, BUFFER, 'the nanoGPT conversion', ' in model');
   },
 };

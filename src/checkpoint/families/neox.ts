@@ -7,8 +7,7 @@ import { z } from 'zod';
 import type { ModelConfig } from '../../model/config.ts';
 import { from, type Conversion, type Recipe } from '../convert.ts';
 import type { StoredTensor } from '../read.ts';
-import { headSize, parseWith, refuseRopeScaling, type Family, type WrittenConfig } from './family.ts';
-import { quote } from '../../errors.ts';
+import { headSize, parseWith, refuseRopeScaling, withBuffers, type Family, type WrittenConfig } from './family.ts';
 
 /** `GPTNeoXConfig`'s fields and defaults ([HF] configuration_gpt_neox.py, v4 and v5 spellings). */
 const NeoxConfig = z.looseObject({
@@ -104,10 +103,6 @@ export const neox: Family<NeoxConfig> = {
     // Untied by default; W_U[m][v] = embed_out.weight[v][m]. No b_U: TL fills zeros.
     const head = p.tie_word_embeddings && !tensors.has('embed_out.weight') ? 'gpt_neox.embed_in.weight' : 'embed_out.weight';
     r.set('unembed.W_U', from(head, [V, D], (m, v) => [v, m]));
-    return {
-      recipes: r,
-      ignored: (name) => BUFFER.test(name),
-      unexpected: (name) => `unexpected tensor ${quote(name)}: the GPT-NeoX conversion does not read it and it is not a known buffer`,
-    };
+    return withBuffers(r, BUFFER, 'the GPT-NeoX conversion');
   },
 };

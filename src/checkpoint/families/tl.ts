@@ -30,7 +30,7 @@ const NeelConfig = z.looseObject({
 });
 
 /** A Neel-style config names `normalization` (TL spells it `normalization_type`). */
-export function isNeelConfig(v: Record<string, unknown>): boolean {
+function isNeelConfig(v: Record<string, unknown>): boolean {
   return !Object.hasOwn(v, 'normalization_type') && (Object.hasOwn(v, 'normalization') || Object.hasOwn(v, 'shortformer_pos'));
 }
 
