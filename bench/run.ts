@@ -29,6 +29,7 @@ import { loadConfig } from '../pipeline/config.ts';
 import { buildPlan } from '../pipeline/plan.ts';
 import { runSweep } from '../pipeline/sweep.ts';
 import { spawn, spawnSync } from 'node:child_process';
+import { matMulRate, productGflop } from './floor.ts';
 
 const DATA = resolve(import.meta.dirname, '.data');
 
@@ -174,6 +175,8 @@ function perCheckpoint(r: SweepRun): number {
 async function benchSweep(c: Case, metrics: MetricsChoice, checkpoints: number, workers: number, backend: BackendChoice, batchSize: number, repeat: number): Promise<void> {
   const runs: SweepRun[] = [];
   for (let i = 0; i < repeat; i++) runs.push(await sweepOnce(c, metrics, checkpoints, workers, backend, batchSize));
+  // Measured after the sweeps, alone, so that it takes no memory or time from them.
+  const rate = await matMulRate(backend);
   runs.sort((a, b) => a.wall - b.wall);
   const median = runs[Math.floor((runs.length - 1) / 2)];
   const { n, stages } = median;
@@ -195,12 +198,18 @@ async function benchSweep(c: Case, metrics: MetricsChoice, checkpoints: number, 
   console.log(`  CPU time, all threads: ${s2(medianOf(cpu))} s per checkpoint (all: ${cpu.map(s2).join(', ')}), i.e. ${s2(medianOf(cpu) / median.workers)} s per checkpoint with a core per worker`);
   const warm = runs.map((r) => r.warm).filter((w): w is number => w !== null);
   if (warm.length > 0) console.log(`  after each worker's first checkpoint: ${s2(medianOf(warm))} s per checkpoint (all: ${warm.map(s2).join(', ')})`);
+  // The floor (floor.ts): the matrix products alone at the fastest rate this backend multiplies at here.
+  const work = productGflop(c.config, metricNames(metrics), { sequences: 64, tokens: 101 });
+  const gflop = work.forward + work.unembed + work.weights;
+  const floor = gflop / (rate.gflops * median.workers);
+  console.log(`  matrix products per checkpoint: ${gflop.toFixed(1)} GFLOP (forward ${work.forward.toFixed(1)}, unembedding ${work.unembed.toFixed(1)}, weight scores ${work.weights.toFixed(1)}); at ${rate.gflops.toFixed(1)} GFLOP/s per thread (${rate.backend}'s best 2-D matMul here, just measured) they alone take ${s2(gflop / rate.gflops)} s on one thread: a floor of ${s2(floor)} s per checkpoint on ${median.workers} workers`);
   // The peer's figures are per checkpoint of a sweep of the case's size, what the target compares.
   const peer = n === c.checkpoints ? c.peer?.[metrics] : undefined;
   if (peer !== undefined) {
     const ours = medianOf(runs.map(perCheckpoint));
     const verdict = ours <= peer.target ? 'met' : 'NOT met';
-    console.log(`  TransformerLens-style PyTorch on this machine: ${peer.seconds} s per checkpoint; here ${s2(ours)} s (target ≤ ${peer.target} s: ${verdict})`);
+    const belowFloor = peer.target < floor ? ', below the floor' : '';
+    console.log(`  TransformerLens-style PyTorch on this machine: ${peer.seconds} s per checkpoint; here ${s2(ours)} s (target ≤ ${peer.target} s${belowFloor}: ${verdict})`);
   }
   console.log(`  peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB (whole process, all worker threads)`);
 }
