@@ -14,7 +14,7 @@ import { tableFromIPC } from 'apache-arrow';
 import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { afterAll, describe, expect, test, vi } from 'vitest';
-import { loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { loadCheckpoint, nonFiniteError } from '../src/checkpoint/checkpoint.ts';
 import { HeadsweepError, MESSAGE_LIMIT } from '../src/errors.ts';
 import { EXIT, main } from '../pipeline/cli.ts';
 import { compactOutput } from '../pipeline/compact.ts';
@@ -22,9 +22,11 @@ import { loadConfig } from '../pipeline/config.ts';
 import { Lock } from '../pipeline/lock.ts';
 import { buildPlan } from '../pipeline/plan.ts';
 import { assemble, tempDir, tinyParts, TINY_CONFIG, type Parts } from './helpers/safetensors.ts';
+import { storedZip, zipRecords } from './helpers/torch-zip.ts';
 
 const REPO = join(import.meta.dirname, '..');
 const DEMO = join(REPO, 'data', 'demo');
+const REAL = join(REPO, 'test', 'fixtures', 'real');
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 
@@ -145,6 +147,38 @@ describe('hangs', () => {
     // The layer-0 heads are the sources of every pair the 2-layer model has.
     for (const row of composition) expect(row.score).toBe(0);
     expect(arrowRows(join(dir, 'out', 'checkpoint_scores')).every((r) => r.mean_loss === null || Number.isFinite(r.mean_loss))).toBe(true);
+  });
+
+  test('1. the same counts from a torch zip (a nanoGPT ckpt.pt) and from BF16 weights (a Llama folder), read through their own decoders', () => {
+    const dir = join(tmp.dir, 'nan-formats');
+    // nanoGPT: a NaN in the first storage record, the archive rebuilt around it.
+    const records = zipRecords(readFileSync(join(REAL, 'nanogpt-ckpt', 'ckpt-2000.pt')));
+    const at = records.findIndex((r) => r.name === 'ckpt-2000/data/0');
+    const data = Uint8Array.from(records[at].data);
+    new DataView(data.buffer).setFloat32(4 * 7, NaN, true);
+    records[at] = { name: records[at].name, data };
+    mkdirSync(join(dir, 'nanogpt'), { recursive: true });
+    const pt = join(dir, 'nanogpt', 'ckpt-2000.pt');
+    writeFileSync(pt, storedZip(records, { align: 64 }));
+    expect(nonFiniteError(loadCheckpoint(pt))?.message).toMatch(
+      /ckpt-2000\.pt: non-finite weights .*record 'ckpt-2000\/data\/0' \(read as embed\.W_E, unembed\.W_U\) holds 1 NaN of 4272 values/,
+    );
+    // Llama, BF16: a NaN (0x7FC0) and a -Inf (0xFF80) in lm_head.weight.
+    const folder = join(dir, 'llama');
+    mkdirSync(folder, { recursive: true });
+    copyFileSync(join(REAL, 'llama-gqa-bf16', 'config.json'), join(folder, 'config.json'));
+    const bytes = readFileSync(join(REAL, 'llama-gqa-bf16', 'model.safetensors'));
+    const n = Number(bytes.readBigUInt64LE(0));
+    const header = JSON.parse(bytes.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string; data_offsets: [number, number] }>;
+    expect(header['lm_head.weight'].dtype).toBe('BF16');
+    const begin = 8 + n + header['lm_head.weight'].data_offsets[0];
+    bytes.writeUInt16LE(0x7fc0, begin + 2 * 3);
+    bytes.writeUInt16LE(0xff80, begin + 2 * 11);
+    writeFileSync(join(folder, 'model.safetensors'), bytes);
+    expect(nonFiniteError(loadCheckpoint(folder))?.message).toMatch(/tensor 'lm_head\.weight' \(read as unembed\.W_U\) holds 1 NaN, 1 -Inf of 7680 values/);
+    // The untouched files count nothing.
+    expect(nonFiniteError(loadCheckpoint(join(REAL, 'nanogpt-ckpt', 'ckpt-2000.pt')))).toBeNull();
+    expect(nonFiniteError(loadCheckpoint(join(REAL, 'llama-gqa-bf16')))).toBeNull();
   });
 
   test('2. a FIFO or a link to /dev/zero among the checkpoints, as a checkpoint to inspect or as a tokens file ends at once with a message', async () => {
