@@ -10,56 +10,33 @@
  * as what it is. Elementwise work (norms, activations, softmax), the eigenvalues, reading
  * the file and writing tables all come on top.
  *
- * Counted per checkpoint, 2·m·k·n per [m, k] × [k, n] product, as src/ computes them:
- * - forward (src/model/): per layer the Q, K, V and O projections (K and V per key/value
- *   head), q·kᵀ and pattern·v per sequence and head, the MLP's input product(s) and output
- *   product; the pass stops after the last layer's pattern (its Q and K, q·kᵀ) unless a
- *   loss score reads the final residual;
- * - unembedding (src/model/unembed.ts): [rows, d_model] × [d_model, d_vocab] over the rows
- *   the loss scores read (every position but the first for mean_loss, two for icl_score);
- * - copying (src/metrics/copying.ts): W_U·W_E once, then per layer G·R(W_V) and per head
- *   W_O^h (G R(W_V^h));
- * - composition (src/metrics/composition.ts): per pair of layers one
- *   [H·d_head, d_model] × [d_model, 3·H·d_head] product.
+ * The products are counted by `workCosts` (src/work.ts), the count the pool already cuts
+ * shared checkpoints by, for the sweep's own config: its prompt sets built as the plan
+ * builds them, its metrics, batch size and icl positions.
  */
 import { initBackend, tf } from '../src/backend.ts';
-import { kvHeads, type ModelConfig } from '../src/model/config.ts';
+import type { ModelConfig } from '../src/model/config.ts';
 import type { BackendChoice } from '../src/names.ts';
+import { buildPromptSet } from '../src/prompts/index.ts';
+import { workCosts } from '../src/work.ts';
+import type { LoadedConfig } from '../pipeline/config.ts';
 
-/** A sweep's prompts: sequences per checkpoint and tokens per sequence. */
-export interface PromptShape {
-  sequences: number;
-  tokens: number;
-}
-
+/** GFLOP of a checkpoint's matrix products, by stage. */
 export interface ProductWork {
   forward: number;
   unembed: number;
   weights: number;
 }
 
-const mm = (m: number, k: number, n: number) => 2 * m * k * n;
+const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
 
-/** GFLOP of the matrix products of one checkpoint, by stage. */
-export function productGflop(c: ModelConfig, metrics: readonly string[], prompts: PromptShape): ProductWork {
-  const { n_layers: L, n_heads: H, d_head: dh, d_model: dm, d_vocab: V } = c;
-  const kv = kvHeads(c);
-  const { sequences: S, tokens: T } = prompts;
-  const N = S * T;
-  const patterns = metrics.some((m) => ['prefix_matching', 'duplicate_token', 'previous_token', 'first_token'].includes(m));
-  const loss = metrics.includes('mean_loss') || metrics.includes('icl_score');
-  const lossRows = metrics.includes('mean_loss') ? S * (T - 1) : metrics.includes('icl_score') ? 2 * S : 0;
-
-  const scores = mm(T, dh, T) * S * H; // q·kᵀ per sequence and head
-  const patternOnly = mm(N, dm, (H + kv) * dh) + scores;
-  const mlp = c.attn_only || c.d_mlp === null ? 0 : mm(N, dm, c.d_mlp) * (c.gated_mlp ? 2 : 1) + mm(N, c.d_mlp, dm);
-  const block = mm(N, dm, (H + 2 * kv) * dh) + 2 * scores + mm(N, H * dh, dm) + mlp;
-  const forward = !patterns && !loss ? 0 : loss ? L * block : (L - 1) * block + patternOnly;
-
-  let weights = 0;
-  if (metrics.includes('copying')) weights += mm(dm, V, dm) + L * mm(dm, dm, H * dh) + L * H * mm(dh, dm, dh);
-  if (metrics.includes('composition')) weights += ((L * (L - 1)) / 2) * mm(H * dh, dm, 3 * H * dh);
-  return { forward: forward / 1e9, unembed: mm(lossRows, dm, V) / 1e9 * (loss ? 1 : 0), weights: weights / 1e9 };
+/** GFLOP of the matrix products of one checkpoint of `model` swept with `loaded`, by stage. */
+export function productGflop(model: ModelConfig, loaded: LoadedConfig): ProductWork {
+  const { config } = loaded;
+  const sets = config.prompt_sets.map((spec) => buildPromptSet(spec, model, { baseDir: loaded.dir }));
+  const costs = workCosts(model, sets, config.metrics, config.batch_size, config.icl);
+  const unembed = sum(costs.unembed);
+  return { forward: (sum(costs.batches) - unembed) / 1e9, unembed: unembed / 1e9, weights: costs.weights / 1e9 };
 }
 
 /**
@@ -77,7 +54,7 @@ export async function matMulRate(backend: BackendChoice): Promise<{ backend: str
       const start = performance.now();
       tf.tidy(() => tf.sum(tf.matMul(a, b)).dataSync());
       const seconds = (performance.now() - start) / 1000;
-      if (i >= 2) best = Math.max(best, mm(m, k, n) / 1e9 / seconds);
+      if (i >= 2) best = Math.max(best, (2 * m * k * n) / 1e9 / seconds);
     }
     a.dispose();
     b.dispose();

@@ -25,7 +25,7 @@ import { writeSafetensors } from '../src/checkpoint/containers/safetensors.ts';
 import { METRICS } from '../src/metrics/registry.ts';
 import { BACKENDS, type BackendChoice } from '../src/names.ts';
 import { initWeights } from '../src/train/init.ts';
-import { loadConfig } from '../pipeline/config.ts';
+import { loadConfig, type LoadedConfig } from '../pipeline/config.ts';
 import { buildPlan } from '../pipeline/plan.ts';
 import { runSweep } from '../pipeline/sweep.ts';
 import { spawn, spawnSync } from 'node:child_process';
@@ -136,6 +136,8 @@ interface SweepRun {
   workers: number;
   n: number;
   exitCode: number;
+  /** The sweep's config, as the plan read it. */
+  loaded: LoadedConfig;
 }
 
 async function sweepOnce(c: Case, metrics: MetricsChoice, checkpoints: number, workers: number, backend: BackendChoice, batchSize: number): Promise<SweepRun> {
@@ -143,7 +145,8 @@ async function sweepOnce(c: Case, metrics: MetricsChoice, checkpoints: number, w
   const configFile = sweepConfig(c, dir, backend, batchSize, metrics, checkpoints);
   const outDir = join(DATA, `out-${c.name}`);
   rmSync(outDir, { recursive: true, force: true });
-  const plan = await buildPlan(loadConfig(configFile), { workers });
+  const loaded = loadConfig(configFile);
+  const plan = await buildPlan(loaded, { workers });
 
   const finished: number[] = [];
   const started = performance.now();
@@ -161,7 +164,7 @@ async function sweepOnce(c: Case, metrics: MetricsChoice, checkpoints: number, w
   // the first `threads` finish, what is left runs warm.
   const warm = rows.length > threads ? (wall - (finished[threads - 1] - started) / 1000) / (rows.length - threads) : null;
   return {
-    wall, cpu, warm, n: rows.length, backend: result.manifest.backend, workers: threads, exitCode: result.exitCode,
+    wall, cpu, warm, n: rows.length, backend: result.manifest.backend, workers: threads, exitCode: result.exitCode, loaded,
     stages: { load: stage('load'), forward: stage('forward'), weight: stage('weight'), write: stage('write') },
   };
 }
@@ -199,7 +202,7 @@ async function benchSweep(c: Case, metrics: MetricsChoice, checkpoints: number, 
   const warm = runs.map((r) => r.warm).filter((w): w is number => w !== null);
   if (warm.length > 0) console.log(`  after each worker's first checkpoint: ${s2(medianOf(warm))} s per checkpoint (all: ${warm.map(s2).join(', ')})`);
   // The floor (floor.ts): the matrix products alone at the fastest rate this backend multiplies at here.
-  const work = productGflop(c.config, metricNames(metrics), { sequences: 64, tokens: 101 });
+  const work = productGflop(c.config, median.loaded);
   const gflop = work.forward + work.unembed + work.weights;
   const floor = gflop / (rate.gflops * median.workers);
   console.log(`  matrix products per checkpoint: ${gflop.toFixed(1)} GFLOP (forward ${work.forward.toFixed(1)}, unembedding ${work.unembed.toFixed(1)}, weight scores ${work.weights.toFixed(1)}); at ${rate.gflops.toFixed(1)} GFLOP/s per thread (${rate.backend}'s best 2-D matMul here, just measured) they alone take ${s2(gflop / rate.gflops)} s on one thread: a floor of ${s2(floor)} s per checkpoint on ${median.workers} workers`);

@@ -114,12 +114,23 @@ export interface PartScores {
   seconds: { forward: number; weights: number };
 }
 
+/** A checkpoint's work in floating-point operations of its matrix products (`workCosts`). */
+export interface WorkCosts {
+  /** The weight scores. */
+  weights: number;
+  /** Each forward batch, its unembedding included. */
+  batches: number[];
+  /** The unembedding's share of each batch (0 without loss metrics). */
+  unembed: number[];
+}
+
 /**
- * Relative costs of a checkpoint's work in floating-point operations: the weight scores,
- * and each forward batch. Only their ratios matter (`splitWork`); they follow the
- * products of model/ and metrics/, and leave out what is small beside them.
+ * The floating-point operations of a checkpoint's matrix products: the weight scores,
+ * and each forward batch. `splitWork` cuts by their ratios, the bench divides them by a
+ * measured matMul rate (bench/floor.ts); they follow the products of model/ and
+ * metrics/, and leave out what is small beside them.
  */
-export function workCosts(c: ModelConfig, promptSets: readonly PromptSet[], metrics: readonly MetricName[], batchSize: number, icl: IclPositions): { weights: number; batches: number[] } {
+export function workCosts(c: ModelConfig, promptSets: readonly PromptSet[], metrics: readonly MetricName[], batchSize: number, icl: IclPositions): WorkCosts {
   const req = scoreRequest(c, metrics, batchSize, icl);
   const { d_model: dm, n_heads: H, d_head: dh, d_vocab: V, n_layers: L } = c;
   const kv = c.n_key_value_heads ?? H;
@@ -130,10 +141,12 @@ export function workCosts(c: ModelConfig, promptSets: readonly PromptSet[], metr
   if (weightNames.has('bigram_kl')) weights += 2 * V * V * dm;
   const loss = lossRequest(req);
   const lastLayer = readsPrompts(req) ? L - 1 : -1;
+  const unembed: number[] = [];
   const batches = forwardBatches(promptSets, batchSize).map((b) => {
     const pos = promptSets[b.set].sequences[b.sequences[0]].length;
     const n = b.sequences.length;
     const rows = n * pos;
+    unembed.push(req.loss.length > 0 ? 2 * n * lossTargets(loss, pos).length * (dm + 1) * V : 0);
     let f = 0;
     for (let l = 0; l <= lastLayer; l++) {
       f += 2 * rows * dm * (H + kv) * dh + 2 * n * H * pos * pos * dh; // q, k; q·kᵀ
@@ -141,10 +154,9 @@ export function workCosts(c: ModelConfig, promptSets: readonly PromptSet[], metr
       f += 2 * rows * dm * kv * dh + 2 * n * H * pos * pos * dh + 2 * rows * H * dh * dm; // v; pattern·v; W_O
       if (!c.attn_only) f += 2 * rows * dm * c.d_mlp! * (c.gated_mlp ? 3 : 2);
     }
-    if (req.loss.length > 0) f += 2 * n * lossTargets(loss, pos).length * (dm + 1) * V;
-    return f;
+    return f + unembed[unembed.length - 1];
   });
-  return { weights, batches };
+  return { weights, batches, unembed };
 }
 
 /**
