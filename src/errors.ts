@@ -108,6 +108,11 @@ function cut(text: string, max: number): string {
  */
 export function quote(value: unknown, max = QUOTE_LIMIT): string {
   if (typeof value === 'string') return `'${cut(value, max).replace(/[\\']/g, (c) => `\\${c}`).replace(UNSAFE, escapeChar)}'`;
+  return jsonQuote(value, max);
+}
+
+/** A value from a file as short JSON (a string in double quotes), cut and escaped as `quote` does: for a value whose JSON type the message is about. */
+export function jsonQuote(value: unknown, max = QUOTE_LIMIT): string {
   return cut(shortJson(value, 3), max).replace(UNSAFE, escapeChar);
 }
 

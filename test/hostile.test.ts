@@ -16,6 +16,7 @@ import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { afterAll, describe, expect, test, vi } from 'vitest';
 import { loadCheckpoint, nonFiniteError } from '../src/checkpoint/checkpoint.ts';
 import { HeadsweepError, MESSAGE_LIMIT } from '../src/errors.ts';
+import { readTokensFile } from '../src/prompts/tokens-file.ts';
 import { EXIT, main } from '../pipeline/cli.ts';
 import { compactOutput } from '../pipeline/compact.ts';
 import { loadConfig } from '../pipeline/config.ts';
@@ -284,6 +285,25 @@ describe('messages', () => {
   test('7. a 100000-deep shape names the file instead of overflowing the stack', () => {
     const file = tinyFile('deep.safetensors', () => {}, (json) => json.replace('"shape":[5]', `"shape":${'['.repeat(100_000)}${']'.repeat(100_000)}`));
     expect(loadError(file).message).toMatch(/nests deeper than 3 levels/);
+  });
+
+  test('8. a metadata step and a tokens line from a file are escaped and cut in their messages, as names are', () => {
+    const step = tinyFile('step.safetensors', (p) => { (p.header.__metadata__ as Record<string, string>).step = `1\u001b[31m${'9'.repeat(20_000)}x`; });
+    const e = loadError(step);
+    expect(e.message).toContain('metadata \'step\' is "1\\u001b[31m999');
+    expect(e.message).toMatch(/…\(\+\d+ characters\), not a decimal integer/);
+
+    const tokens = join(tmp.dir, 'forged-tokens.jsonl');
+    writeFileSync(tokens, `[1, 2, \u001b[31m${'3'.repeat(20_000)}\n`);
+    let message = '';
+    try {
+      readTokensFile({ kind: 'tokens', name: 't', path: tokens });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/forged-tokens\.jsonl line 1: not valid JSON \(/);
+    expect(message).not.toMatch(/[\u0000-\u001f]/);
+    expect(message.length).toBeLessThanOrEqual(MESSAGE_LIMIT);
   });
 
   test('8. a tensor name with a forged line, terminal escapes and 20 MB is escaped and cut, in messages and in inspect', async () => {

@@ -14,7 +14,7 @@
  */
 import { closeSync, existsSync, readdirSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
-import { checkpointError, quote, shownPath } from '../errors.ts';
+import { checkpointError, jsonQuote, quote, shownPath } from '../errors.ts';
 import { openRegularFile, readRegularFile } from '../files.ts';
 import { parseModelConfig, type ModelConfig } from '../model/config.ts';
 import { planTensors, type TensorPlan } from './convert.ts';
@@ -186,7 +186,7 @@ function metadataCount(file: string, metadata: Record<string, string>, key: stri
   if (raw === undefined) return null;
   const value = Number(raw.trim());
   if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(value)) {
-    throw checkpointError(file, `metadata ${quote(key)} is ${JSON.stringify(raw)}, not a decimal integer below 2^53`, `__metadata__.${key}`);
+    throw checkpointError(file, `metadata ${quote(key)} is ${jsonQuote(raw)}, not a decimal integer below 2^53`, `__metadata__.${key}`);
   }
   return value;
 }
@@ -324,7 +324,7 @@ function stepOf(
   const state = join(layout.folder, 'trainer_state.json');
   if (hf && existsSync(state)) {
     const step = read('trainer_state', state).global_step;
-    if (!Number.isSafeInteger(step) || (step as number) < 0) throw checkpointError(state, `global_step is ${JSON.stringify(step)}, not a non-negative integer`, 'global_step');
+    if (!Number.isSafeInteger(step) || (step as number) < 0) throw checkpointError(state, `global_step is ${jsonQuote(step)}, not a non-negative integer`, 'global_step');
     return { step: step as number, tokensSeen: null, stepSource: 'trainer_state.json global_step' };
   }
   const folderName = basename(layout.folder);

@@ -10,7 +10,7 @@
  */
 import { closeSync, readSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { promptError, shownPath } from '../errors.ts';
+import { parserMessage, promptError, shownPath } from '../errors.ts';
 import { openRegularFile, readProblem } from '../files.ts';
 import type { PromptSet, TokensFileSpec } from './types.ts';
 
@@ -74,7 +74,7 @@ export function readTokensFile(spec: TokensFileSpec, baseDir = process.cwd(), li
     try {
       value = JSON.parse(line);
     } catch (err) {
-      throw promptError(where, `${at}: not valid JSON (${(err as Error).message.slice(0, 200)})`, file);
+      throw promptError(where, `${at}: not valid JSON (${parserMessage(err)})`, file);
     }
     if (!Array.isArray(value) || !value.every((v) => Number.isSafeInteger(v))) {
       throw promptError(where, `${at}: expected a JSON array of integer token ids`, file);

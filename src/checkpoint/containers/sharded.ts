@@ -6,7 +6,7 @@
  * and checks it against what the shards hold.
  */
 import { dirname, isAbsolute, join, normalize, sep } from 'node:path';
-import { checkpointError, quote } from '../../errors.ts';
+import { checkpointError, jsonQuote, quote } from '../../errors.ts';
 import { readJsonObject } from '../json.ts';
 import type { StoredTensor } from '../read.ts';
 
@@ -30,7 +30,7 @@ export function readShardIndex(file: string): ShardIndex {
   for (const [tensor, shard] of Object.entries(map as Record<string, unknown>)) {
     // Shards sit beside the index: a name that leaves the folder is not one.
     if (typeof shard !== 'string' || shard === '' || isAbsolute(shard) || normalize(shard).split(sep).includes('..')) {
-      throw checkpointError(file, `weight_map[${quote(tensor)}] is ${JSON.stringify(shard)}, not the name of a shard file beside the index`, `weight_map.${tensor}`);
+      throw checkpointError(file, `weight_map[${quote(tensor)}] is ${jsonQuote(shard)}, not the name of a shard file beside the index`, `weight_map.${tensor}`);
     }
     const path = join(dirname(file), shard);
     if (!shards.includes(path)) shards.push(path);

@@ -8,7 +8,7 @@
  * until a caller reads it (read.ts); storages nothing asks for are never read, which is
  * how an optimizer's state in a nanoGPT checkpoint costs nothing.
  */
-import { checkpointError, quote } from '../../errors.ts';
+import { checkpointError, formatShape, quote } from '../../errors.ts';
 import { DTYPE_BYTES } from '../dtypes.ts';
 import { readExactly, type Storage, type StoredTensor } from '../read.ts';
 import { PickleError, PyTuple, storageDType, TensorRef, unpickle, type PyKey, type PyValue, type StorageRef } from './pickle.ts';
@@ -137,7 +137,7 @@ export function stateDictTensors(archive: TorchArchive, value: PyValue, where: s
   if (!(value instanceof Map)) throw checkpointError(file, `${where} is not a state dict (a dict of tensors)`);
   const out = new Map<string, StoredTensor>();
   for (const [key, t] of value) {
-    if (typeof key !== 'string') throw checkpointError(file, `${where} has a key that is not a string (${String(key)})`);
+    if (typeof key !== 'string') throw checkpointError(file, `${where} has a key that is not a string (${quote(key)})`);
     if (!(t instanceof TensorRef)) throw checkpointError(file, `${where}[${quote(key)}] is not a tensor`, key);
     const storage = archive.storage(t.storage, key);
     // The last element the tensor reads must be inside the storage (strides are ≥ 0).
@@ -146,7 +146,7 @@ export function stateDictTensors(archive: TorchArchive, value: PyValue, where: s
       if (last >= t.storage.numel) {
         throw checkpointError(
           file,
-          `tensor ${quote(key)} (shape [${t.shape.join(', ')}], offset ${t.offset}, strides [${t.strides.join(', ')}]) reads element ${last} of storage ${quote(t.storage.key)}, which holds ${t.storage.numel}: the storage is smaller than its tensor`,
+          `tensor ${quote(key)} (shape ${formatShape(t.shape)}, offset ${t.offset}, strides ${formatShape(t.strides)}) reads element ${last} of storage ${quote(t.storage.key)}, which holds ${t.storage.numel}: the storage is smaller than its tensor`,
           key,
         );
       }
