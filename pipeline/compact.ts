@@ -230,20 +230,29 @@ function linkedVersion(final: string): string | null {
 async function swapIn(staging: string, final: string): Promise<void> {
   const link = `${final}.${process.pid}.link`;
   let previous = linkedVersion(final);
+  let movedFolder = false;
   try {
     await rm(link, { force: true });
     await symlink(relative(dirname(final), staging), link);
     if (previous === null && existsSync(final)) {
       previous = join(dirname(staging), `${versionId()}-before`);
       await rename(final, previous);
+      movedFolder = true;
     }
     await rename(link, final);
   } catch (cause) {
     await rm(link, { force: true }).catch(() => undefined);
+    // The earlier headsweep's folder goes back where readers look for it.
+    if (movedFolder) await rename(previous!, final).catch(() => undefined);
     throw new HeadsweepError(`cannot link the new compaction ${staging} as ${final}: ${messageOf(cause)}`, { stage: 'write', file: final, cause });
   }
-  // Only a version of this root: a root copied with its link made absolute (Node's cpSync does) links to another root's.
-  if (previous !== null && previous !== staging && dirname(previous) === dirname(staging)) await rm(previous, { recursive: true, force: true });
+  // `final` now links to `staging`: from here nothing may fail the compaction, or its
+  // caller would remove the version just linked. What is not removed now, the next
+  // compaction removes (removeLeftovers). Only a version of this root: a root copied with
+  // its link made absolute (Node's cpSync does) links to another root's.
+  if (previous !== null && previous !== staging && dirname(previous) === dirname(staging)) {
+    await rm(previous, { recursive: true, force: true }).catch(() => undefined);
+  }
 }
 
 /**

@@ -7,9 +7,9 @@
  * `main` in this process, which is the same code without the start-up cost.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
@@ -425,6 +425,28 @@ describe('concurrency and compaction', () => {
     expect(readdirSync(join(out, '.compactions'))).toEqual([readlinkSync(link).split('/').pop()]);
   });
 
+  // An immutable file (chattr +i) is one the compaction cannot remove, even as root.
+  test.skipIf(!canMakeImmutable())('12. a version that cannot be removed once the new one is linked leaves the new one linked and whole; the next compaction removes it', async () => {
+    const root = join(tmp.dir, 'stuck');
+    mkdirSync(root);
+    cpSync(join(out, 'heads'), join(root, 'heads'), { recursive: true, filter: (from) => !lstatSync(from).isFIFO() }); // test 12 left a FIFO there
+    await compactOutput(root);
+    const link = join(root, 'compacted');
+    const stuck = join(root, readlinkSync(link), 'manifest.json');
+    expect(spawnSync('chattr', ['+i', stuck]).status).toBe(0);
+    try {
+      const { manifest } = await compactOutput(root);
+      // compacted links to the new version, which is whole, and the old one is still there.
+      expect(readlinkSync(link)).not.toBe(relative(root, dirname(stuck)));
+      expect(JSON.parse(readFileSync(join(link, 'manifest.json'), 'utf8'))).toEqual(manifest);
+      expect(existsSync(stuck)).toBe(true);
+    } finally {
+      spawnSync('chattr', ['-i', stuck]);
+    }
+    await compactOutput(root);
+    expect(readdirSync(join(root, '.compactions'))).toEqual([readlinkSync(link).split('/').pop()]);
+  });
+
   test('13. one checkpoint of another shape at the lowest step fails alone', async () => {
     const dir13 = join(tmp.dir, 'shapes');
     mkdirSync(join(dir13, 'ckpts'), { recursive: true });
@@ -489,3 +511,12 @@ test('fuzz: 300 seeded mutations of a valid header each load or fail with one li
   expect(loaded).toBeGreaterThan(0);
   expect(loaded).toBeLessThan(300);
 });
+
+/** Whether `chattr +i` works here (root on a file system with the immutable attribute). */
+function canMakeImmutable(): boolean {
+  const probe = join(tmp.dir, 'immutable-probe');
+  writeFileSync(probe, '');
+  const ok = spawnSync('chattr', ['+i', probe]).status === 0;
+  spawnSync('chattr', ['-i', probe]);
+  return ok;
+}
