@@ -244,6 +244,8 @@ class SweepRun {
   readonly failedAt = new Map<string, string>();
   /** Checkpoints of the current pass that need a worker and have not been handed to the pool yet. */
   private unstarted = 0;
+  /** Copies of checkpoints the threads hold now: one per part being scored. */
+  private loaded = 0;
   private byFile = new Map<string, PlannedCheckpoint>();
 
   constructor(
@@ -493,11 +495,18 @@ class SweepRun {
     let outcome: Scored | null = null;
     if (needsPool(item)) {
       this.unstarted--;
-      let result = await this.score(plan, run, ck, work, this.shareOut());
-      if (result.ok && work.keep !== null && result.sha256 !== work.keep.sha256) {
-        // The file changed after it was hashed: the stored rows are for other bytes.
-        work = allWork('changed', item.keys);
-        result = await this.score(plan, run, ck, work);
+      const parts = this.shareOut(plan);
+      this.loaded += parts;
+      let result: CheckpointOutcome;
+      try {
+        result = await this.score(plan, run, ck, work, parts);
+        if (result.ok && work.keep !== null && result.sha256 !== work.keep.sha256) {
+          // The file changed after it was hashed: the stored rows are for other bytes.
+          work = allWork('changed', item.keys);
+          result = await this.score(plan, run, ck, work);
+        }
+      } finally {
+        this.loaded -= parts;
       }
       if (!result.ok) {
         await this.fail(item, at, result.stage, result.message, result.sha256);
@@ -543,8 +552,9 @@ class SweepRun {
    * have nothing to do, when fewer checkpoints are left to start than threads are free.
    * Sharing never changes a score (src/work.ts), only when the sweep ends.
    */
-  private shareOut(): number {
-    return Math.max(1, this.pool!.idleThreads() - this.unstarted);
+  private shareOut(plan: Plan): number {
+    // Every part loads the whole checkpoint on its thread: no more copies than the memory budget holds.
+    return Math.max(1, Math.min(this.pool!.idleThreads() - this.unstarted, plan.maxInFlight - this.loaded));
   }
 
   /** Asks the pool for the prompt sets and weight scores `work` names, shared by `parts` threads. */

@@ -5,6 +5,7 @@
  * checkpoints table without its measured `*_seconds` columns), for an attention-only
  * model and one with MLPs, with every metric on.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { EXIT } from '../pipeline/cli.ts';
@@ -41,10 +42,12 @@ describe.each(Object.entries(CHECKPOINTS))('one %s checkpoint', (run, path) => {
     'batch_size: 2',
   ].join('\n'));
 
-  async function sweepOn(workers: number): Promise<{ root: string; shared: number[] }> {
-    const root = join(tmp.dir, `${run}-workers-${workers}`);
+  async function sweepOn(workers: number, file = config): Promise<{ root: string; shared: number[] }> {
+    const root = join(tmp.dir, `${run}-${file === config ? '' : 'budget-'}workers-${workers}`);
     const finished: Extract<SweepEvent, { event: 'checkpoint_finished' }>[] = [];
-    const result = await runSweep(await buildPlan(loadConfig(config), { out: root, workers }), {
+    const plan = await buildPlan(loadConfig(file), { out: root, workers });
+    if (file !== config) expect(plan.maxInFlight).toBe(1);
+    const result = await runSweep(plan, {
       log: (e) => e.event === 'checkpoint_finished' && finished.push(e),
     });
     expect(result.exitCode).toBe(EXIT.ok);
@@ -58,5 +61,10 @@ describe.each(Object.entries(CHECKPOINTS))('one %s checkpoint', (run, path) => {
     const tables = tableSnapshot(one.root);
     expect([...tables.keys()].some((f) => f.startsWith('heads/'))).toBe(true);
     expect(tableSnapshot(two.root)).toEqual(tables);
+  });
+
+  test('a memory budget that holds one copy of it keeps it on one thread: every part would load it whole', async () => {
+    const budget = tmp.file(`${run}-budget.yaml`, `${readFileSync(config, 'utf8')}\nmemory_budget_mb: 1\n`);
+    expect((await sweepOn(2, budget)).shared).toEqual([1]);
   });
 });
