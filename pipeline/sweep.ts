@@ -640,7 +640,8 @@ class SweepRun {
         await carry('checkpoints');
       }
     } catch (err) {
-      await this.dropUnlisted(ck.run, id, item.prev);
+      // The write error names the file at fault; a failed cleanup must not replace it.
+      await this.dropUnlisted(ck.run, id, item.prev).catch(() => undefined);
       throw err;
     }
     // Only now that the new files are in place: drop what they replace (another stem's
