@@ -270,7 +270,8 @@ export class CheckpointPool {
     const first = done[0];
     if (done.some((o) => o.sha256 !== first.sha256)) {
       // The file changed between the parts' reads: their values are of different bytes.
-      return { ok: false, backend: first.backend, sha256: null, stage: 'load', message: `${file}: the file changed while it was being scored; it is scored again by the next sweep` };
+      // The last part's bytes name the errors row, so the failure need not hash the file again.
+      return { ok: false, backend: first.backend, sha256: done[done.length - 1].sha256, stage: 'load', message: `${file}: the file changed while it was being scored; it is scored again by the next sweep` };
     }
     const scores = mergeParts(first.config, promptSets, scoreRequest(first.config, score.metrics, score.batchSize, score.icl), done.map((o) => o.scores));
     return {
