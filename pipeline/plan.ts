@@ -294,16 +294,21 @@ function byStepThenPath(a: PlannedCheckpoint, b: PlannedCheckpoint): number {
 
 /**
  * Builds each prompt set for a model (`tokenizerIds`: of the tokenizer beside its
- * weights; `fileTokens`: how many ids a tokens file may hold); a set that does not fit the
- * model is a config error at its YAML path.
+ * weights; `fileTokens`: how many ids the tokens files may hold together); a set that
+ * does not fit the model is a config error at its YAML path.
  */
 function buildPromptSets(
   loaded: LoadedConfig, config: SweepConfig, run: string, model: ModelConfig,
   tokenizerIds: number | null, fileTokens: { tokens: number; reason: string },
 ): PromptSet[] {
+  // The limit is for all tokens files together: each takes its ids from what is left.
+  let used = 0;
   return config.prompt_sets.map((spec, i) => {
     try {
-      return buildPromptSet(spec, model, { baseDir: loaded.dir, tokenizerIds, maxTokens: fileTokens.tokens, maxTokensReason: fileTokens.reason });
+      const reason = used === 0 ? fileTokens.reason : `the tokens files before it hold ${used} of the ${fileTokens.tokens} left for them; ${fileTokens.reason}`;
+      const set = buildPromptSet(spec, model, { baseDir: loaded.dir, tokenizerIds, maxTokens: fileTokens.tokens - used, maxTokensReason: reason });
+      if (spec.kind === 'tokens') used += set.sequences.reduce((n, s) => n + s.length, 0);
+      return set;
     } catch (err) {
       throw configError(loaded.file, `prompt_sets[${i}]`, `${messageOf(err)} (for run '${run}': ${promptShape(model)})`);
     }

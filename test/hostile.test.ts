@@ -250,6 +250,12 @@ describe('memory and stack', () => {
     run = await cli(['validate', manyLines]);
     expect(run.code).toBe(EXIT.badConfig);
     expect(run.stderr).toMatch(/→ at prompt_sets\[0\]: .*lines\.jsonl holds more than 43690 token ids by line 21846 \(.*memory_budget_mb 1/);
+    // Two files of 30000 ids each: the limit is for both together, 43690 - 30000 = 13690 left for the second.
+    writeFileSync(join(dir, 'half.jsonl'), '[1, 2]\n'.repeat(15_000));
+    const twoFiles = sweepConfig(join(dir, 'two'), ['memory_budget_mb: 1', 'workers: 1', 'prompt_sets:', ...['a', 'b'].map((n) => `  - {name: ${n}, kind: tokens, path: ${JSON.stringify(join(dir, 'half.jsonl'))}}`)]);
+    run = await cli(['validate', twoFiles]);
+    expect(run.code).toBe(EXIT.badConfig);
+    expect(run.stderr).toMatch(/→ at prompt_sets\[1\]: .*half\.jsonl holds more than 13690 token ids by line 6846 \(the tokens files before it hold 30000 of the 43690 left for them; .*memory_budget_mb 1/);
 
     writeFileSync(join(dir, 'long.jsonl'), `[${'1,'.repeat(9_000_000)}1]\n`);
     const longLine = sweepConfig(join(dir, 'long'), ['prompt_sets:', `  - {name: t, kind: tokens, path: ${JSON.stringify(join(dir, 'long.jsonl'))}}`]);
