@@ -11,7 +11,7 @@
  *
  * Nothing here loads tfjs: the sweep's main thread splits and merges (pipeline/pool.ts).
  */
-import type { ModelConfig } from './model/config.ts';
+import { kvHeads, type ModelConfig } from './model/config.ts';
 import { addLossBatch, emptyLossTotals, lossScores, lossTargets, type IclPositions, type LossRequest } from './metrics/loss.ts';
 import { metricSpec, metricsOfKind, type MetricName, type MetricOfKind, type PatternMetricName } from './metrics/registry.ts';
 import type { PromptSet } from './prompts/types.ts';
@@ -133,11 +133,11 @@ export interface WorkCosts {
 export function workCosts(c: ModelConfig, promptSets: readonly PromptSet[], metrics: readonly MetricName[], batchSize: number, icl: IclPositions): WorkCosts {
   const req = scoreRequest(c, metrics, batchSize, icl);
   const { d_model: dm, n_heads: H, d_head: dh, d_vocab: V, n_layers: L } = c;
-  const kv = c.n_key_value_heads ?? H;
+  const kv = kvHeads(c);
   const weightNames = new Set(metrics);
   let weights = 0;
   if (weightNames.has('copying')) weights += 2 * dm * dm * V + L * 2 * H * dh * dm * dm;
-  if (weightNames.has('composition')) weights += ((L * (L - 1)) / 2) * 2 * (H * dh) * dm * (3 * H * dh) + L * 8 * H * dm * dh * dh;
+  if (weightNames.has('composition')) weights += ((L * (L - 1)) / 2) * 2 * (H * dh) * dm * (3 * H * dh) + L * 16 * H * dm * dh * dh; // pairs; Gram matrices (4) and folds (1 + 3) per layer
   if (weightNames.has('bigram_kl')) weights += 2 * V * V * dm;
   const loss = lossRequest(req);
   const lastLayer = readsPrompts(req) ? L - 1 : -1;
