@@ -25,8 +25,8 @@ import { writeSafetensors } from '../src/checkpoint/containers/safetensors.ts';
 import { METRICS } from '../src/metrics/registry.ts';
 import { BACKENDS, type BackendChoice } from '../src/names.ts';
 import { initWeights } from '../src/train/init.ts';
-import { loadConfig, type LoadedConfig } from '../pipeline/config.ts';
-import { buildPlan } from '../pipeline/plan.ts';
+import { loadConfig } from '../pipeline/config.ts';
+import { buildPlan, type Plan } from '../pipeline/plan.ts';
 import { runSweep } from '../pipeline/sweep.ts';
 import { spawn, spawnSync } from 'node:child_process';
 import { matMulRate, productGflop } from './floor.ts';
@@ -136,8 +136,8 @@ interface SweepRun {
   workers: number;
   n: number;
   exitCode: number;
-  /** The sweep's config, as the plan read it. */
-  loaded: LoadedConfig;
+  /** The sweep's plan: its model, prompt sets and settings. */
+  plan: Plan;
 }
 
 async function sweepOnce(c: Case, metrics: MetricsChoice, checkpoints: number, workers: number, backend: BackendChoice, batchSize: number): Promise<SweepRun> {
@@ -145,8 +145,7 @@ async function sweepOnce(c: Case, metrics: MetricsChoice, checkpoints: number, w
   const configFile = sweepConfig(c, dir, backend, batchSize, metrics, checkpoints);
   const outDir = join(DATA, `out-${c.name}`);
   rmSync(outDir, { recursive: true, force: true });
-  const loaded = loadConfig(configFile);
-  const plan = await buildPlan(loaded, { workers });
+  const plan = await buildPlan(loadConfig(configFile), { workers });
 
   const finished: number[] = [];
   const started = performance.now();
@@ -164,7 +163,7 @@ async function sweepOnce(c: Case, metrics: MetricsChoice, checkpoints: number, w
   // the first `threads` finish, what is left runs warm.
   const warm = rows.length > threads ? (wall - (finished[threads - 1] - started) / 1000) / (rows.length - threads) : null;
   return {
-    wall, cpu, warm, n: rows.length, backend: result.manifest.backend, workers: threads, exitCode: result.exitCode, loaded,
+    wall, cpu, warm, n: rows.length, backend: result.manifest.backend, workers: threads, exitCode: result.exitCode, plan,
     stages: { load: stage('load'), forward: stage('forward'), weight: stage('weight'), write: stage('write') },
   };
 }
@@ -178,7 +177,7 @@ function perCheckpoint(r: SweepRun): number {
 async function benchSweep(c: Case, metrics: MetricsChoice, checkpoints: number, workers: number, backend: BackendChoice, batchSize: number, repeat: number): Promise<void> {
   const runs: SweepRun[] = [];
   for (let i = 0; i < repeat; i++) runs.push(await sweepOnce(c, metrics, checkpoints, workers, backend, batchSize));
-  // Measured after the sweeps, alone, so that it takes no memory or time from them.
+  // Measured once, after the first sweeps, alone, so that it takes no memory or time from them.
   const rate = await matMulRate(backend);
   runs.sort((a, b) => a.wall - b.wall);
   const median = runs[Math.floor((runs.length - 1) / 2)];
@@ -202,7 +201,7 @@ async function benchSweep(c: Case, metrics: MetricsChoice, checkpoints: number, 
   const warm = runs.map((r) => r.warm).filter((w): w is number => w !== null);
   if (warm.length > 0) console.log(`  after each worker's first checkpoint: ${s2(medianOf(warm))} s per checkpoint (all: ${warm.map(s2).join(', ')})`);
   // The floor (floor.ts): the matrix products alone at the fastest rate this backend multiplies at here.
-  const work = productGflop(c.config, median.loaded);
+  const work = productGflop(median.plan);
   const gflop = work.forward + work.unembed + work.weights;
   const floor = gflop / (rate.gflops * median.workers);
   console.log(`  matrix products per checkpoint: ${gflop.toFixed(1)} GFLOP (forward ${work.forward.toFixed(1)}, unembedding ${work.unembed.toFixed(1)}, weight scores ${work.weights.toFixed(1)}); at ${rate.gflops.toFixed(1)} GFLOP/s per thread (${rate.backend}'s best 2-D matMul here, just measured) they alone take ${s2(gflop / rate.gflops)} s on one thread: a floor of ${s2(floor)} s per checkpoint on ${median.workers} workers`);
