@@ -48,6 +48,12 @@ describe.each(CASES)('$name', ({ load }) => {
     ];
     for (const cut of cuts) {
       const parts = await Promise.all(cut.map((part) => scoreCheckpointPart(fx.checkpoint, fx.promptSets, opts, part)));
+      // Each part computes its own batches and no others (the merge would hide extra ones), and the weights only where asked.
+      parts.forEach((p, i) => {
+        const { from, to } = cut[i].batches;
+        expect(p.batches.map((b) => b.batch)).toEqual(Array.from({ length: to - from }, (_, j) => from + j));
+        expect(p.weights !== undefined).toBe(cut[i].weights);
+      });
       expect(untimed(mergeParts(fx.checkpoint.config, fx.promptSets, req, parts))).toEqual(untimed(whole));
     }
     expect(whole.promptSets[0].mean_loss).toBeGreaterThan(0);
