@@ -115,6 +115,9 @@ export async function scoreCheckpointPart(ck: Checkpoint, promptSets: readonly P
   if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) {
     throw new HeadsweepError(`batch size ${opts.batchSize} is not a positive integer`, { stage: 'config', key: 'batch_size' });
   }
+  if (opts.vocabSlice !== undefined && !(Number.isInteger(opts.vocabSlice) && opts.vocabSlice >= 1)) {
+    throw new HeadsweepError(`vocabulary slice ${opts.vocabSlice} is not a positive integer`, { stage: 'config', key: 'vocabSlice' });
+  }
   const req = scoreRequest(c, opts.metrics, opts.batchSize, opts.icl);
   if (req.loss.includes('icl_score')) checkIclPositions(opts.icl);
   const corpusMetrics = metricsOfKind(opts.metrics, 'corpus');

@@ -76,3 +76,14 @@ describe.each(CASES)('sliced unembedding against the whole vocabulary: $name', (
     });
   });
 });
+
+describe('a vocabulary slice that is not a positive integer', () => {
+  it('is refused before any work, naming the option (a slice of 0 would never end)', async () => {
+    const fx = loadFixture(FIXTURE_NAMES[0]);
+    for (const vocabSlice of [0, -3, 2.5]) {
+      await expect(scoreCheckpoint(fx.checkpoint, fx.promptSets, { metrics: ['mean_loss'], batchSize: 3, icl: fx.icl, vocabSlice })).rejects.toThrow(
+        `vocabulary slice ${vocabSlice} is not a positive integer`,
+      );
+    }
+  });
+});
