@@ -36,6 +36,12 @@ export interface ForwardOptions {
    * the device, but not differentiable. Default: false, what training differentiates.
    */
   inference?: boolean;
+}
+
+/** How a `Pass` runs: `forward`'s inference flag, and what only a scorer driving passes itself gives. */
+export interface PassOptions extends Pick<ForwardOptions, 'inference'> {
+  /** Whether the pass runs any layer (a model without layers, or a pass that stops before the first, has no attention to prepare). */
+  layers: boolean;
   /** Inference: keeps rearranged weights for the batches that follow (`WeightLayouts`); the caller disposes it. */
   layouts?: WeightLayouts;
 }
@@ -191,12 +197,7 @@ export class Pass {
   private readonly made: tf.Tensor[] = [];
   private readonly positions: tf.Tensor2D | undefined;
 
-  constructor(
-    params: Params,
-    readonly c: ModelConfig,
-    readonly pos: number,
-    private readonly opts: Pick<ForwardOptions, 'inference' | 'layouts'> & { layers: boolean },
-  ) {
+  constructor(params: Params, readonly c: ModelConfig, pos: number, opts: PassOptions) {
     const inference = opts.inference === true;
     // In inference the pass owns what it makes (its steps' intermediates freed at once); training leaves all to its tape.
     const own = <T extends tf.TensorContainer>(make: () => T): T => {
@@ -272,7 +273,7 @@ export function forward(params: Params, c: ModelConfig, tokens: tf.Tensor2D, opt
   const patternLayers = opts.patternLayers ?? [];
   const whole = opts.logits === true;
   const lastLayer = whole ? c.n_layers - 1 : Math.max(-1, ...patternLayers);
-  const pass = new Pass(params, c, tokens.shape[1], { ...opts, layers: lastLayer >= 0 });
+  const pass = new Pass(params, c, tokens.shape[1], { inference: opts.inference, layers: lastLayer >= 0 });
   const out: ForwardOutput = { patterns: [] };
   try {
     let resid = pass.embed(params, tokens); // (B, T, dm)
