@@ -13,6 +13,7 @@ import { parentPort } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { initBackend, type BackendChoice, type BackendName } from '../src/backend.ts';
 import { closeCheckpoint, loadCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { VOCABULARY_MATRICES } from '../src/checkpoint/memory.ts';
 import { ReadBuffer } from '../src/checkpoint/read.ts';
 import { HeadsweepError, messageOf, type Stage } from '../src/errors.ts';
 import { scoreCheckpointPart } from '../src/score.ts';
@@ -29,7 +30,6 @@ const readBuffer = new ReadBuffer();
  * Left in the file and read a slice at a time while scoring (see LoadOptions): they are
  * most of a checkpoint's bytes and scoring never needs them whole.
  */
-const VOCABULARY_MATRICES = ['embed.W_E', 'unembed.W_U'];
 
 let started: { choice: BackendChoice; name: Promise<BackendName> } | null = null;
 
@@ -95,7 +95,7 @@ export async function scoreTask(req: CheckpointRequest): Promise<PartOutcome> {
   try {
     // Loading hashes the file in the same pass; W_E and W_U stay in it, read in slices later.
     // A model the backend cannot hold is refused before any weight is read.
-    const vocabularyOnDevice = req.score.metrics.includes('bigram_kl');
+    const vocabularyOnDevice = req.part.weights && req.score.metrics.includes('bigram_kl'); // only the weights' part runs bigram_kl
     checkpoint = loadCheckpoint(req.file, { family: req.family, readBuffer, leaveInFile: VOCABULARY_MATRICES, backend: backendName, vocabularyOnDevice });
   } catch (err) {
     return failure(err, 'load', backendName, null);

@@ -16,7 +16,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { nonFiniteError, weightBlock, weightOf, type Checkpoint } from './checkpoint/checkpoint.ts';
-import { backendFit } from './checkpoint/memory.ts';
+import { backendFit, VOCABULARY_TENSORS } from './checkpoint/memory.ts';
 import { expectedShapes, type ModelConfig } from './model/config.ts';
 import { HeadsweepError, messageOf, quote, shownPath, type Stage } from './errors.ts';
 import type { Bigrams } from './metrics/bigrams.ts';
@@ -134,12 +134,14 @@ export async function scoreCheckpointPart(ck: Checkpoint, promptSets: readonly P
   const all = forwardBatches(promptSets, opts.batchSize);
   const batches = readsPrompts(req) ? all.slice(part.batches.from, part.batches.to) : [];
   const out: PartScores = { part, batches: [], seconds: { forward: 0, weights: 0 } };
-  const layered = opts.layerByLayer ?? !backendFit(c, tf.getBackend() as Parameters<typeof backendFit>[1], wantsBigramKl).whole;
+  // Only the part that computes the weight scores runs bigram_kl, which reads the vocabulary matrices whole.
+  const vocabularyOnDevice = wantsBigramKl && part.weights;
+  const layered = opts.layerByLayer ?? !backendFit(c, tf.getBackend() as Parameters<typeof backendFit>[1], vocabularyOnDevice).whole;
 
   // The vocabulary-sized matrices hold most of a checkpoint's bytes and are uploaded only
   // for bigram_kl, which reads them whole: the forward pass looks embeddings up on the
   // host, the unembedding and copying read them from the checkpoint a slice at a time.
-  const onDevice = [...expectedShapes(c).keys()].filter((key) => wantsBigramKl || !['embed.W_E', 'unembed.W_U', 'unembed.b_U'].includes(key));
+  const onDevice = [...expectedShapes(c).keys()].filter((key) => vocabularyOnDevice || !VOCABULARY_TENSORS.includes(key));
   // A part without forward batches uploads only what the weight scores read.
   const forHere = layered ? onDevice.filter((key) => !isLayerKey(key)) : batches.length > 0 ? onDevice : readByWeightScores(onDevice);
   const device = new DeviceWeights(ck, forHere);

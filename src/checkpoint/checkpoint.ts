@@ -23,7 +23,7 @@ import { checkpointError, quote, type HeadsweepError } from '../errors.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { BackendName } from '../names.ts';
 import { countNonFinite, DTYPE_BYTES, type DType, type NonFiniteCount } from './dtypes.ts';
-import { assertFits } from './memory.ts';
+import { assertFits, VOCABULARY_MATRICES } from './memory.ts';
 import {
   alignedSize, checkBlock, decodeInto, elementCount, isContiguous, OpenFiles, readExactly, spanBytes, subView, ViewReader,
   type HostTensor, type ReadBuffer, type Storage, type StridedView,
@@ -329,7 +329,7 @@ export function loadCheckpoint(path: string, opts: LoadOptions = {}): Checkpoint
       return p !== undefined && p.view !== null;
     }));
     if (opts.backend !== undefined) {
-      const vocabularyInFile = ['embed.W_E', 'unembed.W_U'].every((key) => leave.has(key));
+      const vocabularyInFile = VOCABULARY_MATRICES.every((key) => leave.has(key));
       assertFits(path, source.config, opts.backend, opts.vocabularyOnDevice ?? !vocabularyInFile);
     }
     const kept = plans.filter((p): p is Planned => p.view !== null && !leave.has(p.key));

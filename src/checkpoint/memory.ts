@@ -36,7 +36,13 @@ export interface BackendFit {
   limit: number | null;
 }
 
-const VOCABULARY = new Set(['embed.W_E', 'unembed.W_U', 'unembed.b_U']);
+/** The two vocabulary-sized matrices: left in the file and read a slice at a time, unless bigram_kl reads them whole. */
+export const VOCABULARY_MATRICES: readonly string[] = ['embed.W_E', 'unembed.W_U'];
+
+/** What goes to the device only for bigram_kl: the vocabulary matrices and b_U. */
+export const VOCABULARY_TENSORS: readonly string[] = [...VOCABULARY_MATRICES, 'unembed.b_U'];
+
+const VOCABULARY = new Set(VOCABULARY_TENSORS);
 
 /**
  * `vocabularyOnDevice`: W_E and W_U go to the device whole (bigram_kl reads them so, and a
