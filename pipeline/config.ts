@@ -14,6 +14,7 @@ import { z } from 'zod';
 import { FAMILY_NAMES } from '../src/checkpoint/families/family.ts';
 import { BACKENDS, METRIC_NAMES, type MetricName } from '../src/names.ts';
 import { DEFAULT_RULES, RulesSchema } from '../src/classify.ts';
+import { DIMENSION_LIMITS } from '../src/model/config.ts';
 import { PromptSetSpecSchema } from '../src/prompts/index.ts';
 import { TOKENIZER_NAMES } from '../src/train/tokenizer.ts';
 import { configError, quote, shownPath } from '../src/errors.ts';
@@ -122,7 +123,7 @@ export const SweepConfigSchema = z
     metrics: z.array(z.enum(METRIC_NAMES)).min(1).optional(),
     bigram: BigramSourceSchema.optional(),
     /** 0-based positions for icl_score (METRICS.md §6). */
-    icl: z.strictObject({ early: bounded(1, 2 ** 20, 'the longest n_ctx'), late: bounded(2, 2 ** 20, 'the longest n_ctx') }).default({ early: 10, late: 90 }),
+    icl: z.strictObject({ early: bounded(1, DIMENSION_LIMITS.n_ctx, 'the longest n_ctx'), late: bounded(2, DIMENSION_LIMITS.n_ctx, 'the longest n_ctx') }).default({ early: 10, late: 90 }),
     /** Head labels; the first matching rule wins (src/classify.ts). */
     classify: RulesSchema.default([...DEFAULT_RULES]),
     /** Worker threads; default: every core the process may use. */

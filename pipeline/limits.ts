@@ -11,7 +11,7 @@
  */
 import { totalmem } from 'node:os';
 import { configError } from '../src/errors.ts';
-import type { PromptSetSpec } from '../src/prompts/types.ts';
+import { REPEATED_RANDOM_DEFAULTS, type PromptSetSpec } from '../src/prompts/types.ts';
 import type { LoadedConfig, SweepConfig } from './config.ts';
 
 /** Bytes the sweep may hold at once: `memory_budget_mb`, or a quarter of the machine's memory. */
@@ -38,7 +38,7 @@ export function promptTokenLimit(config: SweepConfig, budgetBytes: number): Prom
 
 /** Tokens a generated prompt set will hold, from its spec (BOS counted); null for a tokens file, known only once read. */
 function specTokens(spec: PromptSetSpec): number | null {
-  if (spec.kind === 'repeated_random') return spec.count * (1 + (spec.length ?? 25) * (spec.repeats ?? 4));
+  if (spec.kind === 'repeated_random') return spec.count * (1 + (spec.length ?? REPEATED_RANDOM_DEFAULTS.length) * (spec.repeats ?? REPEATED_RANDOM_DEFAULTS.repeats));
   if (spec.kind === 'text') return spec.count * (1 + spec.length);
   return null;
 }

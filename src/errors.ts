@@ -174,7 +174,7 @@ export const LIST_LIMIT = 12;
  * The first `LIST_LIMIT` of `lines`, then one line counting the rest (`… and 1990 more
  * problems`): what a message or a log prints of a list of problems, however long.
  */
-export function summarise(lines: readonly string[], noun = 'problems', limit = LIST_LIMIT): string[] {
-  if (lines.length <= limit) return [...lines];
-  return [...lines.slice(0, limit - 1), `… and ${lines.length - (limit - 1)} more ${noun}`];
+export function summarise(lines: readonly string[], noun = 'problems', total = lines.length): string[] {
+  if (total <= LIST_LIMIT) return [...lines];
+  return [...lines.slice(0, LIST_LIMIT - 1), `… and ${total - (LIST_LIMIT - 1)} more ${noun}`];
 }

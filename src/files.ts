@@ -83,12 +83,14 @@ export function readRegularFile(path: string, maxBytes?: { bytes: number; what: 
     }
     return readFileSync(fd);
   } catch (err) {
-    if (err instanceof FileProblem) throw err;
-    throw new FileProblem(path, `cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw err instanceof FileProblem ? err : new FileProblem(path, readProblem(err));
   } finally {
     closeSync(fd);
   }
 }
+
+/** The largest tokenizer file read (a tokenizer.json beside weights, or one a prompt set names): larger than any real one (Llama 3's is 9 MB), small enough to refuse a stray file fast. */
+export const TOKENIZER_FILE_BYTES = 256 * 2 ** 20;
 
 /** The reason of a FileProblem, or of anything else thrown while reading a file. */
 export function readProblem(err: unknown): string {

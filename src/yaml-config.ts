@@ -7,8 +7,8 @@
 import { distance } from 'fastest-levenshtein';
 import { isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, visit, type Document } from 'yaml';
 import { z } from 'zod';
-import { configError, HeadsweepError, LIST_LIMIT } from './errors.ts';
-import { readProblem, readRegularFile } from './files.ts';
+import { configError, HeadsweepError, LIST_LIMIT, summarise } from './errors.ts';
+import { FileProblem, readProblem, readRegularFile } from './files.ts';
 
 /** A config is a page of YAML; a file past this is not one (and its parse tree would take gigabytes). */
 const MAX_CONFIG_BYTES = 1 << 20;
@@ -84,12 +84,10 @@ function problemsOf(schema: z.core.$ZodType, issues: readonly z.core.$ZodIssue[]
 /** One error for all problems: the first names the key, every line names a YAML path. */
 function configProblems(file: string, problems: Problem[], lineOf: (path: PropertyKey[]) => number | null): HeadsweepError {
   // A list of two million bad metrics is one problem told two million times: the first few, then a count.
-  const shown = problems.length > LIST_LIMIT ? problems.slice(0, LIST_LIMIT - 1) : problems;
-  const lines = shown.map((p) => {
+  const lines = summarise(problems.slice(0, LIST_LIMIT).map((p) => {
     const line = lineOf(p.path);
     return configError(file, yamlPath(p.path), `${p.message}${line === null ? '' : ` (line ${line})`}`).message;
-  });
-  if (shown.length < problems.length) lines.push(`… and ${problems.length - shown.length} more problems`);
+  }), 'problems', problems.length);
   return new HeadsweepError(lines.join('\n'), { stage: 'config', file, key: yamlPath(problems[0].path) });
 }
 
@@ -164,7 +162,6 @@ export function readConfigText(file: string): string {
   try {
     return readRegularFile(file, { bytes: MAX_CONFIG_BYTES, what: 'a config file' }).toString('utf8');
   } catch (err) {
-    const reason = readProblem(err);
-    throw configError(file, '', reason === 'no such file' ? 'no such config file' : reason);
+    throw configError(file, '', err instanceof FileProblem && err.code === 'ENOENT' ? 'no such config file' : readProblem(err));
   }
 }

@@ -15,7 +15,7 @@
 import { closeSync, existsSync, readdirSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
 import { checkpointError, jsonQuote, quote, shownPath } from '../errors.ts';
-import { openRegularFile, readRegularFile } from '../files.ts';
+import { openRegularFile, readRegularFile, TOKENIZER_FILE_BYTES } from '../files.ts';
 import { parseModelConfig, type ModelConfig } from '../model/config.ts';
 import { planTensors, type TensorPlan } from './convert.ts';
 import type { DType } from './dtypes.ts';
@@ -114,9 +114,6 @@ const STEP_FOLDER = /^(checkpoint-|step)(\d+)$/;
 
 /** TL's saved checkpoints: `*_N.pth`, N tokens seen when above 1e9, else steps (get_checkpoint_labels). */
 const TL_CHECKPOINT_FILE = /_(\d+)\.pth$/;
-
-/** The largest tokenizer.json read for its vocabulary size (real ones are a few MB to a few tens of MB). */
-const MAX_TOKENIZER_BYTES = 256 * 2 ** 20;
 
 function listing(folder: string): string {
   const names = readdirSync(folder).sort();
@@ -344,7 +341,7 @@ function tokenizerOf(folder: string): Source['tokenizer'] {
   const file = join(folder, 'tokenizer.json');
   if (!existsSync(file)) return null;
   try {
-    const json = JSON.parse(readRegularFile(file, { bytes: MAX_TOKENIZER_BYTES, what: 'a tokenizer.json' }).toString('utf8')) as { model?: { vocab?: unknown }; added_tokens?: { id?: unknown }[] };
+    const json = JSON.parse(readRegularFile(file, { bytes: TOKENIZER_FILE_BYTES, what: 'a tokenizer.json' }).toString('utf8')) as { model?: { vocab?: unknown }; added_tokens?: { id?: unknown }[] };
     let top = -1;
     const vocab = json.model?.vocab;
     // BPE and WordPiece map token → id; Unigram lists [token, score] pairs in id order.

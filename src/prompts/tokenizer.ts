@@ -13,7 +13,7 @@ import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { HeadsweepError, oneLine, shownPath } from '../errors.ts';
-import { FileProblem, readRegularFile } from '../files.ts';
+import { FileProblem, readRegularFile, TOKENIZER_FILE_BYTES } from '../files.ts';
 import { TOKENIZERS, TOKENIZER_NAMES, type TokenizerName } from '../train/tokenizer.ts';
 
 export interface PromptTokenizer {
@@ -28,9 +28,6 @@ export interface PromptTokenizer {
   /** How many line breaks the text of one id holds (for the line numbers in messages). */
   newlines(id: number): number;
 }
-
-/** Larger than any real tokenizer.json (Llama 3's is 9 MB), small enough to refuse a stray file fast. */
-const TOKENIZER_MAX_BYTES = 256 * 2 ** 20;
 
 export function isBuiltinTokenizer(name: string): name is TokenizerName {
   return (TOKENIZER_NAMES as readonly string[]).includes(name);
@@ -82,7 +79,7 @@ export function loadTokenizerJson(file: string): PromptTokenizer {
   if (cached?.stamp === stamp) return cached.tokenizer;
   // Regular files only (a FIFO would block the read), and of a size a tokenizer has
   // (the largest real ones are tens of MB).
-  const readJson = (path: string): object => JSON.parse(readRegularFile(path, { bytes: TOKENIZER_MAX_BYTES, what: 'a tokenizer file' }).toString('utf8')) as object;
+  const readJson = (path: string): object => JSON.parse(readRegularFile(path, { bytes: TOKENIZER_FILE_BYTES, what: 'a tokenizer file' }).toString('utf8')) as object;
   let hf: HfTokenizer;
   try {
     const configFile = join(dirname(file), 'tokenizer_config.json');

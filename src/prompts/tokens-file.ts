@@ -67,9 +67,10 @@ export function readTokensFile(spec: TokensFileSpec, baseDir = process.cwd(), li
   const sequences: Int32Array[] = [];
   const lines: number[] = [];
   let tokens = 0;
+  const shown = shownPath(file); // once, not per line: a tokens file may have millions
   forEachLine(file, where, (line, n) => {
     if (line.trim() === '') return;
-    const at = `${shownPath(file)} line ${n}`;
+    const at = `${shown} line ${n}`;
     let value: unknown;
     try {
       value = JSON.parse(line);
