@@ -231,7 +231,8 @@ describe('memory and stack', () => {
     const wide = tinyFile('layers-4096.safetensors', (p) => {
       (p.header.__metadata__ as Record<string, string>).config = JSON.stringify({ ...TINY_CONFIG, n_layers: 4096, d_model: 1 << 20, d_head: 1 << 16 });
     });
-    expect(loadError(wide).message).toMatch(/tensor|shape/);
+    // Refused at the first tensor against the config, before any weight is read: W_E is [d_vocab 5, d_model 4] in the file, [5, 2^20] by the config.
+    expect(loadError(wide).message).toMatch(/tensor 'embed\.W_E' has shape \[5, 4\] but the config expects \[5, 1048576\]/);
   });
 
   test('5. prompt sets past the memory budget and over-long tokens lines are config errors; a large count within it plans', async () => {
