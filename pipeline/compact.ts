@@ -46,7 +46,7 @@ import {
   DataType, makeData, RecordBatch, Struct, Table, type Data, type Field, type Utf8,
 } from 'apache-arrow';
 import { z } from 'zod';
-import { HeadsweepError, messageOf } from '../src/errors.ts';
+import { HeadsweepError, messageOf, parserMessage } from '../src/errors.ts';
 import { FileProblem, readRegularFile } from '../src/files.ts';
 import { COMPACT_LOCK, Lock } from './lock.ts';
 import { packageVersions } from './manifest.ts';
@@ -619,7 +619,7 @@ function parseManifest(file: string): z.infer<typeof SourceManifestSchema> {
   try {
     json = JSON.parse(readRegularFile(file).toString('utf8'));
   } catch (cause) {
-    throw new HeadsweepError(`${file}: not a readable JSON manifest: ${cause instanceof FileProblem ? cause.reason : messageOf(cause)}`, { stage: 'load', file, cause });
+    throw new HeadsweepError(`${file}: not a readable JSON manifest: ${cause instanceof FileProblem ? cause.reason : parserMessage(cause)}`, { stage: 'load', file, cause });
   }
   const parsed = SourceManifestSchema.safeParse(json);
   if (!parsed.success) {
