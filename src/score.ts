@@ -20,6 +20,7 @@ import { backendFit, VOCABULARY_TENSORS } from './checkpoint/memory.ts';
 import { expectedShapes, type ModelConfig } from './model/config.ts';
 import { HeadsweepError, messageOf, quote, shownPath, type Stage } from './errors.ts';
 import type { Bigrams } from './metrics/bigrams.ts';
+import { firstNonFinite } from './metrics/finite.ts';
 import { checkIclPositions, lossTargets, type IclPositions } from './metrics/loss.ts';
 import type { PatternMask } from './metrics/mask.ts';
 import { maskedHeadSums } from './metrics/pattern.ts';
@@ -324,10 +325,9 @@ function checkFinite(ck: Checkpoint, set: PromptSet, values: BatchValues): void 
     );
   };
   // headSums: [metric·layer·head]
-  values.headSums.forEach((v, i) => {
-    if (v - v !== 0) refuse(`attention patterns in layer ${Math.floor((i % (c.n_layers * c.n_heads)) / c.n_heads)}`);
-  });
-  if (values.losses?.some((v) => v - v !== 0)) refuse('token losses');
+  const at = firstNonFinite(values.headSums);
+  if (at >= 0) refuse(`attention patterns in layer ${Math.floor((at % (c.n_layers * c.n_heads)) / c.n_heads)}`);
+  if (values.losses !== undefined && firstNonFinite(values.losses) >= 0) refuse('token losses');
 }
 
 /** Per layer [metric·head] -> [metric·layer·head], the order work.ts merges. */
