@@ -16,7 +16,10 @@ import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { afterAll, describe, expect, test, vi } from 'vitest';
 import { loadCheckpoint, nonFiniteError } from '../src/checkpoint/checkpoint.ts';
 import { HeadsweepError, MESSAGE_LIMIT } from '../src/errors.ts';
+import { buildPromptSet } from '../src/prompts/index.ts';
 import { readTokensFile } from '../src/prompts/tokens-file.ts';
+import { scoreCheckpoint } from '../src/score.ts';
+import { initBackend } from '../src/backend.ts';
 import { EXIT, main } from '../pipeline/cli.ts';
 import { compactOutput } from '../pipeline/compact.ts';
 import { loadConfig } from '../pipeline/config.ts';
@@ -148,6 +151,20 @@ describe('hangs', () => {
     // The layer-0 heads are the sources of every pair the 2-layer model has.
     for (const row of composition) expect(row.score).toBe(0);
     expect(arrowRows(join(dir, 'out', 'checkpoint_scores')).every((r) => r.mean_loss === null || Number.isFinite(r.mean_loss))).toBe(true);
+  });
+
+  test('1. finite weights whose products overflow float32 are refused naming the prompt set and the layer, not scored as nulls', async () => {
+    // Every entry of layer 1's W_Q and W_K at 1e20: each q·k is about 1e40 · 64 terms, past float32's 3.4e38.
+    const big: Record<string, [number, number][]> = {};
+    for (const w of ['W_Q', 'W_K']) big[`blocks.1.attn.${w}`] = Array.from({ length: 2 * 96 * 64 }, (_, i) => [i, 1e20]);
+    const file = demoWith(join(tmp.dir, 'overflow-l1.safetensors'), big);
+    await initBackend('wasm');
+    const ck = loadCheckpoint(file);
+    expect(nonFiniteError(ck)).toBeNull();
+    const set = buildPromptSet({ kind: 'repeated_random', name: 'rrt', length: 12, repeats: 4, count: 2, seed: 0 }, ck.config);
+    await expect(scoreCheckpoint(ck, [set], { metrics: ['prefix_matching'], batchSize: 2, icl: { early: 10, late: 40 } })).rejects.toThrow(
+      `the forward pass on prompt set 'rrt' gives non-finite attention patterns in layer 1 although every weight is finite`,
+    );
   });
 
   test('1. the same counts from a torch zip (a nanoGPT ckpt.pt) and from BF16 weights (a Llama folder), read through their own decoders', () => {
