@@ -272,11 +272,19 @@ class SweepRun {
   }
 
   /** Starts the pool and its backend, before anything in the output folder is touched; then removes killed sweeps' temporary files. */
-  async start(threads: number, plan: Plan): Promise<void> {
+  /**
+   * Takes the output root for this sweep, before its state is read or anything in it is
+   * touched: another sweep here stops this one at once (and it hashes nothing first).
+   */
+  lockRoot(): void {
+    if (this.lock !== null) return;
     checkOutput(this.outDir);
-    const c = this.config;
-    // Before anything in the root is touched, and before threads start: another sweep here stops this one at once.
     this.lock = this.takeLock();
+  }
+
+  async start(threads: number, plan: Plan): Promise<void> {
+    this.lockRoot();
+    const c = this.config;
     this.threads = threads;
     this.pool = new CheckpointPool({
       workers: threads,
@@ -755,7 +763,14 @@ class SweepRun {
 export async function runSweep(plan: Plan, opts: SweepOptions = {}): Promise<SweepResult> {
   const mine = shardOf(plan, opts.shard ?? null);
   const run = new SweepRun(mine.config, mine.outDir, mine.configFile, opts, null);
-  const items = await run.decideAll(mine, plannedCheckpoints(mine));
+  run.lockRoot();
+  let items: Item[];
+  try {
+    items = await run.decideAll(mine, plannedCheckpoints(mine));
+  } catch (err) {
+    run.releaseLock();
+    throw err;
+  }
   // Threads beyond the checkpoints to score share their work (`shareOut`); with nothing to score, one is enough.
   await run.start(items.some(needsPool) ? mine.config.workers : 1, mine);
   try {
